@@ -1,0 +1,39 @@
+# Messenger: build, run and test.
+GO ?= go
+ADDR ?= 127.0.0.1:8080
+DATA ?= ./data
+
+.PHONY: all build run test vet fmt bench fuzz tidy
+
+all: build
+
+build:
+	$(GO) build -o bin/ ./cmd/...
+
+## run: start the server on the embedded defaults (no Redis, SQLite in $(DATA)).
+run:
+	$(GO) run ./cmd/messenger -addr $(ADDR) -data $(DATA)
+
+## test: vet, then every test with the race detector.
+test: vet
+	$(GO) test -race -count=1 ./...
+
+vet:
+	@test -z "$$(gofmt -l $$(find . -name '*.go' -not -path './node_modules/*'))" || (echo "gofmt needed:"; gofmt -l $$(find . -name '*.go'); exit 1)
+	$(GO) vet ./...
+
+fmt:
+	gofmt -w $$(find . -name '*.go' -not -path './node_modules/*')
+
+## bench: the benchmarks quoted in docs/benchmarks.md.
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+## fuzz: a short run of every fuzz target (FUZZTIME per target).
+FUZZTIME ?= 20s
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
