@@ -1,0 +1,248 @@
+package main
+
+import (
+	"context"
+	"crypto/hkdf"
+	"crypto/sha256"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+
+	"github.com/secure-messenger/messenger/internal/broker"
+	"github.com/secure-messenger/messenger/internal/ephemeral"
+	"github.com/secure-messenger/messenger/internal/keyfile"
+	"github.com/secure-messenger/messenger/internal/server"
+	"github.com/secure-messenger/messenger/web"
+)
+
+// options are the server's settings, from flags and their environment
+// twins (a flag given on the command line wins).
+type options struct {
+	addr             string
+	dataDir          string
+	redisURL         string
+	redisPrefix      string
+	logLevel         string
+	logFormat        string
+	origins          string
+	sessionTTL       time.Duration
+	window           time.Duration
+	handshakeTimeout time.Duration
+	identityBits     int
+	sendQueue        int
+}
+
+func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("messenger", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	env := func(name, def string) string {
+		if v := getenv(name); v != "" {
+			return v
+		}
+		return def
+	}
+	var errs []error
+	envDur := func(name string, def time.Duration) time.Duration {
+		v := getenv(name)
+		if v == "" {
+			return def
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+		}
+		return d
+	}
+	envInt := func(name string, def int) int {
+		v := getenv(name)
+		if v == "" {
+			return def
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+		}
+		return n
+	}
+	fs.StringVar(&o.addr, "addr", env("MESSENGER_ADDR", "127.0.0.1:8080"), "listen address (MESSENGER_ADDR)")
+	fs.StringVar(&o.dataDir, "data", env("MESSENGER_DATA", "./data"), "data directory: identity key, storage key, SQLite file (MESSENGER_DATA)")
+	fs.StringVar(&o.redisURL, "redis", env("MESSENGER_REDIS", ""), "Redis URL, e.g. redis://127.0.0.1:6379/0; empty keeps sessions and nonces in memory (MESSENGER_REDIS)")
+	fs.StringVar(&o.redisPrefix, "redis-prefix", env("MESSENGER_REDIS_PREFIX", "msgr:"), "prefix of every Redis key and channel (MESSENGER_REDIS_PREFIX)")
+	fs.StringVar(&o.logLevel, "log-level", env("MESSENGER_LOG_LEVEL", "info"), "debug, info, warn or error (MESSENGER_LOG_LEVEL)")
+	fs.StringVar(&o.logFormat, "log-format", env("MESSENGER_LOG_FORMAT", "console"), "console or json (MESSENGER_LOG_FORMAT)")
+	fs.StringVar(&o.origins, "origins", env("MESSENGER_ORIGINS", ""), "comma-separated browser origins allowed besides the same origin; * for any (MESSENGER_ORIGINS)")
+	fs.DurationVar(&o.sessionTTL, "session-ttl", envDur("MESSENGER_SESSION_TTL", 30*time.Minute), "how long an idle session stays resumable (MESSENGER_SESSION_TTL)")
+	fs.DurationVar(&o.window, "ts-window", envDur("MESSENGER_TS_WINDOW", 5*time.Minute), "accepted clock skew of message timestamps (MESSENGER_TS_WINDOW)")
+	fs.DurationVar(&o.handshakeTimeout, "handshake-timeout", envDur("MESSENGER_HANDSHAKE_TIMEOUT", 10*time.Second), "time allowed for a handshake (MESSENGER_HANDSHAKE_TIMEOUT)")
+	fs.IntVar(&o.identityBits, "identity-bits", envInt("MESSENGER_IDENTITY_BITS", keyfile.DefaultRSABits), "size of a newly created identity key (MESSENGER_IDENTITY_BITS)")
+	fs.IntVar(&o.sendQueue, "send-queue", envInt("MESSENGER_SEND_QUEUE", 256), "messages queued per connection before it is dropped as too slow (MESSENGER_SEND_QUEUE)")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if o.identityBits < 2048 {
+		return nil, fmt.Errorf("-identity-bits %d: at least 2048", o.identityBits)
+	}
+	return o, nil
+}
+
+func newLogger(o *options, stderr io.Writer) (zerolog.Logger, error) {
+	level, err := zerolog.ParseLevel(o.logLevel)
+	if err != nil {
+		return zerolog.Nop(), fmt.Errorf("-log-level: %w", err)
+	}
+	var w io.Writer = stderr
+	switch o.logFormat {
+	case "json":
+	case "console":
+		w = zerolog.ConsoleWriter{Out: stderr, TimeFormat: time.TimeOnly}
+	default:
+		return zerolog.Nop(), fmt.Errorf("-log-format %q: want console or json", o.logFormat)
+	}
+	return zerolog.New(w).Level(level).With().Timestamp().Logger(), nil
+}
+
+// deriveKey derives a purpose-specific key from the storage key, so one
+// file backs every symmetric key the server keeps.
+func deriveKey(storage []byte, purpose string) []byte {
+	k, err := hkdf.Key(sha256.New, storage, nil, "messenger v1 storage "+purpose, 32)
+	if err != nil {
+		panic("deriveKey: " + err.Error())
+	}
+	return k
+}
+
+// run is the whole server: it returns when ctx ends (after a graceful
+// shutdown) or on a start-up error. It prints "listening on ADDR" and the
+// identity fingerprint to stdout once it accepts connections.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	o, err := parseOptions(args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(o, stderr)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(o.dataDir, 0o700); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	identity, created, err := keyfile.LoadOrCreateRSA(filepath.Join(o.dataDir, "identity.pem"), o.identityBits)
+	if err != nil {
+		return err
+	}
+	if created {
+		log.Info().Str("path", filepath.Join(o.dataDir, "identity.pem")).Int("bits", o.identityBits).Msg("created identity key")
+	}
+	storageKey, _, err := keyfile.LoadOrCreateSymmetric(filepath.Join(o.dataDir, "storage.key"))
+	if err != nil {
+		return err
+	}
+
+	deps := server.Deps{
+		Log:        log,
+		Identity:   identity,
+		SessionKey: deriveKey(storageKey, "session records"),
+	}
+	var closers []func() error
+	defer func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			_ = closers[i]()
+		}
+	}()
+	if o.redisURL != "" {
+		ropts, err := redis.ParseURL(o.redisURL)
+		if err != nil {
+			return fmt.Errorf("-redis: %w", err)
+		}
+		rc := redis.NewClient(ropts)
+		closers = append(closers, rc.Close)
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err = rc.Ping(pctx).Err()
+		cancel()
+		if err != nil {
+			return fmt.Errorf("redis at %s: %w", ropts.Addr, err)
+		}
+		rcfg := ephemeral.RedisConfig{Prefix: o.redisPrefix}
+		deps.Sessions = ephemeral.NewRedisSessionStore(rc, rcfg)
+		deps.Nonces = ephemeral.NewRedisNonceSet(rc, rcfg)
+		brokerKey := deriveKey(storageKey, "broker payloads")
+		deps.NewBroker = func(h broker.Handler) broker.Broker {
+			return broker.NewRedisBroker(rc, broker.RedisConfig{Prefix: o.redisPrefix, Key: brokerKey}, h)
+		}
+		log.Info().Str("redis", ropts.Addr).Msg("ephemeral state and broker in Redis")
+	} else {
+		ss := ephemeral.NewMemorySessionStore(ephemeral.MemoryConfig{})
+		ns := ephemeral.NewMemoryNonceSet(ephemeral.MemoryConfig{})
+		closers = append(closers, ss.Close, ns.Close)
+		deps.Sessions, deps.Nonces = ss, ns
+		log.Info().Msg("ephemeral state in memory (no -redis)")
+	}
+
+	var origins []string
+	for _, s := range strings.Split(o.origins, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			origins = append(origins, s)
+		}
+	}
+	srv, err := server.New(server.Config{
+		HandshakeTimeout: o.handshakeTimeout,
+		SessionTTL:       o.sessionTTL,
+		TimestampWindow:  o.window,
+		SendQueue:        o.sendQueue,
+		AllowedOrigins:   origins,
+	}, deps)
+	if err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", o.addr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	hubCtx, stopHub := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopHub()
+	go srv.Run(hubCtx)
+
+	httpSrv := &http.Server{
+		Handler:           srv.Routes(web.Files()),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          nil,
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- httpSrv.Serve(ln) }()
+	fmt.Fprintf(stdout, "listening on %s\n", ln.Addr())
+	fmt.Fprintf(stdout, "identity fingerprint %s\n", srv.Fingerprint())
+	log.Info().Str("addr", ln.Addr().String()).Str("fingerprint", srv.Fingerprint().String()).Msg("server started")
+
+	select {
+	case err := <-serveErr:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info().Msg("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = httpSrv.Shutdown(sctx) // stops accepting; hijacked WebSockets are the server's to close
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn().Err(err).Msg("shutdown")
+	}
+	return nil
+}

@@ -1,0 +1,337 @@
+package server
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/gorilla/websocket"
+	"github.com/rs/zerolog"
+
+	"github.com/secure-messenger/messenger/internal/ephemeral"
+	"github.com/secure-messenger/messenger/pkg/protocol"
+)
+
+// closeRequest asks a connection's writer to send a final error and close.
+type closeRequest struct {
+	code   protocol.Code
+	reason string
+}
+
+// peer is one established connection: its reader runs on the HTTP
+// handler's goroutine, its writer on its own, and a bounded queue sits
+// between the hub and the writer.
+type peer struct {
+	srv       *Server
+	ws        *websocket.Conn
+	log       zerolog.Logger
+	id        string
+	sessionID [protocol.SessionIDSize]byte
+	resumed   bool
+	exporter  []byte
+
+	seal *protocol.RecordLayer // writer goroutine only
+	open *protocol.RecordLayer // reader goroutine only
+
+	send      chan []byte       // encoded application messages
+	closeCh   chan closeRequest // capacity 1
+	closeOnce sync.Once
+	writerEnd chan struct{}
+
+	nameMu sync.Mutex
+	name   string
+
+	lastTouch time.Time // reader goroutine only
+
+	dropped bool // hub goroutine only
+}
+
+func (c *peer) displayName() string {
+	c.nameMu.Lock()
+	defer c.nameMu.Unlock()
+	return c.name
+}
+
+func (c *peer) setName(n string) {
+	c.nameMu.Lock()
+	c.name = n
+	c.nameMu.Unlock()
+}
+
+// enqueue queues an encoded message without blocking; false means the
+// queue is full.
+func (c *peer) enqueue(b []byte) bool {
+	select {
+	case c.send <- b:
+		return true
+	default:
+		return false
+	}
+}
+
+// fail ends the connection with code: the writer sends an encrypted error
+// message and a close frame carrying the code, then closes. Only the first
+// call counts; it never blocks.
+func (c *peer) fail(code protocol.Code, reason string) {
+	c.closeOnce.Do(func() { c.closeCh <- closeRequest{code: code, reason: reason} })
+}
+
+func (c *peer) reply(m *protocol.Message) {
+	b, err := m.Encode()
+	if err != nil {
+		c.log.Error().Err(err).Str("type", m.Type).Msg("encode reply")
+		c.fail(protocol.CodeInternal, "internal error")
+		return
+	}
+	if !c.enqueue(b) {
+		c.fail(protocol.CodeSlowConsumer, "send queue full")
+	}
+}
+
+func (c *peer) replyError(ref string, err error) {
+	code := protocol.CodeOf(err)
+	c.log.Info().Str("ref", ref).Stringer("code", code).Msg("request rejected")
+	c.reply(&protocol.Message{Type: protocol.MsgError, Ref: ref, Code: code, Error: publicReason(code, err)})
+}
+
+// publicReason is the text a client sees for an error: the error itself for
+// protocol failures, which never carry secrets, and nothing more than the
+// code's name for internal ones.
+func publicReason(code protocol.Code, err error) string {
+	if code == protocol.CodeInternal || code == protocol.CodeUnavailable || err == nil {
+		return code.String()
+	}
+	return err.Error()
+}
+
+// writeLoop seals and writes queued messages, sends pings, and performs
+// the final close. It owns c.seal and all writes to c.ws.
+func (c *peer) writeLoop() {
+	defer close(c.writerEnd)
+	defer c.ws.Close()
+	ping := time.NewTicker(c.srv.cfg.PingInterval)
+	defer ping.Stop()
+	for {
+		select {
+		case b := <-c.send:
+			if err := c.writeRecord(b); err != nil {
+				c.log.Debug().Err(err).Msg("write failed")
+				return
+			}
+		case <-ping.C:
+			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.srv.cfg.WriteTimeout)); err != nil {
+				c.log.Debug().Err(err).Msg("ping failed")
+				return
+			}
+		case req := <-c.closeCh:
+			c.finalClose(req)
+			return
+		}
+	}
+}
+
+func (c *peer) writeRecord(plaintext []byte) error {
+	frame, err := c.seal.Seal(plaintext)
+	if err != nil {
+		return err
+	}
+	if err := c.ws.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout)); err != nil {
+		return err
+	}
+	return c.ws.WriteMessage(websocket.BinaryMessage, frame)
+}
+
+func (c *peer) finalClose(req closeRequest) {
+	level := c.log.Info()
+	if req.code != protocol.CodeSessionEnded && req.code != protocol.CodeGoingAway {
+		level = c.log.Warn()
+	}
+	level.Stringer("code", req.code).Msg("closing connection")
+	if req.code != 0 {
+		msg := &protocol.Message{Type: protocol.MsgError, Code: req.code, Error: req.reason, Fatal: true}
+		if b, err := msg.Encode(); err == nil {
+			_ = c.writeRecord(b)
+		}
+	}
+	status := websocket.CloseNormalClosure
+	if req.code != 0 {
+		status = req.code.CloseCode()
+	}
+	reason := req.code.String()
+	_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(status, reason), time.Now().Add(c.srv.cfg.WriteTimeout))
+}
+
+// readLoop reads, opens and handles records until the connection ends.
+func (c *peer) readLoop(ctx context.Context) {
+	pongWait := c.srv.cfg.PingInterval * 2
+	_ = c.ws.SetReadDeadline(time.Now().Add(pongWait))
+	c.ws.SetPongHandler(func(string) error { return c.ws.SetReadDeadline(time.Now().Add(pongWait)) })
+	for {
+		typ, data, err := readLimited(c.ws)
+		if err != nil {
+			var ne net.Error
+			switch {
+			case errors.Is(err, errFrameTooLarge):
+				c.fail(protocol.CodeFrameTooLarge, fmt.Sprintf("frame larger than %d bytes", protocol.MaxFrameSize))
+			case errors.As(err, &ne) && ne.Timeout():
+				c.log.Info().Msg("peer stopped answering pings")
+			default:
+				c.log.Debug().Err(err).Msg("read ended")
+			}
+			return
+		}
+		_ = c.ws.SetReadDeadline(time.Now().Add(pongWait))
+		if typ != websocket.BinaryMessage {
+			c.fail(protocol.CodeMalformed, "text frames are not part of the protocol")
+			return
+		}
+		if len(data) > 0 && data[0] == protocol.TypeAlert {
+			if a, err := protocol.UnmarshalAlert(data); err == nil {
+				c.log.Info().Stringer("code", a.Code).Msg("client sent alert")
+			}
+			return
+		}
+		plaintext, err := c.open.Open(data)
+		if err != nil {
+			code := protocol.CodeOf(err)
+			if len(data) > 0 && data[0] != protocol.TypeRecord {
+				code = protocol.CodeUnexpectedMessage
+			}
+			c.fail(code, err.Error())
+			return
+		}
+		if !c.handle(ctx, plaintext) {
+			return
+		}
+	}
+}
+
+// handle carries out one application message. It returns false when the
+// connection must end.
+func (c *peer) handle(ctx context.Context, plaintext []byte) bool {
+	m, err := protocol.DecodeMessage(plaintext)
+	if err != nil {
+		// The record authenticated, so this is a client bug, not an attack:
+		// answer and keep the session.
+		c.replyError("", fmt.Errorf("%w: message is not valid JSON with a type", protocol.CodeBadRequest))
+		return true
+	}
+	if err := protocol.ValidateRequest(m); err != nil {
+		c.replyError(m.ID, err)
+		return true
+	}
+	window := c.srv.cfg.TimestampWindow
+	skew := time.Since(time.UnixMilli(m.TS))
+	if skew > window || skew < -window {
+		c.replyError(m.ID, fmt.Errorf("timestamp off by %s, window ±%s: %w", skew.Round(time.Second), window, protocol.CodeStaleTimestamp))
+		return true
+	}
+	if err := c.srv.nonces.Add(ctx, "msg:"+m.ID, c.srv.nonceTTL()); err != nil {
+		switch {
+		case errors.Is(err, ephemeral.ErrReplay):
+			c.replyError(m.ID, fmt.Errorf("message id already used: %w", protocol.CodeReplayedID))
+		case errors.Is(err, ephemeral.ErrUnavailable):
+			c.log.Error().Err(err).Msg("nonce set unavailable")
+			c.replyError(m.ID, protocol.CodeUnavailable)
+		default:
+			c.log.Error().Err(err).Msg("nonce set")
+			c.replyError(m.ID, protocol.CodeInternal)
+		}
+		return true
+	}
+	c.keepAlive(ctx)
+	switch m.Type {
+	case protocol.MsgJoin:
+		c.join(ctx, m)
+	case protocol.MsgLeave:
+		c.leave(ctx, m)
+	case protocol.MsgSend:
+		c.say(ctx, m)
+	case protocol.MsgEnd:
+		if err := c.srv.sessions.end(ctx, c.sessionID); err != nil {
+			c.log.Error().Err(err).Msg("end session")
+			c.replyError(m.ID, protocol.CodeUnavailable)
+			return true
+		}
+		c.log.Info().Msg("session ended by client")
+		c.fail(protocol.CodeSessionEnded, "session ended")
+		return false
+	}
+	return true
+}
+
+// keepAlive refreshes the session's TTL, at most once a quarter TTL.
+func (c *peer) keepAlive(ctx context.Context) {
+	if time.Since(c.lastTouch) < c.srv.cfg.SessionTTL/4 {
+		return
+	}
+	if err := c.srv.sessions.touch(ctx, c.sessionID); err != nil {
+		c.log.Warn().Err(err).Msg("session touch failed")
+		return
+	}
+	c.lastTouch = time.Now()
+}
+
+func (c *peer) join(ctx context.Context, m *protocol.Message) {
+	if m.Name != "" {
+		c.setName(m.Name)
+	}
+	members, err := c.srv.hub.Join(ctx, c, m.Room)
+	if err != nil {
+		c.log.Error().Err(err).Str("room", m.Room).Msg("join")
+		c.replyError(m.ID, fmt.Errorf("%w: %w", protocol.CodeUnavailable, err))
+		return
+	}
+	c.reply(&protocol.Message{Type: protocol.MsgJoined, Ref: m.ID, Room: m.Room, Members: members, TS: time.Now().UnixMilli()})
+	c.presence(ctx, m.Room, "join")
+}
+
+func (c *peer) leave(ctx context.Context, m *protocol.Message) {
+	if !c.srv.hub.Leave(ctx, c, m.Room) {
+		c.replyError(m.ID, fmt.Errorf("not a member of %q: %w", m.Room, protocol.CodeBadRequest))
+		return
+	}
+	c.reply(&protocol.Message{Type: protocol.MsgLeft, Ref: m.ID, Room: m.Room, TS: time.Now().UnixMilli()})
+	c.presence(ctx, m.Room, "leave")
+}
+
+func (c *peer) say(ctx context.Context, m *protocol.Message) {
+	if !c.srv.hub.IsMember(c, m.Room) {
+		c.replyError(m.ID, fmt.Errorf("join %q before sending to it: %w", m.Room, protocol.CodeBadRequest))
+		return
+	}
+	out := &protocol.Message{Type: protocol.MsgMessage, ID: m.ID, TS: m.TS, Room: m.Room, From: c.displayName(), Body: m.Body}
+	payload, err := out.Encode()
+	if err != nil {
+		c.replyError(m.ID, protocol.CodeInternal)
+		return
+	}
+	if err := c.srv.hub.Publish(ctx, m.Room, payload); err != nil {
+		c.log.Error().Err(err).Str("room", m.Room).Msg("publish")
+		c.replyError(m.ID, protocol.CodeUnavailable)
+		return
+	}
+	c.reply(&protocol.Message{Type: protocol.MsgAck, Ref: m.ID, TS: time.Now().UnixMilli()})
+}
+
+func (c *peer) presence(ctx context.Context, room, event string) {
+	p := &protocol.Message{Type: protocol.MsgPresence, Room: room, From: c.displayName(), Event: event, TS: time.Now().UnixMilli()}
+	payload, err := p.Encode()
+	if err != nil {
+		return
+	}
+	if err := c.srv.hub.Publish(ctx, room, payload); err != nil {
+		c.log.Warn().Err(err).Str("room", room).Msg("publish presence")
+	}
+}
+
+func newConnID() string { return uuid.NewString() }
+
+func defaultName(id [protocol.SessionIDSize]byte) string {
+	return "anon-" + hex.EncodeToString(id[:4])
+}

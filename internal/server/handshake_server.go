@@ -1,0 +1,244 @@
+package server
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/rsa"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/secure-messenger/messenger/internal/ephemeral"
+	"github.com/secure-messenger/messenger/pkg/protocol"
+)
+
+// frameIO is what a handshake reads from and writes to: whole frames.
+type frameIO interface {
+	ReadFrame() ([]byte, error)
+	WriteFrame([]byte) error
+}
+
+// handshakeConfig is what the server side of the handshake needs.
+type handshakeConfig struct {
+	identity    *rsa.PrivateKey
+	identityDER []byte
+	suites      []protocol.Suite // accepted suites
+	sessions    *sessions
+}
+
+// serverHandshake holds everything one server-side handshake needs. Its
+// handshake method reads like the protocol's sequence (docs/protocol.md,
+// "Handshake"); the place in the code is the state.
+type serverHandshake struct {
+	ctx        context.Context
+	c          frameIO
+	cfg        *handshakeConfig
+	transcript *protocol.Transcript
+
+	hello     *protocol.ClientHello
+	clientKey *rsa.PublicKey
+	suite     protocol.Suite
+	resumed   bool
+	sessionID [protocol.SessionIDSize]byte
+	secret    []byte
+
+	ks    *protocol.KeySchedule
+	keyTH []byte // transcript hash after ServerHello
+
+	// Results.
+	seal, open *protocol.RecordLayer
+	exporter   []byte
+}
+
+// handshake runs the server side to completion. On error nothing has been
+// stored and the caller sends an Alert with protocol.CodeOf(err).
+func (hs *serverHandshake) handshake() error {
+	hs.transcript = protocol.NewTranscript()
+	if err := hs.readClientHello(); err != nil {
+		return err
+	}
+	if err := hs.processClientHello(); err != nil {
+		return err
+	}
+	if err := hs.sendServerHello(); err != nil {
+		return err
+	}
+	if !hs.resumed {
+		if err := hs.sendServerVerify(); err != nil {
+			return err
+		}
+	}
+	if err := hs.sendServerFinished(); err != nil {
+		return err
+	}
+	if err := hs.readClientFinished(); err != nil {
+		return err
+	}
+	return hs.establish()
+}
+
+// readMessage reads one frame and feeds the transcript. An Alert from the
+// client becomes a *protocol.PeerError; any other type than want is
+// CodeUnexpectedMessage.
+func (hs *serverHandshake) readMessage(want byte) ([]byte, error) {
+	frame, err := hs.c.ReadFrame()
+	if err != nil {
+		return nil, err
+	}
+	typ, err := protocol.FrameType(frame)
+	if err != nil {
+		return nil, err
+	}
+	if typ == protocol.TypeAlert {
+		a, err := protocol.UnmarshalAlert(frame)
+		if err != nil {
+			return nil, err
+		}
+		return nil, &protocol.PeerError{Code: a.Code, Reason: a.Reason}
+	}
+	if typ != want {
+		return nil, fmt.Errorf("server handshake: got frame type %#02x, want %#02x: %w", typ, want, protocol.CodeUnexpectedMessage)
+	}
+	hs.transcript.Add(frame)
+	return frame, nil
+}
+
+func (hs *serverHandshake) writeMessage(frame []byte) error {
+	hs.transcript.Add(frame)
+	return hs.c.WriteFrame(frame)
+}
+
+func (hs *serverHandshake) readClientHello() error {
+	frame, err := hs.readMessage(protocol.TypeClientHello)
+	if err != nil {
+		return err
+	}
+	hs.hello, err = protocol.UnmarshalClientHello(frame)
+	return err
+}
+
+func (hs *serverHandshake) processClientHello() error {
+	h := hs.hello
+	if h.Version != protocol.Version {
+		return fmt.Errorf("server handshake: version %d, speak %d: %w", h.Version, protocol.Version, protocol.CodeUnsupportedVersion)
+	}
+	// The client's order of preference decides among the suites we accept.
+	hs.suite = 0
+	for _, s := range h.Suites {
+		if slices.Contains(hs.cfg.suites, s) {
+			hs.suite = s
+			break
+		}
+	}
+	if hs.suite == 0 {
+		return fmt.Errorf("server handshake: %w", protocol.CodeNoCommonSuite)
+	}
+	if len(h.ResumeID) == protocol.SessionIDSize {
+		var id [protocol.SessionIDSize]byte
+		copy(id[:], h.ResumeID)
+		secret, err := hs.cfg.sessions.load(hs.ctx, id)
+		switch {
+		case err == nil:
+			hs.resumed, hs.sessionID, hs.secret = true, id, secret
+			return nil
+		case len(h.SessionKey) == 0 && errors.Is(err, protocol.CodeSessionUnknown):
+			return err
+		case len(h.SessionKey) == 0:
+			return fmt.Errorf("server handshake: %w: %w", protocol.CodeUnavailable, err)
+		}
+		// Fall back to a full handshake with the key the client sent.
+	}
+	key, err := protocol.ParseRSAPublicKey(h.SessionKey)
+	if err != nil {
+		return err
+	}
+	hs.clientKey = key
+	if hs.sessionID, err = newSessionID(); err != nil {
+		return err
+	}
+	hs.secret = make([]byte, protocol.SecretSize)
+	if _, err := rand.Read(hs.secret); err != nil {
+		return fmt.Errorf("server handshake: secret: %w", err)
+	}
+	return nil
+}
+
+func (hs *serverHandshake) sendServerHello() error {
+	sh := &protocol.ServerHello{
+		Version:     protocol.Version,
+		Suite:       hs.suite,
+		Resumed:     hs.resumed,
+		SessionID:   hs.sessionID,
+		IdentityKey: hs.cfg.identityDER,
+	}
+	if _, err := rand.Read(sh.Random[:]); err != nil {
+		return fmt.Errorf("server handshake: random: %w", err)
+	}
+	if !hs.resumed {
+		w, err := protocol.WrapSecret(hs.clientKey, hs.secret)
+		if err != nil {
+			return err
+		}
+		sh.WrappedSecret = w
+	}
+	if err := hs.writeMessage(sh.Marshal()); err != nil {
+		return err
+	}
+	hs.keyTH = hs.transcript.Sum()
+	ks, err := protocol.NewKeySchedule(hs.secret)
+	if err != nil {
+		return err
+	}
+	hs.ks = ks
+	return nil
+}
+
+func (hs *serverHandshake) sendServerVerify() error {
+	sig, err := protocol.SignTranscript(hs.cfg.identity, protocol.ContextServerSignature, hs.transcript.Sum())
+	if err != nil {
+		return err
+	}
+	return hs.writeMessage((&protocol.ServerVerify{Signature: sig}).Marshal())
+}
+
+func (hs *serverHandshake) sendServerFinished() error {
+	f := &protocol.Finished{VerifyData: hs.ks.FinishedMAC(protocol.LabelServerFinished, hs.keyTH, hs.transcript.Sum())}
+	return hs.writeMessage(f.Marshal())
+}
+
+func (hs *serverHandshake) readClientFinished() error {
+	want := hs.ks.FinishedMAC(protocol.LabelClientFinished, hs.keyTH, hs.transcript.Sum())
+	frame, err := hs.readMessage(protocol.TypeFinished)
+	if err != nil {
+		return err
+	}
+	f, err := protocol.UnmarshalFinished(frame)
+	if err != nil {
+		return err
+	}
+	if !hmac.Equal(f.VerifyData[:], want[:]) {
+		return fmt.Errorf("server handshake: client finished: %w", protocol.CodeBadFinished)
+	}
+	return nil
+}
+
+// establish derives the traffic keys and, for a new session, stores it:
+// only a client that proved the secret gets a resumable session.
+func (hs *serverHandshake) establish() error {
+	var err error
+	hs.seal, hs.open, err = hs.ks.TrafficKeys(hs.suite, hs.keyTH, true)
+	if err != nil {
+		return err
+	}
+	hs.exporter = hs.ks.Exporter(hs.transcript.Sum())
+	if !hs.resumed {
+		if err := hs.cfg.sessions.create(hs.ctx, hs.sessionID, hs.secret); err != nil {
+			if errors.Is(err, ephemeral.ErrUnavailable) {
+				return fmt.Errorf("server handshake: %w: %w", protocol.CodeUnavailable, err)
+			}
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,209 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/secure-messenger/messenger/pkg/client"
+	"github.com/secure-messenger/messenger/pkg/protocol"
+)
+
+func TestHandshakeHappyPath(t *testing.T) {
+	ts := startServer(t)
+	for _, suite := range protocol.SupportedSuites {
+		t.Run(suite.String(), func(t *testing.T) {
+			c := ts.dial(t, func(cfg *client.Config) { cfg.Suites = []protocol.Suite{suite} })
+			if c.Fingerprint() != ts.Fingerprint() {
+				t.Fatalf("fingerprint %s, want %s", c.Fingerprint(), ts.Fingerprint())
+			}
+			info := c.Session()
+			if info.Resumed || info.ID != c.SessionID() || info.TTL != 1800 || info.Window != 300 {
+				t.Fatalf("ready = %+v, session %s", info, c.SessionID())
+			}
+			if _, err := c.Join(ctxT(t), "general", "alice"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.Send(ctxT(t), "general", "hello"); err != nil {
+				t.Fatal(err)
+			}
+			m := next(t, c, protocol.MsgMessage)
+			if m.Body != "hello" || m.From != "alice" || m.Room != "general" {
+				t.Fatalf("echo = %+v", m)
+			}
+		})
+	}
+}
+
+// rawConn is a WebSocket without the client library, to send what a
+// correct client never would.
+func rawConn(t *testing.T, ts *testServer) *websocket.Conn {
+	t.Helper()
+	ws, _, err := websocket.DefaultDialer.Dial(ts.url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ws.Close() })
+	_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	return ws
+}
+
+// expectAlert reads frames until an Alert and checks its code and the
+// close status that follows.
+func expectAlert(t *testing.T, ws *websocket.Conn, want protocol.Code) {
+	t.Helper()
+	for {
+		_, frame, err := ws.ReadMessage()
+		if err != nil {
+			t.Fatalf("connection ended without an alert: %v", err)
+		}
+		if len(frame) > 0 && frame[0] == protocol.TypeAlert {
+			a, err := protocol.UnmarshalAlert(frame)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if a.Code != want {
+				t.Fatalf("alert %s (%q), want %s", a.Code, a.Reason, want)
+			}
+			break
+		}
+	}
+	_, _, err := ws.ReadMessage()
+	var ce *websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != want.CloseCode() {
+		t.Fatalf("after the alert: %v, want close status %d", err, want.CloseCode())
+	}
+}
+
+func sessionKeyDER(t *testing.T, bits int) []byte {
+	t.Helper()
+	k, err := rsa.GenerateKey(rand.Reader, bits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKIXPublicKey(&k.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
+}
+
+func TestHandshakeFailures(t *testing.T) {
+	ts := startServer(t, func(c *Config, _ *Deps) { c.HandshakeTimeout = 500 * time.Millisecond })
+	der := sessionKeyDER(t, 2048)
+	hello := func(mod func(*protocol.ClientHello)) []byte {
+		h := &protocol.ClientHello{Version: protocol.Version, Suites: protocol.SupportedSuites, SessionKey: der}
+		_, _ = rand.Read(h.Random[:])
+		if mod != nil {
+			mod(h)
+		}
+		return h.Marshal()
+	}
+	cases := []struct {
+		name   string
+		frames [][]byte
+		want   protocol.Code
+	}{
+		{"finished first", [][]byte{(&protocol.Finished{}).Marshal()}, protocol.CodeUnexpectedMessage},
+		{"record first", [][]byte{{protocol.TypeRecord, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3}}, protocol.CodeUnexpectedMessage},
+		{"empty frame", [][]byte{{}}, protocol.CodeMalformed},
+		{"truncated hello", [][]byte{hello(nil)[:40]}, protocol.CodeMalformed},
+		{"trailing bytes", [][]byte{append(hello(nil), 0)}, protocol.CodeMalformed},
+		{"unknown version", [][]byte{hello(func(h *protocol.ClientHello) { h.Version = 99 })}, protocol.CodeUnsupportedVersion},
+		{"no common suite", [][]byte{hello(func(h *protocol.ClientHello) { h.Suites = []protocol.Suite{0x7777} })}, protocol.CodeNoCommonSuite},
+		{"session key not DER", [][]byte{hello(func(h *protocol.ClientHello) { h.SessionKey = []byte("not a key") })}, protocol.CodeBadKey},
+		{"session key too short", [][]byte{hello(func(h *protocol.ClientHello) { h.SessionKey = sessionKeyDER(t, 1024) })}, protocol.CodeBadKey},
+		{"unknown resume id, no key", [][]byte{hello(func(h *protocol.ClientHello) {
+			h.SessionKey, h.ResumeID = nil, bytes.Repeat([]byte{7}, protocol.SessionIDSize)
+		})}, protocol.CodeSessionUnknown},
+		{"wrong finished", [][]byte{hello(nil), (&protocol.Finished{}).Marshal()}, protocol.CodeBadFinished},
+		{"hello twice", [][]byte{hello(nil), hello(nil)}, protocol.CodeUnexpectedMessage},
+		{"timeout", nil, protocol.CodeHandshakeTimeout},
+		{"timeout after hello", [][]byte{hello(nil)}, protocol.CodeHandshakeTimeout},
+		{"oversized frame", [][]byte{make([]byte, protocol.MaxFrameSize+1)}, protocol.CodeFrameTooLarge},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ws := rawConn(t, ts)
+			for _, f := range tc.frames {
+				if err := ws.WriteMessage(websocket.BinaryMessage, f); err != nil {
+					t.Fatal(err)
+				}
+			}
+			expectAlert(t, ws, tc.want)
+		})
+	}
+	t.Run("text frame", func(t *testing.T) {
+		ws := rawConn(t, ts)
+		_ = ws.WriteMessage(websocket.TextMessage, []byte(`{"hello":1}`))
+		expectAlert(t, ws, protocol.CodeMalformed)
+	})
+	// The server is still serving after all of that.
+	c := ts.dial(t)
+	if _, err := c.Join(ctxT(t), "after", ""); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestHandshakeClientRefusesWrongServer(t *testing.T) {
+	_, impostor := keys(t)
+	t.Run("pin mismatch", func(t *testing.T) {
+		ts := startServer(t)
+		cfg := ts.clientConfig()
+		der, _ := x509.MarshalPKIXPublicKey(&impostor.PublicKey)
+		cfg.VerifyIdentity = client.Pin(protocol.FingerprintOf(der))
+		_, err := client.Dial(context.Background(), cfg)
+		if !errors.Is(err, protocol.CodeBadSignature) || !errors.Is(err, client.ErrFingerprintMismatch) {
+			t.Fatalf("err = %v, want bad signature / fingerprint mismatch", err)
+		}
+	})
+	t.Run("signature by another key", func(t *testing.T) {
+		// The server presents the pinned public key but signs with a
+		// different private key: what a server that copied someone
+		// else's public key would do.
+		ts := startServer(t)
+		ts.hs.identity = impostor
+		_, err := client.Dial(context.Background(), ts.clientConfig())
+		if !errors.Is(err, protocol.CodeBadSignature) {
+			t.Fatalf("err = %v, want bad signature", err)
+		}
+		waitLog(t, ts, `"code":"bad_signature"`)
+	})
+}
+
+// waitLog waits until the server's log contains s.
+func waitLog(t *testing.T, ts *testServer, s string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !bytes.Contains([]byte(ts.logs.String()), []byte(s)) {
+		if time.Now().After(deadline) {
+			t.Fatalf("server log lacks %s:\n%s", s, ts.logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestHandshakeClientSendsAlertOnBadFinished(t *testing.T) {
+	// A server whose Finished is wrong: corrupt the session secret the
+	// server uses for the key schedule by swapping the suite list so the
+	// client checks a MAC computed by a different server? Simpler: a raw
+	// fake server is out of reach here, so check the client-side rejection
+	// through a man in the middle that flips one bit of the server's
+	// Finished.
+	ts := startServer(t)
+	proxy := newFlipProxy(t, ts, protocol.TypeFinished)
+	cfg := ts.clientConfig()
+	cfg.URL = proxy
+	_, err := client.Dial(context.Background(), cfg)
+	if !errors.Is(err, protocol.CodeBadFinished) {
+		t.Fatalf("err = %v, want bad finished", err)
+	}
+	waitLog(t, ts, `"code":"bad_finished"`)
+}

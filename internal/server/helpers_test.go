@@ -1,0 +1,169 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/secure-messenger/messenger/internal/ephemeral"
+	"github.com/secure-messenger/messenger/pkg/client"
+	"github.com/secure-messenger/messenger/pkg/protocol"
+)
+
+var (
+	keyOnce     sync.Once
+	testKey     *rsa.PrivateKey
+	otherKey    *rsa.PrivateKey
+	sessionKey2 *rsa.PrivateKey
+)
+
+// keys returns RSA keys made once per test binary: the server identity, a
+// second identity (an impostor), and a client session key.
+func keys(t testing.TB) (identity, impostor *rsa.PrivateKey) {
+	t.Helper()
+	keyOnce.Do(func() {
+		var err error
+		if testKey, err = rsa.GenerateKey(rand.Reader, 2048); err != nil {
+			panic(err)
+		}
+		if otherKey, err = rsa.GenerateKey(rand.Reader, 2048); err != nil {
+			panic(err)
+		}
+	})
+	return testKey, otherKey
+}
+
+// syncBuffer is a goroutine-safe log sink, so tests can read what the
+// server logged.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// testServer is a server on a real httptest listener.
+type testServer struct {
+	*Server
+	http *httptest.Server
+	url  string
+	logs *syncBuffer
+}
+
+type serverOption func(*Config, *Deps)
+
+// startServer runs a server with in-memory state and a 2048-bit identity.
+func startServer(t testing.TB, opts ...serverOption) *testServer {
+	t.Helper()
+	identity, _ := keys(t)
+	logs := &syncBuffer{}
+	sessionKey := make([]byte, 32)
+	_, _ = rand.Read(sessionKey)
+	ss := ephemeral.NewMemorySessionStore(ephemeral.MemoryConfig{})
+	ns := ephemeral.NewMemoryNonceSet(ephemeral.MemoryConfig{})
+	t.Cleanup(func() { ss.Close(); ns.Close() })
+	cfg := Config{PingInterval: 5 * time.Second}
+	deps := Deps{
+		Log:        zerolog.New(logs).Level(zerolog.DebugLevel),
+		Identity:   identity,
+		SessionKey: sessionKey,
+		Sessions:   ss,
+		Nonces:     ns,
+	}
+	for _, o := range opts {
+		o(&cfg, &deps)
+	}
+	s, err := New(cfg, deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go s.Run(ctx)
+	hs := httptest.NewServer(s.Routes(nil))
+	t.Cleanup(func() {
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer scancel()
+		if err := s.Shutdown(sctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+		hs.Close()
+		cancel()
+	})
+	return &testServer{Server: s, http: hs, url: "ws" + strings.TrimPrefix(hs.URL, "http") + "/ws", logs: logs}
+}
+
+func (ts *testServer) clientConfig() client.Config {
+	return client.Config{URL: ts.url, VerifyIdentity: client.Pin(ts.Fingerprint())}
+}
+
+// dial connects a pinned client and closes it at cleanup.
+func (ts *testServer) dial(t testing.TB, mod ...func(*client.Config)) *client.Conn {
+	t.Helper()
+	cfg := ts.clientConfig()
+	for _, m := range mod {
+		m(&cfg)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, cfg)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func ctxT(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// next returns the next pushed message of type typ, skipping others.
+func next(t testing.TB, c *client.Conn, typ string) *protocol.Message {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case m, ok := <-c.Messages():
+			if !ok {
+				t.Fatalf("connection ended waiting for %q: %v", typ, c.Err())
+			}
+			if m.Type == typ {
+				return m
+			}
+		case <-timeout:
+			t.Fatalf("no %q message", typ)
+		}
+	}
+}
+
+// waitEnd waits for c to end and returns why.
+func waitEnd(t testing.TB, c *client.Conn) error {
+	t.Helper()
+	select {
+	case <-c.Done():
+		return c.Err()
+	case <-time.After(10 * time.Second):
+		t.Fatal("connection did not end")
+		return nil
+	}
+}

@@ -1,0 +1,313 @@
+// Package server is the messenger's server: the WebSocket endpoint, the
+// server side of the handshake, the per-connection reader and writer, and
+// the hub that routes room traffic through a broker.
+package server
+
+import (
+	"context"
+	"crypto/rsa"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/rs/zerolog"
+
+	"github.com/secure-messenger/messenger/internal/broker"
+	"github.com/secure-messenger/messenger/internal/ephemeral"
+	"github.com/secure-messenger/messenger/pkg/protocol"
+)
+
+// Config tunes the server. Every zero value means the documented default.
+type Config struct {
+	// HandshakeTimeout bounds the whole handshake. Zero means 10 seconds.
+	HandshakeTimeout time.Duration
+	// SessionTTL is how long a session stays resumable after its last
+	// activity. Zero means 30 minutes.
+	SessionTTL time.Duration
+	// TimestampWindow is the accepted difference between a message's
+	// timestamp and the server's clock, either way. Zero means 5 minutes.
+	// Message ids are remembered for twice the window plus a minute.
+	TimestampWindow time.Duration
+	// SendQueue is the number of messages queued for one connection before
+	// it counts as a slow consumer and is disconnected. Zero means 256.
+	SendQueue int
+	// PingInterval is how often the server pings an idle connection; a
+	// peer silent for twice as long is dropped. Zero means 30 seconds.
+	PingInterval time.Duration
+	// WriteTimeout bounds one write to a connection. Zero means 10 seconds.
+	WriteTimeout time.Duration
+	// AllowedOrigins lists the Origin values (scheme://host[:port]) a
+	// browser may connect from, besides the server's own host. Empty means
+	// same origin only; "*" allows any.
+	AllowedOrigins []string
+	// Suites lists the record suites the server accepts. Empty means
+	// protocol.SupportedSuites.
+	Suites []protocol.Suite
+}
+
+func (c *Config) setDefaults() {
+	if c.HandshakeTimeout == 0 {
+		c.HandshakeTimeout = 10 * time.Second
+	}
+	if c.SessionTTL == 0 {
+		c.SessionTTL = 30 * time.Minute
+	}
+	if c.TimestampWindow == 0 {
+		c.TimestampWindow = 5 * time.Minute
+	}
+	if c.SendQueue == 0 {
+		c.SendQueue = 256
+	}
+	if c.PingInterval == 0 {
+		c.PingInterval = 30 * time.Second
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = 10 * time.Second
+	}
+	if len(c.Suites) == 0 {
+		c.Suites = protocol.SupportedSuites
+	}
+}
+
+// Deps are the server's collaborators.
+type Deps struct {
+	// Log receives connection and handshake events. Never keys or content.
+	Log zerolog.Logger
+	// Identity is the server's long-term RSA key (at least 2048 bits).
+	Identity *rsa.PrivateKey
+	// SessionKey (32 bytes) seals session secrets in the session store.
+	SessionKey []byte
+	// Sessions keeps sealed session secrets.
+	Sessions ephemeral.SessionStore
+	// Nonces remembers message ids.
+	Nonces ephemeral.NonceSet
+	// NewBroker builds the broker the hub publishes through, given the
+	// hub's delivery handler. Nil means an in-memory broker (one node).
+	NewBroker func(broker.Handler) broker.Broker
+}
+
+// Server serves the messenger's WebSocket endpoint.
+type Server struct {
+	cfg      Config
+	log      zerolog.Logger
+	hs       *handshakeConfig
+	sessions *sessions
+	nonces   ephemeral.NonceSet
+	hub      *Hub
+	upgrader websocket.Upgrader
+	fp       protocol.Fingerprint
+
+	mu       sync.Mutex
+	clients  map[*peer]struct{}
+	closing  bool
+	handlers sync.WaitGroup
+}
+
+// New returns a server. Call Run to start its hub.
+func New(cfg Config, d Deps) (*Server, error) {
+	cfg.setDefaults()
+	if d.Identity == nil || d.Identity.N.BitLen() < protocol.MinRSABits {
+		return nil, errors.New("server: identity key missing or shorter than 2048 bits")
+	}
+	if d.Sessions == nil || d.Nonces == nil {
+		return nil, errors.New("server: session store and nonce set are required")
+	}
+	der, err := x509.MarshalPKIXPublicKey(&d.Identity.PublicKey)
+	if err != nil {
+		return nil, fmt.Errorf("server: identity key: %w", err)
+	}
+	sess, err := newSessions(d.Sessions, d.SessionKey, cfg.SessionTTL)
+	if err != nil {
+		return nil, err
+	}
+	newBroker := d.NewBroker
+	if newBroker == nil {
+		newBroker = func(h broker.Handler) broker.Broker { return broker.NewMemoryBroker(h) }
+	}
+	s := &Server{
+		cfg:      cfg,
+		log:      d.Log,
+		hs:       &handshakeConfig{identity: d.Identity, identityDER: der, suites: cfg.Suites, sessions: sess},
+		sessions: sess,
+		nonces:   d.Nonces,
+		hub:      NewHub(d.Log.With().Str("component", "hub").Logger(), newBroker),
+		fp:       protocol.FingerprintOf(der),
+		clients:  make(map[*peer]struct{}),
+	}
+	s.upgrader = websocket.Upgrader{
+		HandshakeTimeout: cfg.HandshakeTimeout,
+		ReadBufferSize:   4096,
+		WriteBufferSize:  4096,
+		CheckOrigin:      s.checkOrigin,
+	}
+	return s, nil
+}
+
+// Fingerprint returns the server identity key's fingerprint, the value
+// clients pin.
+func (s *Server) Fingerprint() protocol.Fingerprint { return s.fp }
+
+// Run runs the hub until ctx ends.
+func (s *Server) Run(ctx context.Context) { s.hub.Run(ctx) }
+
+func (s *Server) nonceTTL() time.Duration { return 2*s.cfg.TimestampWindow + time.Minute }
+
+// checkOrigin accepts requests without an Origin (non-browser clients),
+// same-origin requests, and the configured origins.
+func (s *Server) checkOrigin(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	if slices.Contains(s.cfg.AllowedOrigins, "*") || slices.Contains(s.cfg.AllowedOrigins, origin) {
+		return true
+	}
+	u, err := url.Parse(origin)
+	return err == nil && strings.EqualFold(u.Host, r.Host)
+}
+
+// wsFrames adapts a WebSocket to the handshake's frameIO.
+type wsFrames struct{ ws *websocket.Conn }
+
+func (f wsFrames) ReadFrame() ([]byte, error) { return readFrame(f.ws) }
+func (f wsFrames) WriteFrame(b []byte) error  { return f.ws.WriteMessage(websocket.BinaryMessage, b) }
+
+// ServeWS upgrades the request, runs the handshake, and serves the
+// connection until it ends.
+func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		http.Error(w, "server shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	s.handlers.Add(1)
+	s.mu.Unlock()
+	defer s.handlers.Done()
+
+	ws, err := s.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		s.log.Info().Err(err).Str("remote", r.RemoteAddr).Msg("websocket upgrade refused")
+		return
+	}
+	log := s.log.With().Str("remote", r.RemoteAddr).Logger()
+
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.HandshakeTimeout)
+	_ = ws.SetReadDeadline(start.Add(s.cfg.HandshakeTimeout))
+	_ = ws.SetWriteDeadline(start.Add(s.cfg.HandshakeTimeout))
+	hs := &serverHandshake{ctx: ctx, c: wsFrames{ws}, cfg: s.hs}
+	err = hs.handshake()
+	cancel()
+	if err != nil {
+		s.abortHandshake(ws, log, err, time.Since(start))
+		return
+	}
+	_ = ws.SetWriteDeadline(time.Time{})
+
+	c := &peer{
+		srv:       s,
+		ws:        ws,
+		id:        newConnID(),
+		sessionID: hs.sessionID,
+		resumed:   hs.resumed,
+		exporter:  hs.exporter,
+		seal:      hs.seal,
+		open:      hs.open,
+		send:      make(chan []byte, s.cfg.SendQueue),
+		closeCh:   make(chan closeRequest, 1),
+		writerEnd: make(chan struct{}),
+		name:      defaultName(hs.sessionID),
+		lastTouch: time.Now(),
+	}
+	c.log = log.With().Str("conn", c.id).Str("session", sessionKey(hs.sessionID)[:8]).Logger()
+	c.log.Info().Bool("resumed", hs.resumed).Stringer("suite", hs.suite).
+		Dur("handshake", time.Since(start)).Msg("handshake complete")
+
+	if !s.track(c) {
+		c.fail(protocol.CodeGoingAway, "server shutting down")
+	}
+	go c.writeLoop()
+	c.reply(&protocol.Message{Type: protocol.MsgReady, Session: &protocol.SessionInfo{
+		ID:         sessionKey(hs.sessionID),
+		TTL:        int(s.cfg.SessionTTL / time.Second),
+		Resumed:    hs.resumed,
+		Name:       c.name,
+		ServerTime: time.Now().UnixMilli(),
+		Window:     int(s.cfg.TimestampWindow / time.Second),
+	}})
+
+	c.readLoop(r.Context())
+
+	rooms := s.hub.LeaveAll(context.WithoutCancel(r.Context()), c)
+	for _, room := range rooms {
+		c.presence(context.WithoutCancel(r.Context()), room, "leave")
+	}
+	c.fail(0, "")
+	<-c.writerEnd
+	s.untrack(c)
+	c.log.Info().Msg("connection closed")
+}
+
+// abortHandshake sends an Alert for err and closes.
+func (s *Server) abortHandshake(ws *websocket.Conn, log zerolog.Logger, err error, took time.Duration) {
+	defer ws.Close()
+	if errors.Is(err, errPeerClosed) {
+		log.Info().Err(err).Dur("took", took).Msg("handshake abandoned by client")
+		return
+	}
+	code := protocol.CodeOf(err)
+	log.Warn().Stringer("code", code).Err(err).Dur("took", took).Msg("handshake failed")
+	var peer *protocol.PeerError
+	if errors.As(err, &peer) {
+		return // the client sent the alert; nothing to answer
+	}
+	deadline := time.Now().Add(s.cfg.WriteTimeout)
+	_ = ws.SetWriteDeadline(deadline)
+	_ = ws.WriteMessage(websocket.BinaryMessage, (&protocol.Alert{Code: code, Reason: publicReason(code, err)}).Marshal())
+	_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code.CloseCode(), code.String()), deadline)
+}
+
+func (s *Server) track(c *peer) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.clients[c] = struct{}{}
+	return !s.closing
+}
+
+func (s *Server) untrack(c *peer) {
+	s.mu.Lock()
+	delete(s.clients, c)
+	s.mu.Unlock()
+}
+
+// Shutdown refuses new connections, closes every open one with
+// protocol.CodeGoingAway (their sessions stay resumable), waits for them
+// to end or ctx to expire, and closes the broker.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	for c := range s.clients {
+		c.fail(protocol.CodeGoingAway, "server shutting down")
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.handlers.Wait(); close(done) }()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = fmt.Errorf("server: shutdown: %w", ctx.Err())
+	}
+	if cerr := s.hub.Close(); cerr != nil && err == nil {
+		err = fmt.Errorf("server: close broker: %w", cerr)
+	}
+	return err
+}

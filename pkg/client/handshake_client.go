@@ -1,0 +1,195 @@
+package client
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"fmt"
+	"slices"
+
+	"github.com/secure-messenger/messenger/pkg/protocol"
+)
+
+// frameIO is what a handshake reads from and writes to: whole frames.
+type frameIO interface {
+	ReadFrame() ([]byte, error)
+	WriteFrame([]byte) error
+}
+
+// clientHandshake holds everything one client-side handshake needs; its
+// handshake method follows docs/protocol.md, "Handshake".
+type clientHandshake struct {
+	c          frameIO
+	cfg        *Config
+	transcript *protocol.Transcript
+
+	sessionKey *rsa.PrivateKey // per-session, discarded after the handshake
+	hello      *protocol.ClientHello
+	sh         *protocol.ServerHello
+	serverKey  *rsa.PublicKey
+	secret     []byte
+	ks         *protocol.KeySchedule
+	keyTH      []byte
+
+	// Results.
+	seal, open *protocol.RecordLayer
+	exporter   []byte
+	fp         protocol.Fingerprint
+}
+
+func (hs *clientHandshake) handshake() error {
+	hs.transcript = protocol.NewTranscript()
+	if err := hs.sendClientHello(); err != nil {
+		return err
+	}
+	if err := hs.readServerHello(); err != nil {
+		return err
+	}
+	if !hs.sh.Resumed {
+		if err := hs.readServerVerify(); err != nil {
+			return err
+		}
+	}
+	if err := hs.readServerFinished(); err != nil {
+		return err
+	}
+	if err := hs.sendClientFinished(); err != nil {
+		return err
+	}
+	var err error
+	hs.seal, hs.open, err = hs.ks.TrafficKeys(hs.sh.Suite, hs.keyTH, false)
+	if err != nil {
+		return err
+	}
+	hs.exporter = hs.ks.Exporter(hs.transcript.Sum())
+	hs.sessionKey = nil
+	return nil
+}
+
+func (hs *clientHandshake) readMessage(want byte) ([]byte, error) {
+	frame, err := hs.c.ReadFrame()
+	if err != nil {
+		return nil, err
+	}
+	typ, err := protocol.FrameType(frame)
+	if err != nil {
+		return nil, err
+	}
+	if typ == protocol.TypeAlert {
+		a, err := protocol.UnmarshalAlert(frame)
+		if err != nil {
+			return nil, err
+		}
+		return nil, &protocol.PeerError{Code: a.Code, Reason: a.Reason}
+	}
+	if typ != want {
+		return nil, fmt.Errorf("client handshake: got frame type %#02x, want %#02x: %w", typ, want, protocol.CodeUnexpectedMessage)
+	}
+	hs.transcript.Add(frame)
+	return frame, nil
+}
+
+func (hs *clientHandshake) writeMessage(frame []byte) error {
+	hs.transcript.Add(frame)
+	return hs.c.WriteFrame(frame)
+}
+
+func (hs *clientHandshake) sendClientHello() error {
+	h := &protocol.ClientHello{Version: protocol.Version, Suites: hs.cfg.Suites}
+	if _, err := rand.Read(h.Random[:]); err != nil {
+		return fmt.Errorf("client handshake: random: %w", err)
+	}
+	if r := hs.cfg.Resume; r != nil {
+		h.ResumeID = append([]byte(nil), r.ID[:]...)
+	}
+	if hs.cfg.Resume == nil || !hs.cfg.ResumeOnly {
+		key, err := rsa.GenerateKey(rand.Reader, hs.cfg.SessionKeyBits)
+		if err != nil {
+			return fmt.Errorf("client handshake: session key: %w", err)
+		}
+		der, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
+		if err != nil {
+			return fmt.Errorf("client handshake: session key: %w", err)
+		}
+		hs.sessionKey, h.SessionKey = key, der
+	}
+	hs.hello = h
+	return hs.writeMessage(h.Marshal())
+}
+
+func (hs *clientHandshake) readServerHello() error {
+	frame, err := hs.readMessage(protocol.TypeServerHello)
+	if err != nil {
+		return err
+	}
+	sh, err := protocol.UnmarshalServerHello(frame)
+	if err != nil {
+		return err
+	}
+	hs.sh = sh
+	if sh.Version != protocol.Version {
+		return fmt.Errorf("client handshake: server speaks version %d: %w", sh.Version, protocol.CodeUnsupportedVersion)
+	}
+	if !slices.Contains(hs.hello.Suites, sh.Suite) {
+		return fmt.Errorf("client handshake: server chose suite %s, not offered: %w", sh.Suite, protocol.CodeNoCommonSuite)
+	}
+	// Pin check before anything else uses the key.
+	hs.fp = protocol.FingerprintOf(sh.IdentityKey)
+	if err := hs.cfg.VerifyIdentity(hs.fp); err != nil {
+		return fmt.Errorf("client handshake: %w: %w", protocol.CodeBadSignature, err)
+	}
+	if hs.serverKey, err = protocol.ParseRSAPublicKey(sh.IdentityKey); err != nil {
+		return err
+	}
+	if sh.Resumed {
+		if hs.cfg.Resume == nil || sh.SessionID != hs.cfg.Resume.ID {
+			return fmt.Errorf("client handshake: server resumed a session not asked for: %w", protocol.CodeUnexpectedMessage)
+		}
+		hs.secret = hs.cfg.Resume.Secret
+	} else {
+		if hs.sessionKey == nil {
+			return fmt.Errorf("client handshake: server did not resume: %w", protocol.CodeSessionUnknown)
+		}
+		if hs.secret, err = protocol.UnwrapSecret(hs.sessionKey, sh.WrappedSecret); err != nil {
+			return err
+		}
+	}
+	hs.keyTH = hs.transcript.Sum()
+	hs.ks, err = protocol.NewKeySchedule(hs.secret)
+	return err
+}
+
+func (hs *clientHandshake) readServerVerify() error {
+	th := hs.transcript.Sum()
+	frame, err := hs.readMessage(protocol.TypeServerVerify)
+	if err != nil {
+		return err
+	}
+	sv, err := protocol.UnmarshalServerVerify(frame)
+	if err != nil {
+		return err
+	}
+	return protocol.VerifyTranscript(hs.serverKey, protocol.ContextServerSignature, th, sv.Signature)
+}
+
+func (hs *clientHandshake) readServerFinished() error {
+	want := hs.ks.FinishedMAC(protocol.LabelServerFinished, hs.keyTH, hs.transcript.Sum())
+	frame, err := hs.readMessage(protocol.TypeFinished)
+	if err != nil {
+		return err
+	}
+	f, err := protocol.UnmarshalFinished(frame)
+	if err != nil {
+		return err
+	}
+	if !hmac.Equal(f.VerifyData[:], want[:]) {
+		return fmt.Errorf("client handshake: server finished: %w", protocol.CodeBadFinished)
+	}
+	return nil
+}
+
+func (hs *clientHandshake) sendClientFinished() error {
+	f := &protocol.Finished{VerifyData: hs.ks.FinishedMAC(protocol.LabelClientFinished, hs.keyTH, hs.transcript.Sum())}
+	return hs.writeMessage(f.Marshal())
+}

@@ -1,0 +1,151 @@
+package protocol
+
+import (
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+)
+
+// Application message types (the "t" field).
+const (
+	// Client → server.
+	MsgJoin  = "join"  // join Room (as display name Name)
+	MsgLeave = "leave" // leave Room
+	MsgSend  = "send"  // say Body in Room
+	MsgEnd   = "end"   // end the session: the server forgets it and closes
+
+	// Server → client.
+	MsgReady    = "ready"    // first record after the handshake: Session
+	MsgAck      = "ack"      // the request Ref was carried out
+	MsgJoined   = "joined"   // answer to join: Room, Members
+	MsgLeft     = "left"     // answer to leave: Room
+	MsgMessage  = "msg"      // a message said in Room by From
+	MsgPresence = "presence" // From joined or left Room (Event)
+	MsgError    = "error"    // request Ref failed with Code; Fatal ends the session
+)
+
+// Limits on application messages.
+const (
+	// MaxBody is the largest message body in bytes.
+	MaxBody = 16 << 10
+	// MaxNameLen bounds room and display names, in bytes.
+	MaxNameLen = 64
+)
+
+// Message is one application message, JSON-encoded inside a record. Only
+// the fields its type uses are set; see docs/protocol.md for which.
+type Message struct {
+	Type string `json:"t"`
+	// ID identifies a client request (a UUID, fresh for every request); the
+	// server remembers it to reject replays.
+	ID string `json:"id,omitempty"`
+	// TS is the sender's clock in Unix milliseconds.
+	TS int64 `json:"ts,omitempty"`
+	// Ref is the ID of the request an answer refers to.
+	Ref     string       `json:"ref,omitempty"`
+	Room    string       `json:"room,omitempty"`
+	Name    string       `json:"name,omitempty"`
+	From    string       `json:"from,omitempty"`
+	Body    string       `json:"body,omitempty"`
+	Event   string       `json:"event,omitempty"`
+	Members []string     `json:"members,omitempty"`
+	Session *SessionInfo `json:"session,omitempty"`
+	Code    Code         `json:"code,omitempty"`
+	Error   string       `json:"error,omitempty"`
+	Fatal   bool         `json:"fatal,omitempty"`
+}
+
+// SessionInfo describes the session a connection belongs to; the "ready"
+// message carries it.
+type SessionInfo struct {
+	// ID is the session id, hex, to pass as the resume id later.
+	ID string `json:"id"`
+	// TTL is how long, in seconds, the session stays resumable after the
+	// last activity.
+	TTL int `json:"ttl"`
+	// Resumed is true when this connection resumed an existing session.
+	Resumed bool `json:"resumed"`
+	// Name is the display name the server gives this session until join
+	// sets one.
+	Name string `json:"name"`
+	// ServerTime is the server's clock in Unix milliseconds, so a client
+	// can see its own skew against the timestamp window.
+	ServerTime int64 `json:"server_time"`
+	// Window is the accepted timestamp skew in seconds.
+	Window int `json:"window"`
+}
+
+// Encode returns the JSON encoding of m.
+func (m *Message) Encode() ([]byte, error) {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("protocol: encode %s: %w", m.Type, err)
+	}
+	return b, nil
+}
+
+// DecodeMessage parses one application message. It rejects invalid JSON
+// and a missing type with CodeMalformed; unknown fields are ignored, so
+// later protocol additions do not break older peers.
+func DecodeMessage(data []byte) (*Message, error) {
+	var m Message
+	if err := json.Unmarshal(data, &m); err != nil {
+		return nil, fmt.Errorf("protocol: decode message: %w", CodeMalformed)
+	}
+	if m.Type == "" {
+		return nil, fmt.Errorf("protocol: decode message: no type: %w", CodeMalformed)
+	}
+	return &m, nil
+}
+
+var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+
+// ValidName reports whether s may name a room or a display name: 1 to
+// MaxNameLen bytes of letters, digits, '_', '.', '-', starting with a
+// letter or digit.
+func ValidName(s string) bool {
+	return len(s) > 0 && len(s) <= MaxNameLen && namePattern.MatchString(s)
+}
+
+// ValidateRequest checks a client request's shape: a UUID ID, a timestamp,
+// and the fields its type needs. It returns CodeBadRequest or CodeTooLarge
+// (both non-fatal); checking the timestamp window and replays is the
+// server's job.
+func ValidateRequest(m *Message) error {
+	if _, err := uuid.Parse(m.ID); err != nil || len(m.ID) != 36 {
+		return fmt.Errorf("protocol: %s: id must be a UUID: %w", m.Type, CodeBadRequest)
+	}
+	if m.TS <= 0 {
+		return fmt.Errorf("protocol: %s: missing timestamp: %w", m.Type, CodeBadRequest)
+	}
+	switch m.Type {
+	case MsgJoin:
+		if !ValidName(m.Room) {
+			return fmt.Errorf("protocol: join: bad room name: %w", CodeBadRequest)
+		}
+		if m.Name != "" && !ValidName(m.Name) {
+			return fmt.Errorf("protocol: join: bad display name: %w", CodeBadRequest)
+		}
+	case MsgLeave:
+		if !ValidName(m.Room) {
+			return fmt.Errorf("protocol: leave: bad room name: %w", CodeBadRequest)
+		}
+	case MsgSend:
+		if !ValidName(m.Room) {
+			return fmt.Errorf("protocol: send: bad room name: %w", CodeBadRequest)
+		}
+		if len(m.Body) > MaxBody {
+			return fmt.Errorf("protocol: send: body of %d bytes, limit %d: %w", len(m.Body), MaxBody, CodeTooLarge)
+		}
+		if m.Body == "" || !utf8.ValidString(m.Body) {
+			return fmt.Errorf("protocol: send: body must be non-empty UTF-8: %w", CodeBadRequest)
+		}
+	case MsgEnd:
+	default:
+		return fmt.Errorf("protocol: unknown request type %q: %w", m.Type, CodeBadRequest)
+	}
+	return nil
+}

@@ -1,0 +1,158 @@
+package protocol
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Code is a protocol error code, carried in Alert frames, in encrypted
+// "error" messages and (as CloseCodeBase+Code) in the WebSocket close frame.
+// A Code is itself an error, so the codes double as sentinel errors:
+// errors.Is(err, protocol.CodeBadSignature).
+type Code uint16
+
+// The error codes. Their numbers are part of the wire protocol: never
+// renumber one, only add.
+const (
+	// CodeUnexpectedMessage: a frame of the wrong type for the state.
+	CodeUnexpectedMessage Code = 1
+	// CodeMalformed: a frame or message that does not decode.
+	CodeMalformed Code = 2
+	// CodeUnsupportedVersion: the client's protocol version is not spoken.
+	CodeUnsupportedVersion Code = 3
+	// CodeNoCommonSuite: no offered cipher suite is supported.
+	CodeNoCommonSuite Code = 4
+	// CodeBadSignature: the server's signature does not verify, or its key
+	// does not match the pinned fingerprint (raised by clients).
+	CodeBadSignature Code = 5
+	// CodeBadFinished: a Finished MAC does not match the transcript.
+	CodeBadFinished Code = 6
+	// CodeHandshakeTimeout: the handshake did not finish in time.
+	CodeHandshakeTimeout Code = 7
+	// CodeFrameTooLarge: a frame exceeds the size limit.
+	CodeFrameTooLarge Code = 8
+	// CodeBadRecord: a record failed authentication (altered, forged or
+	// encrypted under another key).
+	CodeBadRecord Code = 9
+	// CodeBadSequence: a record's sequence number is not the next one
+	// expected (replayed, reordered or dropped record).
+	CodeBadSequence Code = 10
+	// CodeSessionUnknown: the session to resume does not exist or expired.
+	CodeSessionUnknown Code = 11
+	// CodeReplayedID: an application message id was already used. Not fatal.
+	CodeReplayedID Code = 12
+	// CodeStaleTimestamp: an application message's timestamp is outside
+	// the server's window. Not fatal.
+	CodeStaleTimestamp Code = 13
+	// CodeSlowConsumer: the peer did not read fast enough; its send queue
+	// overflowed.
+	CodeSlowConsumer Code = 14
+	// CodeInternal: the server failed; the client may retry.
+	CodeInternal Code = 15
+	// CodeBadKey: a public key is not RSA, too short, or does not parse.
+	CodeBadKey Code = 16
+	// CodeBadRequest: an application message is invalid for its type
+	// (missing room, empty body, unknown type). Not fatal.
+	CodeBadRequest Code = 17
+	// CodeTooLarge: an application message body exceeds the limit. Not fatal.
+	CodeTooLarge Code = 18
+	// CodeUnavailable: a backend (Redis, the database) is unreachable; the
+	// request was not carried out and may be retried. Not fatal.
+	CodeUnavailable Code = 19
+	// CodeGoingAway: the server is shutting down.
+	CodeGoingAway Code = 20
+	// CodeSessionEnded: the session was ended explicitly.
+	CodeSessionEnded Code = 21
+)
+
+var codeNames = map[Code]string{
+	CodeUnexpectedMessage:  "unexpected_message",
+	CodeMalformed:          "malformed",
+	CodeUnsupportedVersion: "unsupported_version",
+	CodeNoCommonSuite:      "no_common_suite",
+	CodeBadSignature:       "bad_signature",
+	CodeBadFinished:        "bad_finished",
+	CodeHandshakeTimeout:   "handshake_timeout",
+	CodeFrameTooLarge:      "frame_too_large",
+	CodeBadRecord:          "bad_record",
+	CodeBadSequence:        "bad_sequence",
+	CodeSessionUnknown:     "session_unknown",
+	CodeReplayedID:         "replayed_id",
+	CodeStaleTimestamp:     "stale_timestamp",
+	CodeSlowConsumer:       "slow_consumer",
+	CodeInternal:           "internal",
+	CodeBadKey:             "bad_key",
+	CodeBadRequest:         "bad_request",
+	CodeTooLarge:           "too_large",
+	CodeUnavailable:        "unavailable",
+	CodeGoingAway:          "going_away",
+	CodeSessionEnded:       "session_ended",
+}
+
+// String returns the code's documented name, e.g. "bad_signature".
+func (c Code) String() string {
+	if n, ok := codeNames[c]; ok {
+		return n
+	}
+	return fmt.Sprintf("code_%d", uint16(c))
+}
+
+// Error implements error.
+func (c Code) Error() string { return "protocol: " + c.String() }
+
+// Fatal reports whether the code ends the session. Non-fatal codes answer
+// one application message and leave the session open.
+func (c Code) Fatal() bool {
+	switch c {
+	case CodeReplayedID, CodeStaleTimestamp, CodeBadRequest, CodeTooLarge, CodeUnavailable:
+		return false
+	}
+	return true
+}
+
+// CloseCodeBase is added to a Code to form the WebSocket close status the
+// closing side sends (4000-4999 is the range RFC 6455 leaves to
+// applications).
+const CloseCodeBase = 4000
+
+// CloseCode returns the WebSocket close status for c.
+func (c Code) CloseCode() int { return CloseCodeBase + int(c) }
+
+// CodeFromClose maps a WebSocket close status back to a Code; ok is false
+// for statuses outside the application range.
+func CodeFromClose(status int) (Code, bool) {
+	if status <= CloseCodeBase || status >= CloseCodeBase+1000 {
+		return 0, false
+	}
+	return Code(status - CloseCodeBase), true
+}
+
+// PeerError is an error reported by the other side: an Alert frame, an
+// encrypted error message or a close status. It unwraps to its Code, so
+// errors.Is(err, CodeReplayedID) works on it.
+type PeerError struct {
+	Code   Code
+	Reason string
+	Ref    string // id of the application message it answers, if any
+}
+
+// Error implements error.
+func (e *PeerError) Error() string {
+	if e.Reason == "" {
+		return fmt.Sprintf("protocol: peer error %s", e.Code)
+	}
+	return fmt.Sprintf("protocol: peer error %s: %s", e.Code, e.Reason)
+}
+
+// Unwrap returns the Code.
+func (e *PeerError) Unwrap() error { return e.Code }
+
+// CodeOf returns the Code carried by err (directly or wrapped), or
+// CodeInternal when err carries none.
+func CodeOf(err error) Code {
+	var c Code
+	if errors.As(err, &c) {
+		return c
+	}
+	return CodeInternal
+}

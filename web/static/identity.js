@@ -1,0 +1,3 @@
+fetch('/identity').then(r => r.json()).then(j => {
+  document.getElementById('fp').textContent = j.fingerprint;
+}).catch(() => {});
