@@ -19,7 +19,7 @@ const (
 	// ContextServerSignature prefixes the content of ServerVerify.
 	ContextServerSignature = "messenger v1 server signature"
 	// LabelWrap is the RSA-OAEP label used to wrap the session secret.
-	LabelWrap = "messenger v1 session secret"
+	LabelWrap   = "messenger v1 session secret"
 	labelPrefix = "messenger v1 "
 	extractSalt = "messenger v1 extract"
 )
