@@ -78,7 +78,16 @@ func (c *peer) enqueue(b []byte) bool {
 // message and a close frame carrying the code, then closes. Only the first
 // call counts; it never blocks.
 func (c *peer) fail(code protocol.Code, reason string) {
-	c.closeOnce.Do(func() { c.closeCh <- closeRequest{code: code, reason: reason} })
+	c.closeOnce.Do(func() {
+		if code != 0 {
+			ev := c.log.Warn()
+			if code == protocol.CodeSessionEnded || code == protocol.CodeGoingAway {
+				ev = c.log.Info()
+			}
+			ev.Stringer("code", code).Msg("closing connection")
+		}
+		c.closeCh <- closeRequest{code: code, reason: reason}
+	})
 }
 
 func (c *peer) reply(m *protocol.Message) {
@@ -147,11 +156,6 @@ func (c *peer) writeRecord(plaintext []byte) error {
 }
 
 func (c *peer) finalClose(req closeRequest) {
-	level := c.log.Info()
-	if req.code != protocol.CodeSessionEnded && req.code != protocol.CodeGoingAway {
-		level = c.log.Warn()
-	}
-	level.Stringer("code", req.code).Msg("closing connection")
 	if req.code != 0 {
 		msg := &protocol.Message{Type: protocol.MsgError, Code: req.code, Error: req.reason, Fatal: true}
 		if b, err := msg.Encode(); err == nil {

@@ -1,0 +1,140 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/secure-messenger/messenger/pkg/client"
+	"github.com/secure-messenger/messenger/pkg/protocol"
+)
+
+// TestRooms: many clients in several rooms each receive exactly their
+// room's messages, in each sender's order.
+func TestRooms(t *testing.T) {
+	ts := startServer(t)
+	const rooms, perRoom, perSender = 3, 5, 4
+	type member struct {
+		c    *client.Conn
+		room string
+		name string
+	}
+	var members []member
+	for r := range rooms {
+		for i := range perRoom {
+			m := member{c: ts.dial(t), room: fmt.Sprintf("room-%d", r), name: fmt.Sprintf("u%d-%d", r, i)}
+			if _, err := m.c.Join(ctxT(t), m.room, m.name); err != nil {
+				t.Fatal(err)
+			}
+			members = append(members, m)
+		}
+	}
+	var wg sync.WaitGroup
+	for _, m := range members {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range perSender {
+				if _, err := m.c.Send(ctxT(t), m.room, fmt.Sprintf("%s#%d", m.name, i)); err != nil {
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	for _, m := range members {
+		seen := map[string]int{} // sender → next expected index
+		for range perRoom * perSender {
+			msg := next(t, m.c, protocol.MsgMessage)
+			if msg.Room != m.room {
+				t.Fatalf("%s in %s got a message of %s", m.name, m.room, msg.Room)
+			}
+			sender, idx, _ := strings.Cut(msg.Body, "#")
+			if sender != msg.From || idx != fmt.Sprint(seen[sender]) {
+				t.Fatalf("%s got %q from %s, want %s#%d", m.name, msg.Body, msg.From, sender, seen[sender])
+			}
+			seen[sender]++
+		}
+		if len(seen) != perRoom {
+			t.Fatalf("%s heard %d senders, want %d", m.name, len(seen), perRoom)
+		}
+	}
+	wg.Wait()
+}
+
+// TestSlowConsumerIsDropped: a member that stops reading is disconnected
+// with slow_consumer while the others keep receiving every message.
+func TestSlowConsumerIsDropped(t *testing.T) {
+	ts := startServer(t, func(c *Config, _ *Deps) {
+		c.SendQueue = 8
+		c.WriteTimeout = time.Second
+	})
+	sender := ts.dial(t)
+	// The slow client's library buffers one message, then stops reading
+	// the socket because nobody drains Messages().
+	slow := ts.dial(t, func(cfg *client.Config) { cfg.Incoming = 1 })
+	fast := []*client.Conn{ts.dial(t), ts.dial(t)}
+	for i, c := range append([]*client.Conn{sender, slow}, fast...) {
+		if _, err := c.Join(ctxT(t), "busy", fmt.Sprintf("m%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const n = 600
+	body := strings.Repeat("x", 8<<10)
+	received := make([]int, len(fast))
+	var wg sync.WaitGroup
+	for i, c := range fast {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for received[i] < n {
+				m, ok := <-c.Messages()
+				if !ok {
+					t.Errorf("fast client %d ended: %v", i, c.Err())
+					return
+				}
+				if m.Type == protocol.MsgMessage && m.From == "m0" {
+					received[i]++
+				}
+			}
+		}()
+	}
+	go func() {
+		for range sender.Messages() { // the sender reads its own echoes
+		}
+	}()
+	for i := range n {
+		if _, err := sender.Send(ctxT(t), "busy", fmt.Sprint(i, body)); err != nil {
+			t.Fatalf("send %d: %v", i, err)
+		}
+	}
+	wg.Wait()
+	for i, got := range received {
+		if got != n {
+			t.Fatalf("fast client %d received %d of %d", i, got, n)
+		}
+	}
+	waitLog(t, ts, "disconnecting slow consumer")
+	waitLog(t, ts, `"code":"slow_consumer"`)
+	// The slow client now catches up on what its socket still holds and
+	// then finds the connection closed by the server.
+	deadline := time.After(10 * time.Second)
+drain:
+	for {
+		select {
+		case _, ok := <-slow.Messages():
+			if !ok {
+				break drain
+			}
+		case <-deadline:
+			t.Fatal("slow client still connected")
+		}
+	}
+	// It may or may not have read the final error through its congested
+	// socket; if it did, the code is slow_consumer.
+	if err := slow.Err(); !errors.Is(err, protocol.CodeSlowConsumer) && !errors.Is(err, client.ErrClosed) {
+		t.Fatalf("slow client ended with %v", err)
+	}
+}
