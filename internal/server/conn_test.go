@@ -311,7 +311,7 @@ func TestOriginCheck(t *testing.T) {
 	}
 	host := strings.TrimPrefix(ts.http.URL, "http://")
 	for origin, want := range map[string]int{
-		"http://" + host:      101,
+		"http://" + host:       101,
 		"https://chat.example": 101,
 		"https://evil.example": 403,
 	} {
@@ -339,10 +339,10 @@ func TestLogsCarryNoSecrets(t *testing.T) {
 	waitLog(t, ts, "connection closed")
 	logs := ts.logs.String()
 	for name, s := range map[string]string{
-		"body":           body,
-		"secret (hex)":   hexs(ticket.Secret),
-		"secret (raw)":   string(ticket.Secret),
-		"binding (hex)":  hexs(c.ChannelBinding()),
+		"body":            body,
+		"secret (hex)":    hexs(ticket.Secret),
+		"secret (raw)":    string(ticket.Secret),
+		"binding (hex)":   hexs(c.ChannelBinding()),
 		"full session id": c.SessionID(),
 	} {
 		if strings.Contains(logs, s) {
