@@ -184,7 +184,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		deps.Sessions = ephemeral.NewRedisSessionStore(rc, rcfg)
 		deps.Nonces = ephemeral.NewRedisNonceSet(rc, rcfg)
 		brokerKey := deriveKey(storageKey, "broker payloads")
-		deps.NewBroker = func(h broker.Handler) broker.Broker {
+		deps.NewBroker = func(h broker.Handler) (broker.Broker, error) {
 			return broker.NewRedisBroker(rc, broker.RedisConfig{Prefix: o.redisPrefix, Key: brokerKey}, h)
 		}
 		log.Info().Str("redis", ropts.Addr).Msg("ephemeral state and broker in Redis")

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"sort"
 	"strings"
 	"time"
@@ -45,7 +46,7 @@ const hubBrokerTimeout = 2 * time.Second
 
 // NewHub returns a hub that publishes through the broker newBroker builds
 // with the hub's delivery handler.
-func NewHub(log zerolog.Logger, newBroker func(broker.Handler) broker.Broker) *Hub {
+func NewHub(log zerolog.Logger, newBroker func(broker.Handler) (broker.Broker, error)) (*Hub, error) {
 	h := &Hub{
 		log:     log,
 		ops:     make(chan func(), 64),
@@ -53,8 +54,12 @@ func NewHub(log zerolog.Logger, newBroker func(broker.Handler) broker.Broker) *H
 		done:    make(chan struct{}),
 		rooms:   make(map[string]map[*peer]struct{}),
 	}
-	h.broker = newBroker(h.deliver)
-	return h
+	b, err := newBroker(h.deliver)
+	if err != nil {
+		return nil, fmt.Errorf("server: broker: %w", err)
+	}
+	h.broker = b
+	return h, nil
 }
 
 // Run owns the room table until ctx ends. Call it once.

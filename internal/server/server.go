@@ -90,7 +90,7 @@ type Deps struct {
 	Nonces ephemeral.NonceSet
 	// NewBroker builds the broker the hub publishes through, given the
 	// hub's delivery handler. Nil means an in-memory broker (one node).
-	NewBroker func(broker.Handler) broker.Broker
+	NewBroker func(broker.Handler) (broker.Broker, error)
 }
 
 // Server serves the messenger's WebSocket endpoint.
@@ -129,7 +129,11 @@ func New(cfg Config, d Deps) (*Server, error) {
 	}
 	newBroker := d.NewBroker
 	if newBroker == nil {
-		newBroker = func(h broker.Handler) broker.Broker { return broker.NewMemoryBroker(h) }
+		newBroker = func(h broker.Handler) (broker.Broker, error) { return broker.NewMemoryBroker(h), nil }
+	}
+	hub, err := NewHub(d.Log.With().Str("component", "hub").Logger(), newBroker)
+	if err != nil {
+		return nil, err
 	}
 	s := &Server{
 		cfg:      cfg,
@@ -137,7 +141,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 		hs:       &handshakeConfig{identity: d.Identity, identityDER: der, suites: cfg.Suites, sessions: sess},
 		sessions: sess,
 		nonces:   d.Nonces,
-		hub:      NewHub(d.Log.With().Str("component", "hub").Logger(), newBroker),
+		hub:      hub,
 		fp:       protocol.FingerprintOf(der),
 		clients:  make(map[*peer]struct{}),
 	}

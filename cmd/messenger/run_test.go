@@ -1,0 +1,264 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/secure-messenger/messenger/pkg/client"
+	"github.com/secure-messenger/messenger/pkg/protocol"
+)
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+var (
+	listenRE = regexp.MustCompile(`listening on (\S+)`)
+	fpRE     = regexp.MustCompile(`identity fingerprint ([0-9a-f]{64})`)
+)
+
+type node struct {
+	addr string
+	fp   protocol.Fingerprint
+	logs *syncBuffer
+	done chan error
+}
+
+// start runs the server as main would, with env as its environment, and
+// waits until it prints its address and /healthz answers.
+func start(t *testing.T, env map[string]string, args ...string) *node {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	out, logs := &syncBuffer{}, &syncBuffer{}
+	n := &node{logs: logs, done: make(chan error, 1)}
+	go func() { n.done <- run(ctx, args, func(k string) string { return env[k] }, out, logs) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-n.done:
+			if err != nil {
+				t.Errorf("run returned %v", err)
+			}
+		case <-time.After(15 * time.Second):
+			t.Error("server did not stop")
+		}
+	})
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if m := listenRE.FindStringSubmatch(out.String()); m != nil {
+			n.addr = m[1]
+			fp, err := protocol.ParseFingerprint(fpRE.FindStringSubmatch(out.String())[1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			n.fp = fp
+			break
+		}
+		select {
+		case err := <-n.done:
+			t.Fatalf("server exited: %v\n%s", err, logs.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server did not start:\n%s", logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	resp, err := http.Get("http://" + n.addr + "/healthz")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("healthz: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	return n
+}
+
+func (n *node) dial(t *testing.T) *client.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, client.Config{URL: "ws://" + n.addr + "/ws", VerifyIdentity: client.Pin(n.fp)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func TestRunEmbeddedDefaults(t *testing.T) {
+	dir := t.TempDir()
+	n := start(t, map[string]string{"MESSENGER_DATA": dir, "MESSENGER_LOG_FORMAT": "json", "MESSENGER_IDENTITY_BITS": "2048"}, "-addr", "127.0.0.1:0")
+	for _, f := range []string{"identity.pem", "storage.key"} {
+		st, err := os.Stat(filepath.Join(dir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode().Perm() != 0o600 {
+			t.Errorf("%s has mode %v, want 0600", f, st.Mode().Perm())
+		}
+	}
+	a, b := n.dial(t), n.dial(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, c := range []*client.Conn{a, b} {
+		if _, err := c.Join(ctx, "general", ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := a.Send(ctx, "general", "hi b"); err != nil {
+		t.Fatal(err)
+	}
+	for m := range b.Messages() {
+		if m.Type == protocol.MsgMessage {
+			if m.Body != "hi b" {
+				t.Fatalf("b got %q", m.Body)
+			}
+			break
+		}
+	}
+}
+
+func TestRunKeepsIdentityAcrossRestarts(t *testing.T) {
+	dir := t.TempDir()
+	env := map[string]string{"MESSENGER_DATA": dir, "MESSENGER_IDENTITY_BITS": "2048"}
+	ctx, cancel := context.WithCancel(context.Background())
+	out := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"-addr", "127.0.0.1:0"}, func(k string) string { return env[k] }, out, &syncBuffer{}) }()
+	for !fpRE.MatchString(out.String()) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	first := fpRE.FindStringSubmatch(out.String())[1]
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	n := start(t, env, "-addr", "127.0.0.1:0")
+	if n.fp.String() != first {
+		t.Fatalf("fingerprint changed across restart: %s then %s", first, n.fp)
+	}
+}
+
+func TestRunBadConfiguration(t *testing.T) {
+	cases := map[string]struct {
+		args []string
+		env  map[string]string
+	}{
+		"unknown flag":        {args: []string{"-nope"}},
+		"bad duration env":    {env: map[string]string{"MESSENGER_SESSION_TTL": "soon"}},
+		"weak identity":       {args: []string{"-identity-bits", "1024"}},
+		"bad log level":       {args: []string{"-log-level", "loud"}},
+		"unreachable redis":   {args: []string{"-redis", "redis://127.0.0.1:1/0"}},
+		"malformed redis url": {args: []string{"-redis", "http://x"}},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			args := append([]string{"-data", t.TempDir(), "-addr", "127.0.0.1:0", "-identity-bits", "2048"}, tc.args...)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			err := run(ctx, args, func(k string) string { return tc.env[k] }, &syncBuffer{}, &syncBuffer{})
+			if err == nil {
+				t.Fatal("run accepted a bad configuration")
+			}
+		})
+	}
+}
+
+// TestRunTwoNodesBehindOneRedis: two servers sharing one Redis (and the
+// same data directory keys) route a room across nodes.
+func TestRunTwoNodesBehindOneRedis(t *testing.T) {
+	rc := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
+	defer rc.Close()
+	pctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := rc.Ping(pctx).Err(); err != nil {
+		t.Skipf("redis not reachable at 127.0.0.1:6379: %v", err)
+	}
+	prefix := "msgrtest:" + uuid.NewString() + ":"
+	t.Cleanup(func() {
+		ctx := context.Background()
+		keys, _ := rc.Keys(ctx, prefix+"*").Result()
+		if len(keys) > 0 {
+			rc.Del(ctx, keys...)
+		}
+	})
+	dir := t.TempDir()
+	env := map[string]string{"MESSENGER_DATA": dir, "MESSENGER_REDIS": "redis://127.0.0.1:6379/0", "MESSENGER_REDIS_PREFIX": prefix, "MESSENGER_IDENTITY_BITS": "2048"}
+	n1 := start(t, env, "-addr", "127.0.0.1:0")
+	n2 := start(t, env, "-addr", "127.0.0.1:0")
+	a, b := n1.dial(t), n2.dial(t)
+	ctx, cancel2 := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel2()
+	for _, c := range []*client.Conn{a, b} {
+		if _, err := c.Join(ctx, "across", ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := a.Send(ctx, "across", "from node one"); err != nil {
+		t.Fatal(err)
+	}
+	for m := range b.Messages() {
+		if m.Type == protocol.MsgMessage {
+			if m.Body != "from node one" {
+				t.Fatalf("node two got %q", m.Body)
+			}
+			break
+		}
+	}
+	// The session lives in Redis, so node two resumes a session of node one.
+	ticket := a.Ticket()
+	a.Close()
+	rctx, cancel3 := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel3()
+	r, err := client.Dial(rctx, client.Config{URL: "ws://" + n2.addr + "/ws", VerifyIdentity: client.Pin(n2.fp), Resume: &ticket, ResumeOnly: true})
+	if err != nil {
+		t.Fatalf("resume on the other node: %v", err)
+	}
+	defer r.Close()
+	if !r.Session().Resumed {
+		t.Fatal("not resumed")
+	}
+	// A message id used on node one is a replay on node two.
+	id := uuid.NewString()
+	if _, err := b.Request(ctx, &protocol.Message{Type: protocol.MsgSend, ID: id, Room: "across", Body: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Join(ctx, "across", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Request(ctx, &protocol.Message{Type: protocol.MsgSend, ID: id, Room: "across", Body: "x"}); !errors.Is(err, protocol.CodeReplayedID) {
+		t.Fatalf("replay across nodes: %v", err)
+	}
+	// Nothing readable in Redis: no session secret, no message text.
+	keys, _ := rc.Keys(ctx, prefix+"*").Result()
+	for _, k := range keys {
+		v, _ := rc.Get(ctx, k).Bytes()
+		if bytes.Contains(v, ticket.Secret) || strings.Contains(string(v), "from node one") {
+			t.Fatalf("redis key %s holds a secret or plaintext", k)
+		}
+	}
+}
