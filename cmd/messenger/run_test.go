@@ -148,7 +148,9 @@ func TestRunKeepsIdentityAcrossRestarts(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	out := &syncBuffer{}
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"-addr", "127.0.0.1:0"}, func(k string) string { return env[k] }, out, &syncBuffer{}) }()
+	go func() {
+		done <- run(ctx, []string{"-addr", "127.0.0.1:0"}, func(k string) string { return env[k] }, out, &syncBuffer{})
+	}()
 	for !fpRE.MatchString(out.String()) {
 		time.Sleep(20 * time.Millisecond)
 	}
