@@ -1,0 +1,441 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"runtime"
+	"strconv"
+	"strings"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Postgres is the production Store, on PostgreSQL 13 or newer. It uses
+// native uuid, bytea and timestamptz columns; names are kept lower-case in
+// a plain text column with a UNIQUE constraint (citext is not assumed).
+type Postgres struct {
+	pool *pgPool
+}
+
+var _ Store = (*Postgres)(nil)
+
+// OpenPostgres connects to the database at dsn (a postgres:// URL or a
+// key=value connection string) and applies pending migrations; concurrent
+// Opens of one database are safe. The URL parameter pool_max_conns sets the
+// connection limit (zero value: 4 or the number of CPUs, whichever is more,
+// as pgxpool does).
+func OpenPostgres(ctx context.Context, dsn string) (*Postgres, error) {
+	dsn, maxConns, err := splitPoolMaxConns(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("store: open postgres: %w", err)
+	}
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("store: open postgres: %w", err)
+	}
+	p := &Postgres{pool: newPgPool(cfg, maxConns)}
+	conn, err := p.pool.acquire(ctx)
+	if err != nil {
+		p.pool.close()
+		return nil, fmt.Errorf("store: open postgres: %w", err)
+	}
+	err = migratePostgres(ctx, conn)
+	p.pool.release(conn)
+	if err != nil {
+		p.pool.close()
+		return nil, err
+	}
+	return p, nil
+}
+
+// splitPoolMaxConns takes the pool_max_conns parameter out of a URL, since
+// the server would reject it as an unknown run-time parameter.
+func splitPoolMaxConns(dsn string) (string, int, error) {
+	n := max(4, runtime.NumCPU())
+	if !strings.HasPrefix(dsn, "postgres://") && !strings.HasPrefix(dsn, "postgresql://") {
+		return dsn, n, nil
+	}
+	u, err := url.Parse(dsn)
+	if err != nil {
+		// url.Error quotes the URL, password included.
+		return "", 0, errors.New("cannot parse URL")
+	}
+	q := u.Query()
+	if v := q.Get("pool_max_conns"); v != "" {
+		n, err = strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return "", 0, fmt.Errorf("pool_max_conns %q: want a positive integer", v)
+		}
+		q.Del("pool_max_conns")
+		u.RawQuery = q.Encode()
+		return u.String(), n, nil
+	}
+	return dsn, n, nil
+}
+
+// Close closes the connections.
+func (p *Postgres) Close() error {
+	p.pool.close()
+	return nil
+}
+
+// Ping checks that the server answers.
+func (p *Postgres) Ping(ctx context.Context) error {
+	return p.with(ctx, "ping", func(c *pgx.Conn) error { return c.Ping(ctx) })
+}
+
+// with runs fn on a pooled connection and maps its error for op.
+func (p *Postgres) with(ctx context.Context, op string, fn func(*pgx.Conn) error) error {
+	conn, err := p.pool.acquire(ctx)
+	if err != nil {
+		return pgErr(op, err)
+	}
+	defer p.pool.release(conn)
+	if err := fn(conn); err != nil {
+		return pgErr(op, err)
+	}
+	return nil
+}
+
+// CreateUser implements Store.
+func (p *Postgres) CreateUser(ctx context.Context, u User) (User, error) {
+	u, err := prepareUser(u)
+	if err != nil {
+		return User{}, fmt.Errorf("store: create user: %w", err)
+	}
+	err = p.with(ctx, "create user", func(c *pgx.Conn) error {
+		_, err := c.Exec(ctx,
+			`INSERT INTO users (id, name, password_hash, created_at) VALUES ($1, $2, $3, $4)`,
+			u.ID, u.Name, []byte(u.PasswordHash), u.CreatedAt)
+		return err
+	})
+	if err != nil {
+		return User{}, err
+	}
+	return u, nil
+}
+
+// UserByName implements Store.
+func (p *Postgres) UserByName(ctx context.Context, name string) (User, error) {
+	name, err := normalizeName("user.name", name, MaxUserNameLen)
+	if err != nil {
+		return User{}, fmt.Errorf("store: user by name: %w", err)
+	}
+	var u User
+	err = p.with(ctx, "user by name", func(c *pgx.Conn) (err error) {
+		u, err = scanPgUser(c.QueryRow(ctx,
+			`SELECT id, name, password_hash, created_at FROM users WHERE name = $1`, name))
+		return err
+	})
+	return u, err
+}
+
+// UserByID implements Store.
+func (p *Postgres) UserByID(ctx context.Context, id uuid.UUID) (User, error) {
+	var u User
+	err := p.with(ctx, "user by id", func(c *pgx.Conn) (err error) {
+		u, err = scanPgUser(c.QueryRow(ctx,
+			`SELECT id, name, password_hash, created_at FROM users WHERE id = $1`, id))
+		return err
+	})
+	return u, err
+}
+
+// SetPasswordHash implements Store.
+func (p *Postgres) SetPasswordHash(ctx context.Context, id uuid.UUID, hash string) error {
+	if err := checkPasswordHash(hash); err != nil {
+		return fmt.Errorf("store: set password hash: %w", err)
+	}
+	return p.with(ctx, "set password hash", func(c *pgx.Conn) error {
+		tag, err := c.Exec(ctx, `UPDATE users SET password_hash = $1 WHERE id = $2`, []byte(hash), id)
+		if err == nil && tag.RowsAffected() == 0 {
+			err = ErrNotFound
+		}
+		return err
+	})
+}
+
+// PublishKeys implements Store. It locks the user's row first, so
+// concurrent publishes for one user take turns and each sees the version
+// the previous one wrote. FOR NO KEY UPDATE does not block inserts that
+// merely reference the user (memberships).
+func (p *Postgres) PublishKeys(ctx context.Context, k KeySet) (KeySet, error) {
+	k, err := prepareKeySet(k)
+	if err != nil {
+		return KeySet{}, fmt.Errorf("store: publish keys: %w", err)
+	}
+	err = p.with(ctx, "publish keys", func(c *pgx.Conn) error {
+		return pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
+			var one int
+			if err := tx.QueryRow(ctx, `SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE`, k.UserID).Scan(&one); err != nil {
+				return err
+			}
+			return tx.QueryRow(ctx, `
+				INSERT INTO key_sets (user_id, version, signing_key, encryption_key, self_signature, created_at)
+				SELECT $1, coalesce(max(version), 0) + 1, $2, $3, $4, $5 FROM key_sets WHERE user_id = $1
+				RETURNING version`,
+				k.UserID, k.SigningKey, k.EncryptionKey, k.SelfSignature, k.CreatedAt,
+			).Scan(&k.Version)
+		})
+	})
+	if err != nil {
+		return KeySet{}, err
+	}
+	return k, nil
+}
+
+// CurrentKeys implements Store.
+func (p *Postgres) CurrentKeys(ctx context.Context, userID uuid.UUID) (KeySet, error) {
+	var k KeySet
+	err := p.with(ctx, "current keys", func(c *pgx.Conn) (err error) {
+		k, err = scanPgKeySet(c.QueryRow(ctx, `
+			SELECT user_id, version, signing_key, encryption_key, self_signature, created_at
+			FROM key_sets WHERE user_id = $1 ORDER BY version DESC LIMIT 1`, userID))
+		return err
+	})
+	return k, err
+}
+
+// KeyHistory implements Store.
+func (p *Postgres) KeyHistory(ctx context.Context, userID uuid.UUID) ([]KeySet, error) {
+	var ks []KeySet
+	err := p.with(ctx, "key history", func(c *pgx.Conn) error {
+		rows, err := c.Query(ctx, `
+			SELECT user_id, version, signing_key, encryption_key, self_signature, created_at
+			FROM key_sets WHERE user_id = $1 ORDER BY version`, userID)
+		if err != nil {
+			return err
+		}
+		if ks, err = collectPg(rows, scanPgKeySet); err != nil || len(ks) > 0 {
+			return err
+		}
+		return pgMustExist(ctx, c, `SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)`, userID)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return ks, nil
+}
+
+// CreateRoom implements Store.
+func (p *Postgres) CreateRoom(ctx context.Context, r Room) (Room, error) {
+	r, err := prepareRoom(r)
+	if err != nil {
+		return Room{}, fmt.Errorf("store: create room: %w", err)
+	}
+	err = p.with(ctx, "create room", func(c *pgx.Conn) error {
+		_, err := c.Exec(ctx,
+			`INSERT INTO rooms (id, name, created_by, created_at) VALUES ($1, $2, $3, $4)`,
+			r.ID, r.Name, r.CreatedBy, r.CreatedAt)
+		return err
+	})
+	if err != nil {
+		return Room{}, err
+	}
+	return r, nil
+}
+
+// RoomByName implements Store.
+func (p *Postgres) RoomByName(ctx context.Context, name string) (Room, error) {
+	name, err := normalizeName("room.name", name, MaxRoomNameLen)
+	if err != nil {
+		return Room{}, fmt.Errorf("store: room by name: %w", err)
+	}
+	var r Room
+	err = p.with(ctx, "room by name", func(c *pgx.Conn) (err error) {
+		r, err = scanPgRoom(c.QueryRow(ctx,
+			`SELECT id, name, created_by, created_at FROM rooms WHERE name = $1`, name))
+		return err
+	})
+	return r, err
+}
+
+// AddMember implements Store.
+func (p *Postgres) AddMember(ctx context.Context, roomID, userID uuid.UUID) error {
+	return p.with(ctx, "add member", func(c *pgx.Conn) error {
+		_, err := c.Exec(ctx, `
+			INSERT INTO room_members (room_id, user_id) VALUES ($1, $2)
+			ON CONFLICT (room_id, user_id) DO NOTHING`, roomID, userID)
+		return err
+	})
+}
+
+// RemoveMember implements Store.
+func (p *Postgres) RemoveMember(ctx context.Context, roomID, userID uuid.UUID) error {
+	return p.with(ctx, "remove member", func(c *pgx.Conn) error {
+		tag, err := c.Exec(ctx, `DELETE FROM room_members WHERE room_id = $1 AND user_id = $2`, roomID, userID)
+		if err != nil || tag.RowsAffected() > 0 {
+			return err
+		}
+		return pgMustExist(ctx, c, `
+			SELECT EXISTS (SELECT 1 FROM rooms WHERE id = $1) AND EXISTS (SELECT 1 FROM users WHERE id = $2)`,
+			roomID, userID)
+	})
+}
+
+// Members implements Store. PasswordHash is left empty: lists never carry
+// credentials.
+func (p *Postgres) Members(ctx context.Context, roomID uuid.UUID) ([]User, error) {
+	var us []User
+	err := p.with(ctx, "members", func(c *pgx.Conn) error {
+		rows, err := c.Query(ctx, `
+			SELECT u.id, u.name, u.created_at
+			FROM room_members m JOIN users u ON u.id = m.user_id
+			WHERE m.room_id = $1
+			ORDER BY u.name`, roomID)
+		if err != nil {
+			return err
+		}
+		if us, err = collectPg(rows, scanPgUserPublic); err != nil || len(us) > 0 {
+			return err
+		}
+		return pgMustExist(ctx, c, `SELECT EXISTS (SELECT 1 FROM rooms WHERE id = $1)`, roomID)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return us, nil
+}
+
+// RoomsOf implements Store.
+func (p *Postgres) RoomsOf(ctx context.Context, userID uuid.UUID) ([]Room, error) {
+	var rs []Room
+	err := p.with(ctx, "rooms of", func(c *pgx.Conn) error {
+		rows, err := c.Query(ctx, `
+			SELECT r.id, r.name, r.created_by, r.created_at
+			FROM room_members m JOIN rooms r ON r.id = m.room_id
+			WHERE m.user_id = $1
+			ORDER BY r.name`, userID)
+		if err != nil {
+			return err
+		}
+		if rs, err = collectPg(rows, scanPgRoom); err != nil || len(rs) > 0 {
+			return err
+		}
+		return pgMustExist(ctx, c, `SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)`, userID)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return rs, nil
+}
+
+// Contacts implements Store. PasswordHash is left empty.
+func (p *Postgres) Contacts(ctx context.Context, userID uuid.UUID) ([]User, error) {
+	var us []User
+	err := p.with(ctx, "contacts", func(c *pgx.Conn) error {
+		rows, err := c.Query(ctx, `
+			SELECT DISTINCT u.id, u.name, u.created_at
+			FROM room_members mine
+			JOIN room_members theirs ON theirs.room_id = mine.room_id AND theirs.user_id <> mine.user_id
+			JOIN users u ON u.id = theirs.user_id
+			WHERE mine.user_id = $1
+			ORDER BY u.name`, userID)
+		if err != nil {
+			return err
+		}
+		if us, err = collectPg(rows, scanPgUserPublic); err != nil || len(us) > 0 {
+			return err
+		}
+		return pgMustExist(ctx, c, `SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)`, userID)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return us, nil
+}
+
+// pgMustExist runs query, which selects one boolean, and returns
+// ErrNotFound when it is false.
+func pgMustExist(ctx context.Context, c *pgx.Conn, query string, args ...any) error {
+	var ok bool
+	if err := c.QueryRow(ctx, query, args...).Scan(&ok); err != nil {
+		return err
+	}
+	if !ok {
+		return ErrNotFound
+	}
+	return nil
+}
+
+func scanPgUser(row pgx.Row) (User, error) {
+	var (
+		u    User
+		hash []byte
+	)
+	if err := row.Scan(&u.ID, &u.Name, &hash, &u.CreatedAt); err != nil {
+		return User{}, err
+	}
+	u.PasswordHash = string(hash)
+	u.CreatedAt = u.CreatedAt.UTC()
+	return u, nil
+}
+
+func scanPgUserPublic(row pgx.Row) (User, error) {
+	var u User
+	if err := row.Scan(&u.ID, &u.Name, &u.CreatedAt); err != nil {
+		return User{}, err
+	}
+	u.CreatedAt = u.CreatedAt.UTC()
+	return u, nil
+}
+
+func scanPgKeySet(row pgx.Row) (KeySet, error) {
+	var k KeySet
+	if err := row.Scan(&k.UserID, &k.Version, &k.SigningKey, &k.EncryptionKey, &k.SelfSignature, &k.CreatedAt); err != nil {
+		return KeySet{}, err
+	}
+	k.CreatedAt = k.CreatedAt.UTC()
+	return k, nil
+}
+
+func scanPgRoom(row pgx.Row) (Room, error) {
+	var r Room
+	if err := row.Scan(&r.ID, &r.Name, &r.CreatedBy, &r.CreatedAt); err != nil {
+		return Room{}, err
+	}
+	r.CreatedAt = r.CreatedAt.UTC()
+	return r, nil
+}
+
+// collectPg scans every row with scan and closes rows. The result is never
+// nil, so an empty list encodes as [] rather than null.
+func collectPg[T any](rows pgx.Rows, scan func(pgx.Row) (T, error)) ([]T, error) {
+	defer rows.Close()
+	out := []T{}
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
+
+// PostgreSQL error codes (SQLSTATE) the store maps to sentinels.
+const (
+	pgUniqueViolation     = "23505"
+	pgForeignKeyViolation = "23503"
+)
+
+// pgErr maps a pgx error to the package's sentinels: no rows is
+// ErrNotFound, a unique violation ErrConflict, a foreign-key violation
+// ErrNotFound (the referenced row is missing). The driver error stays in the
+// chain for logs.
+func pgErr(op string, err error) error {
+	var pe *pgconn.PgError
+	switch {
+	case errors.As(err, &pe) && pe.Code == pgUniqueViolation:
+		return fmt.Errorf("store: %s: %w: %w", op, ErrConflict, err)
+	case errors.As(err, &pe) && pe.Code == pgForeignKeyViolation:
+		return fmt.Errorf("store: %s: %w: %w", op, ErrNotFound, err)
+	case errors.Is(err, pgx.ErrNoRows), errors.Is(err, ErrNotFound):
+		return fmt.Errorf("store: %s: %w", op, ErrNotFound)
+	}
+	return fmt.Errorf("store: %s: %w", op, err)
+}

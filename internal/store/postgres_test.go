@@ -1,0 +1,276 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/secure-messenger/messenger/internal/pgtest"
+)
+
+// countRows implements rowCounter for the contract test.
+func (p *Postgres) countRows(ctx context.Context, table string) (int, error) {
+	var q string
+	switch table {
+	case "users":
+		q = `SELECT count(*) FROM users`
+	case "key_sets":
+		q = `SELECT count(*) FROM key_sets`
+	case "rooms":
+		q = `SELECT count(*) FROM rooms`
+	case "room_members":
+		q = `SELECT count(*) FROM room_members`
+	case "schema_migrations":
+		q = `SELECT count(*) FROM schema_migrations`
+	default:
+		return 0, fmt.Errorf("countRows: unknown table %q", table)
+	}
+	var n int
+	err := p.with(ctx, "count", func(c *pgx.Conn) error { return c.QueryRow(ctx, q).Scan(&n) })
+	return n, err
+}
+
+// openPostgresTest opens a store on dbURL and closes it when t ends (before
+// pgtest drops the database, since this Cleanup is registered later).
+func openPostgresTest(t *testing.T, dbURL string) *Postgres {
+	t.Helper()
+	p, err := OpenPostgres(context.Background(), dbURL)
+	if err != nil {
+		t.Fatalf("OpenPostgres: %v", err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+func TestPostgres(t *testing.T) {
+	pgtest.URL(t) // skips the whole contract at once when the server is down
+	testStore(t, func(t *testing.T) Store {
+		return openPostgresTest(t, pgtest.URL(t))
+	})
+}
+
+func TestPostgresReopen(t *testing.T) {
+	ctx := context.Background()
+	dbURL := pgtest.URL(t)
+	p1, err := OpenPostgres(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice := mustCreateUser(t, p1, "alice")
+	var appliedAt time.Time
+	readAppliedAt := func(p *Postgres, dst *time.Time) error {
+		return p.with(ctx, "test", func(c *pgx.Conn) error {
+			return c.QueryRow(ctx, `SELECT applied_at FROM schema_migrations WHERE version = 1`).Scan(dst)
+		})
+	}
+	if err := readAppliedAt(p1, &appliedAt); err != nil {
+		t.Fatal(err)
+	}
+	p1.Close()
+
+	p2 := openPostgresTest(t, dbURL)
+	if got, err := p2.UserByID(ctx, alice.ID); err != nil || got != alice {
+		t.Errorf("after reopening: UserByID = %+v, %v; want %+v", got, err, alice)
+	}
+	if n := countRows(t, p2, "schema_migrations"); n != numMigrations(t, "postgres") {
+		t.Errorf("schema_migrations has %d rows, want %d", n, numMigrations(t, "postgres"))
+	}
+	var again time.Time
+	if err := readAppliedAt(p2, &again); err != nil {
+		t.Fatal(err)
+	}
+	if !again.Equal(appliedAt) {
+		t.Errorf("migration 1 re-applied: applied_at %v, then %v", appliedAt, again)
+	}
+}
+
+func TestPostgresConcurrentOpen(t *testing.T) {
+	dbURL := pgtest.URL(t)
+	const n = 8
+	stores := make([]*Postgres, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			stores[i], errs[i] = OpenPostgres(context.Background(), dbURL)
+		})
+	}
+	close(start)
+	wg.Wait()
+	for i := range n {
+		if errs[i] != nil {
+			t.Errorf("open %d: %v", i, errs[i])
+			continue
+		}
+		t.Cleanup(func() { stores[i].Close() })
+	}
+	if t.Failed() {
+		return
+	}
+	if got := countRows(t, stores[0], "schema_migrations"); got != numMigrations(t, "postgres") {
+		t.Errorf("schema_migrations has %d rows, want %d", got, numMigrations(t, "postgres"))
+	}
+}
+
+func TestPostgresRefusesNewerSchema(t *testing.T) {
+	ctx := context.Background()
+	dbURL := pgtest.URL(t)
+	p := openPostgresTest(t, dbURL)
+	err := p.with(ctx, "test", func(c *pgx.Conn) error {
+		_, err := c.Exec(ctx, `INSERT INTO schema_migrations (version) VALUES ($1)`, 1000)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p2, err := OpenPostgres(ctx, dbURL); !errors.Is(err, errSchemaTooNew) {
+		if p2 != nil {
+			p2.Close()
+		}
+		t.Fatalf("OpenPostgres on a newer schema: %v, want %v", err, errSchemaTooNew)
+	}
+}
+
+func TestOpenPicksPostgres(t *testing.T) {
+	dbURL := pgtest.URL(t)
+	for _, c := range []struct {
+		name, dsn string
+		maxConns  int
+	}{
+		{"postgres URL", dbURL, max(4, runtime.NumCPU())},
+		{"postgresql URL", "postgresql://" + strings.TrimPrefix(dbURL, "postgres://"), max(4, runtime.NumCPU())},
+		{"pool_max_conns", withParam(t, dbURL, "pool_max_conns", "2"), 2},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			st, err := Open(context.Background(), c.dsn, t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			p, ok := st.(*Postgres)
+			if !ok {
+				t.Fatalf("Open returned %T, want *Postgres", st)
+			}
+			if err := p.Ping(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if cap(p.pool.slots) != c.maxConns {
+				t.Errorf("pool allows %d connections, want %d", cap(p.pool.slots), c.maxConns)
+			}
+		})
+	}
+	for _, bad := range []string{"0", "-1", "many"} {
+		t.Run("pool_max_conns="+bad, func(t *testing.T) {
+			st, err := Open(context.Background(), withParam(t, dbURL, "pool_max_conns", bad), "")
+			if err == nil {
+				st.Close()
+				t.Fatal("accepted")
+			}
+		})
+	}
+}
+
+func withParam(t *testing.T, rawURL, key, value string) string {
+	t.Helper()
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set(key, value)
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+func TestPgPoolBound(t *testing.T) {
+	ctx := context.Background()
+	cfg, err := pgx.ParseConfig(pgtest.URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := newPgPool(cfg, 2)
+	defer pool.close()
+	a, err := pool.acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := pool.acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if c, err := pool.acquire(short); !errors.Is(err, context.DeadlineExceeded) {
+		if c != nil {
+			pool.release(c)
+		}
+		t.Fatalf("third acquire from a pool of 2: %v, want a deadline error", err)
+	}
+	pool.release(a)
+	c, err := pool.acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c != a {
+		t.Error("a released healthy connection was not reused")
+	}
+
+	// A connection given back inside a transaction must not be reused.
+	if _, err := b.Exec(ctx, "BEGIN"); err != nil {
+		t.Fatal(err)
+	}
+	pool.release(b)
+	if n := len(pool.idle); n != 0 {
+		t.Errorf("%d idle connections after releasing one mid-transaction, want 0", n)
+	}
+	if !b.IsClosed() {
+		t.Error("connection released mid-transaction was not closed")
+	}
+	pool.release(c)
+
+	pool.close()
+	if _, err := pool.acquire(ctx); !errors.Is(err, errPoolClosed) {
+		t.Errorf("acquire after close: %v, want %v", err, errPoolClosed)
+	}
+}
+
+// TestPostgresSurvivesTerminatedConnections kills the store's idle server
+// connections, as a database restart would, and expects the next calls to
+// reconnect instead of failing.
+func TestPostgresSurvivesTerminatedConnections(t *testing.T) {
+	ctx := context.Background()
+	dbURL := pgtest.URL(t)
+	p := openPostgresTest(t, dbURL)
+	u := mustCreateUser(t, p, "survivor")
+
+	admin, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	var killed int
+	if err := admin.QueryRow(ctx, `
+		SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+		WHERE datname = current_database() AND pid <> pg_backend_pid()`).Scan(&killed); err != nil {
+		t.Fatal(err)
+	}
+	if killed == 0 {
+		t.Fatal("no store connection to terminate")
+	}
+	time.Sleep(pgPingAfterIdle + 100*time.Millisecond)
+	for i := range 3 {
+		if got, err := p.UserByID(ctx, u.ID); err != nil || got != u {
+			t.Fatalf("call %d after the connections were terminated: %+v, %v", i, got, err)
+		}
+	}
+}

@@ -1,0 +1,263 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+)
+
+// countRows implements rowCounter for the contract test.
+func (s *SQLite) countRows(ctx context.Context, table string) (int, error) {
+	var q string
+	switch table {
+	case "users":
+		q = `SELECT count(*) FROM users`
+	case "key_sets":
+		q = `SELECT count(*) FROM key_sets`
+	case "rooms":
+		q = `SELECT count(*) FROM rooms`
+	case "room_members":
+		q = `SELECT count(*) FROM room_members`
+	case "schema_migrations":
+		q = `SELECT count(*) FROM schema_migrations`
+	default:
+		return 0, fmt.Errorf("countRows: unknown table %q", table)
+	}
+	var n int
+	err := s.r.QueryRowContext(ctx, q).Scan(&n)
+	return n, err
+}
+
+func openSQLiteTest(t *testing.T, path string) *SQLite {
+	t.Helper()
+	s, err := OpenSQLite(context.Background(), path)
+	if err != nil {
+		t.Fatalf("OpenSQLite(%s): %v", path, err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return s
+}
+
+func TestSQLite(t *testing.T) {
+	testStore(t, func(t *testing.T) Store {
+		return openSQLiteTest(t, filepath.Join(t.TempDir(), "messenger.db"))
+	})
+}
+
+func numMigrations(t *testing.T, dialect string) int {
+	t.Helper()
+	ms, err := loadMigrations(migrationFiles, "migrations/"+dialect)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ms)
+}
+
+func TestSQLiteFileModes(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data", "store")
+	path := filepath.Join(dir, "messenger.db")
+	s := openSQLiteTest(t, path)
+	mustCreateUser(t, s, "alice") // makes sure the WAL has been written
+
+	for _, c := range []struct {
+		path string
+		want os.FileMode
+	}{
+		{dir, 0o700 | os.ModeDir},
+		{path, 0o600},
+		{path + "-wal", 0o600},
+		{path + "-shm", 0o600},
+	} {
+		t.Run(filepath.Base(c.path), func(t *testing.T) {
+			fi, err := os.Stat(c.path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := fi.Mode(); got != c.want {
+				t.Errorf("mode %v, want %v", got, c.want)
+			}
+		})
+	}
+}
+
+func TestSQLiteSettings(t *testing.T) {
+	ctx := context.Background()
+	s := openSQLiteTest(t, filepath.Join(t.TempDir(), "messenger.db"))
+	for _, c := range []struct {
+		pool   string
+		pragma string
+		want   string
+	}{
+		{"writer", "journal_mode", "wal"},
+		{"writer", "foreign_keys", "1"},
+		{"writer", "busy_timeout", "10000"},
+		{"writer", "synchronous", "2"},
+		{"writer", "query_only", "0"},
+		{"reader", "journal_mode", "wal"},
+		{"reader", "foreign_keys", "1"},
+		{"reader", "busy_timeout", "10000"},
+		{"reader", "query_only", "1"},
+	} {
+		t.Run(c.pool+" "+c.pragma, func(t *testing.T) {
+			db := s.w
+			if c.pool == "reader" {
+				db = s.r
+			}
+			var got string
+			// PRAGMA names cannot be bound; these are constants from the table above.
+			if err := db.QueryRowContext(ctx, "PRAGMA "+c.pragma).Scan(&got); err != nil {
+				t.Fatal(err)
+			}
+			if got != c.want {
+				t.Errorf("PRAGMA %s = %s, want %s", c.pragma, got, c.want)
+			}
+		})
+	}
+	if got := s.w.Stats().MaxOpenConnections; got != 1 {
+		t.Errorf("writer pool allows %d connections, want 1", got)
+	}
+}
+
+func TestSQLiteReopen(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "messenger.db")
+	s1, err := OpenSQLite(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice := mustCreateUser(t, s1, "alice")
+	var appliedAt int64
+	if err := s1.r.QueryRowContext(ctx, `SELECT applied_at FROM schema_migrations WHERE version = 1`).Scan(&appliedAt); err != nil {
+		t.Fatal(err)
+	}
+	if err := s1.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s2 := openSQLiteTest(t, path)
+	if got, err := s2.UserByID(ctx, alice.ID); err != nil || got != alice {
+		t.Errorf("after reopening: UserByID = %+v, %v; want %+v", got, err, alice)
+	}
+	if n := countRows(t, s2, "schema_migrations"); n != numMigrations(t, "sqlite") {
+		t.Errorf("schema_migrations has %d rows, want %d", n, numMigrations(t, "sqlite"))
+	}
+	var again int64
+	if err := s2.r.QueryRowContext(ctx, `SELECT applied_at FROM schema_migrations WHERE version = 1`).Scan(&again); err != nil {
+		t.Fatal(err)
+	}
+	if again != appliedAt {
+		t.Errorf("migration 1 re-applied: applied_at %d, then %d", appliedAt, again)
+	}
+}
+
+func TestSQLiteConcurrentOpen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "messenger.db")
+	const n = 5
+	stores := make([]*SQLite, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { stores[i], errs[i] = OpenSQLite(context.Background(), path) })
+	}
+	wg.Wait()
+	for i := range n {
+		if errs[i] != nil {
+			t.Errorf("open %d: %v", i, errs[i])
+			continue
+		}
+		t.Cleanup(func() { stores[i].Close() })
+	}
+	if t.Failed() {
+		return
+	}
+	if got := countRows(t, stores[0], "schema_migrations"); got != numMigrations(t, "sqlite") {
+		t.Errorf("schema_migrations has %d rows, want %d", got, numMigrations(t, "sqlite"))
+	}
+	u := mustCreateUser(t, stores[1], "shared")
+	if got, err := stores[n-1].UserByID(context.Background(), u.ID); err != nil || got != u {
+		t.Errorf("another handle sees %+v, %v; want %+v", got, err, u)
+	}
+}
+
+func TestSQLiteRefusesNewerSchema(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "messenger.db")
+	s, err := OpenSQLite(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.w.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES (?, 0)`, 1000); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if s, err := OpenSQLite(ctx, path); !errors.Is(err, errSchemaTooNew) {
+		if s != nil {
+			s.Close()
+		}
+		t.Fatalf("OpenSQLite on a newer schema: %v, want %v", err, errSchemaTooNew)
+	}
+}
+
+func TestOpenSQLiteRejectsPaths(t *testing.T) {
+	for _, path := range []string{"", ":memory:", "file:x.db", filepath.Join(t.TempDir(), "a?mode=ro")} {
+		t.Run(fmt.Sprintf("%q", path), func(t *testing.T) {
+			s, err := OpenSQLite(context.Background(), path)
+			if err == nil {
+				s.Close()
+				t.Fatal("opened")
+			}
+		})
+	}
+}
+
+func TestOpenPicksSQLite(t *testing.T) {
+	dir := t.TempDir()
+	cases := []struct {
+		name, dsn, dataDir, wantPath string
+	}{
+		{"default in data dir", "", filepath.Join(dir, "new", "data"), filepath.Join(dir, "new", "data", "messenger.db")},
+		{"sqlite URL", "sqlite://" + filepath.Join(dir, "a.db"), "ignored", filepath.Join(dir, "a.db")},
+		{"file URI", "file:" + filepath.Join(dir, "b.db"), "", filepath.Join(dir, "b.db")},
+		{"file URL", "file://" + filepath.Join(dir, "c.db"), "", filepath.Join(dir, "c.db")},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			st, err := Open(context.Background(), c.dsn, c.dataDir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			s, ok := st.(*SQLite)
+			if !ok {
+				t.Fatalf("Open returned %T, want *SQLite", st)
+			}
+			if s.path != c.wantPath {
+				t.Errorf("path %s, want %s", s.path, c.wantPath)
+			}
+			if _, err := os.Stat(c.wantPath); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	for _, c := range []struct{ name, dsn, dataDir string }{
+		{"no dsn, no data dir", "", ""},
+		{"unknown scheme", "mysql://localhost/messenger", dir},
+		{"mistyped postgres", "postgress://localhost/messenger", dir},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			st, err := Open(context.Background(), c.dsn, c.dataDir)
+			if err == nil {
+				st.Close()
+				t.Fatalf("Open(%q, %q) succeeded", c.dsn, c.dataDir)
+			}
+		})
+	}
+}
