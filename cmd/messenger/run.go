@@ -22,7 +22,9 @@ import (
 	"github.com/secure-messenger/messenger/internal/broker"
 	"github.com/secure-messenger/messenger/internal/ephemeral"
 	"github.com/secure-messenger/messenger/internal/keyfile"
+	"github.com/secure-messenger/messenger/internal/password"
 	"github.com/secure-messenger/messenger/internal/server"
+	"github.com/secure-messenger/messenger/internal/store"
 	"github.com/secure-messenger/messenger/web"
 )
 
@@ -41,6 +43,11 @@ type options struct {
 	handshakeTimeout time.Duration
 	identityBits     int
 	sendQueue        int
+	dbURL            string
+	anonymous        bool
+	argonMemory      int
+	argonTime        int
+	hashConcurrency  int
 }
 
 func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (*options, error) {
@@ -88,6 +95,11 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	fs.DurationVar(&o.handshakeTimeout, "handshake-timeout", envDur("MESSENGER_HANDSHAKE_TIMEOUT", 10*time.Second), "time allowed for a handshake (MESSENGER_HANDSHAKE_TIMEOUT)")
 	fs.IntVar(&o.identityBits, "identity-bits", envInt("MESSENGER_IDENTITY_BITS", keyfile.DefaultRSABits), "size of a newly created identity key (MESSENGER_IDENTITY_BITS)")
 	fs.IntVar(&o.sendQueue, "send-queue", envInt("MESSENGER_SEND_QUEUE", 256), "messages queued per connection before it is dropped as too slow (MESSENGER_SEND_QUEUE)")
+	fs.StringVar(&o.dbURL, "db", env("MESSENGER_DB", ""), "database: empty for SQLite in the data directory, postgres://… for PostgreSQL, sqlite:///path for another SQLite file (MESSENGER_DB)")
+	fs.BoolVar(&o.anonymous, "anonymous", env("MESSENGER_ANONYMOUS", "") == "true", "let connections that have not logged in join rooms and talk (MESSENGER_ANONYMOUS=true)")
+	fs.IntVar(&o.argonMemory, "argon2-memory", envInt("MESSENGER_ARGON2_MEMORY", 19456), "Argon2id memory per password hash in KiB, at least 19456 (MESSENGER_ARGON2_MEMORY)")
+	fs.IntVar(&o.argonTime, "argon2-time", envInt("MESSENGER_ARGON2_TIME", 2), "Argon2id passes, at least 2 (MESSENGER_ARGON2_TIME)")
+	fs.IntVar(&o.hashConcurrency, "hash-concurrency", envInt("MESSENGER_HASH_CONCURRENCY", 0), "password hashes computed at once; 0 means one per CPU (MESSENGER_HASH_CONCURRENCY)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -99,6 +111,12 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	}
 	if o.identityBits < 2048 {
 		return nil, fmt.Errorf("-identity-bits %d: at least 2048", o.identityBits)
+	}
+	if o.argonMemory < 19456 || o.argonTime < 2 {
+		return nil, fmt.Errorf("-argon2-memory %d / -argon2-time %d: OWASP's floor is 19456 KiB and 2 passes", o.argonMemory, o.argonTime)
+	}
+	if o.hashConcurrency < 0 {
+		return nil, fmt.Errorf("-hash-concurrency %d: want 0 or more", o.hashConcurrency)
 	}
 	return o, nil
 }
@@ -183,6 +201,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		rcfg := ephemeral.RedisConfig{Prefix: o.redisPrefix}
 		deps.Sessions = ephemeral.NewRedisSessionStore(rc, rcfg)
 		deps.Nonces = ephemeral.NewRedisNonceSet(rc, rcfg)
+		deps.Limiter = ephemeral.NewRedisLimiter(rc, rcfg)
 		brokerKey := deriveKey(storageKey, "broker payloads")
 		deps.NewBroker = func(h broker.Handler) (broker.Broker, error) {
 			return broker.NewRedisBroker(rc, broker.RedisConfig{Prefix: o.redisPrefix, Key: brokerKey}, h)
@@ -191,10 +210,25 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	} else {
 		ss := ephemeral.NewMemorySessionStore(ephemeral.MemoryConfig{})
 		ns := ephemeral.NewMemoryNonceSet(ephemeral.MemoryConfig{})
-		closers = append(closers, ss.Close, ns.Close)
-		deps.Sessions, deps.Nonces = ss, ns
+		lim := ephemeral.NewMemoryLimiter(ephemeral.MemoryConfig{})
+		closers = append(closers, ss.Close, ns.Close, lim.Close)
+		deps.Sessions, deps.Nonces, deps.Limiter = ss, ns, lim
 		log.Info().Msg("ephemeral state in memory (no -redis)")
 	}
+
+	dbctx, cancelDB := context.WithTimeout(ctx, 30*time.Second)
+	db, err := store.Open(dbctx, o.dbURL, o.dataDir)
+	cancelDB()
+	if err != nil {
+		return fmt.Errorf("database: %w", err)
+	}
+	closers = append(closers, db.Close)
+	deps.Store = db
+	hp := password.Params{Memory: uint32(o.argonMemory), Time: uint32(o.argonTime)}
+	if err := hp.Check(); err != nil {
+		return fmt.Errorf("argon2 parameters: %w", err)
+	}
+	deps.Hasher = password.NewHasher(hp, o.hashConcurrency)
 
 	var origins []string
 	for _, s := range strings.Split(o.origins, ",") {
@@ -208,6 +242,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		TimestampWindow:  o.window,
 		SendQueue:        o.sendQueue,
 		AllowedOrigins:   origins,
+		AllowAnonymous:   o.anonymous,
 	}, deps)
 	if err != nil {
 		return err

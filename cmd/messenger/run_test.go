@@ -16,6 +16,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/secure-messenger/messenger/internal/pgtest"
 	"github.com/secure-messenger/messenger/pkg/client"
 	"github.com/secure-messenger/messenger/pkg/protocol"
 )
@@ -111,8 +112,8 @@ func (n *node) dial(t *testing.T) *client.Conn {
 
 func TestRunEmbeddedDefaults(t *testing.T) {
 	dir := t.TempDir()
-	n := start(t, map[string]string{"MESSENGER_DATA": dir, "MESSENGER_LOG_FORMAT": "json", "MESSENGER_IDENTITY_BITS": "2048"}, "-addr", "127.0.0.1:0")
-	for _, f := range []string{"identity.pem", "storage.key"} {
+	n := start(t, map[string]string{"MESSENGER_DATA": dir, "MESSENGER_LOG_FORMAT": "json", "MESSENGER_IDENTITY_BITS": "2048", "MESSENGER_ANONYMOUS": "true"}, "-addr", "127.0.0.1:0")
+	for _, f := range []string{"identity.pem", "storage.key", "messenger.db"} {
 		st, err := os.Stat(filepath.Join(dir, f))
 		if err != nil {
 			t.Fatal(err)
@@ -176,6 +177,9 @@ func TestRunBadConfiguration(t *testing.T) {
 		"bad log level":       {args: []string{"-log-level", "loud"}},
 		"unreachable redis":   {args: []string{"-redis", "redis://127.0.0.1:1/0"}},
 		"malformed redis url": {args: []string{"-redis", "http://x"}},
+		"unknown db scheme":   {args: []string{"-db", "postgress://x"}},
+		"unreachable db":      {args: []string{"-db", "postgres://postgres@127.0.0.1:1/x?sslmode=disable&connect_timeout=1"}},
+		"weak argon2":         {args: []string{"-argon2-memory", "1024"}},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -209,7 +213,7 @@ func TestRunTwoNodesBehindOneRedis(t *testing.T) {
 		}
 	})
 	dir := t.TempDir()
-	env := map[string]string{"MESSENGER_DATA": dir, "MESSENGER_REDIS": "redis://127.0.0.1:6379/0", "MESSENGER_REDIS_PREFIX": prefix, "MESSENGER_IDENTITY_BITS": "2048"}
+	env := map[string]string{"MESSENGER_DATA": dir, "MESSENGER_REDIS": "redis://127.0.0.1:6379/0", "MESSENGER_REDIS_PREFIX": prefix, "MESSENGER_IDENTITY_BITS": "2048", "MESSENGER_ANONYMOUS": "true"}
 	n1 := start(t, env, "-addr", "127.0.0.1:0")
 	n2 := start(t, env, "-addr", "127.0.0.1:0")
 	a, b := n1.dial(t), n2.dial(t)
@@ -262,5 +266,75 @@ func TestRunTwoNodesBehindOneRedis(t *testing.T) {
 		if bytes.Contains(v, ticket.Secret) || strings.Contains(string(v), "from node one") {
 			t.Fatalf("redis key %s holds a secret or plaintext", k)
 		}
+	}
+}
+
+// TestRunAccountsSurviveRestart: two users register against PostgreSQL
+// (SQLite when none is reachable is covered by the store's own tests),
+// see each other's fingerprints, and after a restart authenticate with
+// their keys alone.
+func TestRunAccountsSurviveRestart(t *testing.T) {
+	dbURL := pgtest.URL(t)
+	dir := t.TempDir()
+	env := map[string]string{"MESSENGER_DATA": dir, "MESSENGER_DB": dbURL, "MESSENGER_IDENTITY_BITS": "2048"}
+	alice, err := client.NewIdentity("alice", 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob, err := client.NewIdentity("bob", 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	func() {
+		srvCtx, stop := context.WithCancel(context.Background())
+		out := &syncBuffer{}
+		done := make(chan error, 1)
+		go func() {
+			done <- run(srvCtx, []string{"-addr", "127.0.0.1:0"}, func(k string) string { return env[k] }, out, &syncBuffer{})
+		}()
+		defer func() {
+			stop()
+			if err := <-done; err != nil {
+				t.Error(err)
+			}
+		}()
+		for !fpRE.MatchString(out.String()) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		fp, _ := protocol.ParseFingerprint(fpRE.FindStringSubmatch(out.String())[1])
+		n := &node{addr: listenRE.FindStringSubmatch(out.String())[1], fp: fp}
+		ca, cb := n.dial(t), n.dial(t)
+		if _, err := ca.Register(ctx, alice, "alice's password"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cb.Register(ctx, bob, "bob's password"); err != nil {
+			t.Fatal(err)
+		}
+		got, err := ca.Lookup(ctx, "bob")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want, _ := bob.Fingerprint(); got.Fingerprint != want {
+			t.Fatalf("alice sees bob as %s, want %s", got.Fingerprint, want)
+		}
+		ca.Close()
+		cb.Close()
+	}()
+	n := start(t, env, "-addr", "127.0.0.1:0")
+	c := n.dial(t)
+	if _, err := c.Join(ctx, "general", ""); !errors.Is(err, protocol.CodeUnauthenticated) {
+		t.Fatalf("anonymous join: %v, want unauthenticated", err)
+	}
+	if _, err := c.Auth(ctx, alice); err != nil {
+		t.Fatalf("auth after restart: %v", err)
+	}
+	got, err := c.Lookup(ctx, "bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want, _ := bob.Fingerprint(); got.Fingerprint != want {
+		t.Fatalf("after restart alice sees bob as %s, want %s", got.Fingerprint, want)
 	}
 }

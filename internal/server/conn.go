@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/secure-messenger/messenger/internal/ephemeral"
+	"github.com/secure-messenger/messenger/internal/store"
 	"github.com/secure-messenger/messenger/pkg/protocol"
 )
 
@@ -34,6 +36,10 @@ type peer struct {
 	sessionID [protocol.SessionIDSize]byte
 	resumed   bool
 	exporter  []byte
+	secret    []byte // the session secret, to re-seal the record on login
+	remoteIP  string
+
+	user *store.User // reader goroutine only; nil while anonymous
 
 	seal *protocol.RecordLayer // writer goroutine only
 	open *protocol.RecordLayer // reader goroutine only
@@ -55,6 +61,13 @@ func (c *peer) displayName() string {
 	c.nameMu.Lock()
 	defer c.nameMu.Unlock()
 	return c.name
+}
+
+func (c *peer) userName() string {
+	if c.user == nil {
+		return ""
+	}
+	return c.user.Name
 }
 
 func (c *peer) setName(n string) {
@@ -249,13 +262,30 @@ func (c *peer) handle(ctx context.Context, plaintext []byte) bool {
 		return true
 	}
 	c.keepAlive(ctx)
+	m.Room = strings.ToLower(m.Room)
+	err = nil
 	switch m.Type {
-	case protocol.MsgJoin:
-		c.join(ctx, m)
-	case protocol.MsgLeave:
-		c.leave(ctx, m)
-	case protocol.MsgSend:
-		c.say(ctx, m)
+	case protocol.MsgJoin, protocol.MsgLeave, protocol.MsgSend:
+		if c.user == nil && !c.srv.cfg.AllowAnonymous {
+			c.replyError(m.ID, fmt.Errorf("register, login or auth first: %w", protocol.CodeUnauthenticated))
+			return true
+		}
+		switch m.Type {
+		case protocol.MsgJoin:
+			c.join(ctx, m)
+		case protocol.MsgLeave:
+			c.leave(ctx, m)
+		case protocol.MsgSend:
+			c.say(ctx, m)
+		}
+	case protocol.MsgRegister:
+		err = c.register(ctx, m)
+	case protocol.MsgLogin:
+		err = c.login(ctx, m)
+	case protocol.MsgAuth:
+		err = c.auth(ctx, m)
+	case protocol.MsgLookup:
+		err = c.lookup(ctx, m)
 	case protocol.MsgEnd:
 		if err := c.srv.sessions.end(ctx, c.sessionID); err != nil {
 			c.log.Error().Err(err).Msg("end session")
@@ -265,6 +295,12 @@ func (c *peer) handle(ctx context.Context, plaintext []byte) bool {
 		c.log.Info().Msg("session ended by client")
 		c.fail(protocol.CodeSessionEnded, "session ended")
 		return false
+	}
+	if err != nil {
+		if protocol.CodeOf(err) == protocol.CodeInternal {
+			c.log.Error().Err(err).Str("type", m.Type).Msg("request failed")
+		}
+		c.replyError(m.ID, err)
 	}
 	return true
 }
@@ -282,8 +318,12 @@ func (c *peer) keepAlive(ctx context.Context) {
 }
 
 func (c *peer) join(ctx context.Context, m *protocol.Message) {
-	if m.Name != "" {
+	if m.Name != "" && c.user == nil { // a logged-in user speaks as the account
 		c.setName(m.Name)
+	}
+	if err := c.rememberMembership(ctx, m.Room, true); err != nil {
+		c.replyError(m.ID, err)
+		return
 	}
 	members, err := c.srv.hub.Join(ctx, c, m.Room)
 	if err != nil {
@@ -298,6 +338,10 @@ func (c *peer) join(ctx context.Context, m *protocol.Message) {
 func (c *peer) leave(ctx context.Context, m *protocol.Message) {
 	if !c.srv.hub.Leave(ctx, c, m.Room) {
 		c.replyError(m.ID, fmt.Errorf("not a member of %q: %w", m.Room, protocol.CodeBadRequest))
+		return
+	}
+	if err := c.rememberMembership(ctx, m.Room, false); err != nil {
+		c.replyError(m.ID, err)
 		return
 	}
 	c.reply(&protocol.Message{Type: protocol.MsgLeft, Ref: m.ID, Room: m.Room, TS: time.Now().UnixMilli()})

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/google/uuid"
+
 	"github.com/secure-messenger/messenger/internal/ephemeral"
 	"github.com/secure-messenger/messenger/pkg/protocol"
 )
@@ -42,6 +44,7 @@ type serverHandshake struct {
 	resumed   bool
 	sessionID [protocol.SessionIDSize]byte
 	secret    []byte
+	user      uuid.UUID // of a resumed, authenticated session
 
 	ks    *protocol.KeySchedule
 	keyTH []byte // transcript hash after ServerHello
@@ -137,10 +140,10 @@ func (hs *serverHandshake) processClientHello() error {
 	if len(h.ResumeID) == protocol.SessionIDSize {
 		var id [protocol.SessionIDSize]byte
 		copy(id[:], h.ResumeID)
-		secret, err := hs.cfg.sessions.load(hs.ctx, id)
+		st, err := hs.cfg.sessions.load(hs.ctx, id)
 		switch {
 		case err == nil:
-			hs.resumed, hs.sessionID, hs.secret = true, id, secret
+			hs.resumed, hs.sessionID, hs.secret, hs.user = true, id, st.secret, st.user
 			return nil
 		case len(h.SessionKey) == 0 && errors.Is(err, protocol.CodeSessionUnknown):
 			return err
@@ -233,7 +236,7 @@ func (hs *serverHandshake) establish() error {
 	}
 	hs.exporter = hs.ks.Exporter(hs.transcript.Sum())
 	if !hs.resumed {
-		if err := hs.cfg.sessions.create(hs.ctx, hs.sessionID, hs.secret); err != nil {
+		if err := hs.cfg.sessions.put(hs.ctx, hs.sessionID, sessionState{secret: hs.secret}); err != nil {
 			if errors.Is(err, ephemeral.ErrUnavailable) {
 				return fmt.Errorf("server handshake: %w: %w", protocol.CodeUnavailable, err)
 			}

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +15,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/secure-messenger/messenger/internal/ephemeral"
+	"github.com/secure-messenger/messenger/internal/password"
+	"github.com/secure-messenger/messenger/internal/store"
 	"github.com/secure-messenger/messenger/pkg/client"
 	"github.com/secure-messenger/messenger/pkg/protocol"
 )
@@ -79,14 +82,25 @@ func startServer(t testing.TB, opts ...serverOption) *testServer {
 	_, _ = rand.Read(sessionKey)
 	ss := ephemeral.NewMemorySessionStore(ephemeral.MemoryConfig{})
 	ns := ephemeral.NewMemoryNonceSet(ephemeral.MemoryConfig{})
-	t.Cleanup(func() { ss.Close(); ns.Close() })
-	cfg := Config{PingInterval: 5 * time.Second}
+	lim := ephemeral.NewMemoryLimiter(ephemeral.MemoryConfig{})
+	t.Cleanup(func() { ss.Close(); ns.Close(); lim.Close() })
+	db, err := store.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "messenger.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	cfg := Config{PingInterval: 5 * time.Second, AllowAnonymous: true}
 	deps := Deps{
 		Log:        zerolog.New(logs).Level(zerolog.DebugLevel),
 		Identity:   identity,
 		SessionKey: sessionKey,
 		Sessions:   ss,
 		Nonces:     ns,
+		Limiter:    lim,
+		Store:      db,
+		// Small Argon2 parameters keep the race-enabled tests quick; the
+		// production defaults are tested in internal/password.
+		Hasher: password.NewHasher(password.Params{Memory: 1024, Time: 1}, 2),
 	}
 	for _, o := range opts {
 		o(&cfg, &deps)

@@ -16,11 +16,14 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/gorilla/websocket"
 	"github.com/rs/zerolog"
 
 	"github.com/secure-messenger/messenger/internal/broker"
 	"github.com/secure-messenger/messenger/internal/ephemeral"
+	"github.com/secure-messenger/messenger/internal/password"
+	"github.com/secure-messenger/messenger/internal/store"
 	"github.com/secure-messenger/messenger/pkg/protocol"
 )
 
@@ -50,6 +53,18 @@ type Config struct {
 	// Suites lists the record suites the server accepts. Empty means
 	// protocol.SupportedSuites.
 	Suites []protocol.Suite
+	// AllowAnonymous lets connections that have not logged in join rooms
+	// and send, under a server-assigned "anon-…" name. False requires
+	// register, login or auth first.
+	AllowAnonymous bool
+	// LoginFailuresPerUser is how many failed logins an account may have
+	// within LoginWindow before further attempts are refused. Zero means 10.
+	LoginFailuresPerUser int
+	// LoginFailuresPerAddr is the same limit per client address. Zero
+	// means 50.
+	LoginFailuresPerAddr int
+	// LoginWindow is the throttling window. Zero means 15 minutes.
+	LoginWindow time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -74,6 +89,15 @@ func (c *Config) setDefaults() {
 	if len(c.Suites) == 0 {
 		c.Suites = protocol.SupportedSuites
 	}
+	if c.LoginFailuresPerUser == 0 {
+		c.LoginFailuresPerUser = 10
+	}
+	if c.LoginFailuresPerAddr == 0 {
+		c.LoginFailuresPerAddr = 50
+	}
+	if c.LoginWindow == 0 {
+		c.LoginWindow = 15 * time.Minute
+	}
 }
 
 // Deps are the server's collaborators.
@@ -88,6 +112,12 @@ type Deps struct {
 	Sessions ephemeral.SessionStore
 	// Nonces remembers message ids.
 	Nonces ephemeral.NonceSet
+	// Store keeps accounts, their keys and rooms.
+	Store store.Store
+	// Hasher hashes and checks passwords.
+	Hasher *password.Hasher
+	// Limiter counts failed logins.
+	Limiter ephemeral.Limiter
 	// NewBroker builds the broker the hub publishes through, given the
 	// hub's delivery handler. Nil means an in-memory broker (one node).
 	NewBroker func(broker.Handler) (broker.Broker, error)
@@ -100,6 +130,9 @@ type Server struct {
 	hs       *handshakeConfig
 	sessions *sessions
 	nonces   ephemeral.NonceSet
+	store    store.Store
+	hasher   *password.Hasher
+	limiter  ephemeral.Limiter
 	hub      *Hub
 	upgrader websocket.Upgrader
 	fp       protocol.Fingerprint
@@ -116,8 +149,8 @@ func New(cfg Config, d Deps) (*Server, error) {
 	if d.Identity == nil || d.Identity.N.BitLen() < protocol.MinRSABits {
 		return nil, errors.New("server: identity key missing or shorter than 2048 bits")
 	}
-	if d.Sessions == nil || d.Nonces == nil {
-		return nil, errors.New("server: session store and nonce set are required")
+	if d.Sessions == nil || d.Nonces == nil || d.Limiter == nil || d.Store == nil || d.Hasher == nil {
+		return nil, errors.New("server: session store, nonce set, limiter, store and hasher are required")
 	}
 	der, err := x509.MarshalPKIXPublicKey(&d.Identity.PublicKey)
 	if err != nil {
@@ -141,6 +174,9 @@ func New(cfg Config, d Deps) (*Server, error) {
 		hs:       &handshakeConfig{identity: d.Identity, identityDER: der, suites: cfg.Suites, sessions: sess},
 		sessions: sess,
 		nonces:   d.Nonces,
+		store:    d.Store,
+		hasher:   d.Hasher,
+		limiter:  d.Limiter,
 		hub:      hub,
 		fp:       protocol.FingerprintOf(der),
 		clients:  make(map[*peer]struct{}),
@@ -223,6 +259,8 @@ func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
 		sessionID: hs.sessionID,
 		resumed:   hs.resumed,
 		exporter:  hs.exporter,
+		secret:    hs.secret,
+		remoteIP:  clientIP(r.RemoteAddr),
 		seal:      hs.seal,
 		open:      hs.open,
 		send:      make(chan []byte, s.cfg.SendQueue),
@@ -235,6 +273,19 @@ func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
 	c.log.Info().Bool("resumed", hs.resumed).Stringer("suite", hs.suite).
 		Dur("handshake", time.Since(start)).Msg("handshake complete")
 
+	if hs.user != uuid.Nil {
+		// A resumed session keeps its user.
+		u, err := s.store.UserByID(r.Context(), hs.user)
+		if err != nil {
+			c.log.Warn().Err(err).Msg("resumed session's user")
+			c.fail(protocol.CodeSessionUnknown, "the session's account is gone")
+		} else {
+			u.PasswordHash = ""
+			c.user = &u
+			c.name = u.Name
+			c.log = c.log.With().Str("user", u.Name).Logger()
+		}
+	}
 	if !s.track(c) {
 		c.fail(protocol.CodeGoingAway, "server shutting down")
 	}
@@ -244,6 +295,7 @@ func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
 		TTL:        int(s.cfg.SessionTTL / time.Second),
 		Resumed:    hs.resumed,
 		Name:       c.name,
+		User:       c.userName(),
 		ServerTime: time.Now().UnixMilli(),
 		Window:     int(s.cfg.TimestampWindow / time.Second),
 	}})

@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/secure-messenger/messenger/internal/ephemeral"
 	"github.com/secure-messenger/messenger/pkg/protocol"
 )
@@ -54,41 +56,59 @@ func newSessionID() ([protocol.SessionIDSize]byte, error) {
 	return id, nil
 }
 
-// create stores secret under id, sealed.
-func (s *sessions) create(ctx context.Context, id [protocol.SessionIDSize]byte, secret []byte) error {
-	nonce := make([]byte, s.aead.NonceSize(), s.aead.NonceSize()+len(secret)+s.aead.Overhead())
+// sessionState is what a session record holds: the session secret and,
+// once the connection authenticated, the user.
+type sessionState struct {
+	secret []byte
+	user   uuid.UUID // uuid.Nil while anonymous
+}
+
+// put stores st under id, sealed: the record is nonce ‖ AES-GCM(secret ‖
+// user id), with the session id in the additional data.
+func (s *sessions) put(ctx context.Context, id [protocol.SessionIDSize]byte, st sessionState) error {
+	plain := make([]byte, 0, len(st.secret)+16)
+	plain = append(plain, st.secret...)
+	if st.user != uuid.Nil {
+		plain = append(plain, st.user[:]...)
+	}
+	nonce := make([]byte, s.aead.NonceSize(), s.aead.NonceSize()+len(plain)+s.aead.Overhead())
 	if _, err := rand.Read(nonce); err != nil {
 		return fmt.Errorf("server: session nonce: %w", err)
 	}
-	record := s.aead.Seal(nonce, nonce, secret, s.ad(id))
+	record := s.aead.Seal(nonce, nonce, plain, s.ad(id))
 	if err := s.store.Put(ctx, sessionKey(id), record, s.ttl); err != nil {
 		return fmt.Errorf("server: store session: %w", err)
 	}
 	return nil
 }
 
-// load returns the secret of a live session and refreshes its TTL. An
+// load returns the state of a live session and refreshes its TTL. An
 // unknown, expired or unopenable record is protocol.CodeSessionUnknown.
-func (s *sessions) load(ctx context.Context, id [protocol.SessionIDSize]byte) ([]byte, error) {
+func (s *sessions) load(ctx context.Context, id [protocol.SessionIDSize]byte) (sessionState, error) {
+	var st sessionState
 	record, err := s.store.Get(ctx, sessionKey(id))
 	if errors.Is(err, ephemeral.ErrNotFound) {
-		return nil, fmt.Errorf("server: resume: %w", protocol.CodeSessionUnknown)
+		return st, fmt.Errorf("server: resume: %w", protocol.CodeSessionUnknown)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("server: resume: %w", err)
+		return st, fmt.Errorf("server: resume: %w", err)
 	}
 	ns := s.aead.NonceSize()
 	if len(record) < ns {
-		return nil, fmt.Errorf("server: resume: short record: %w", protocol.CodeSessionUnknown)
+		return st, fmt.Errorf("server: resume: short record: %w", protocol.CodeSessionUnknown)
 	}
-	secret, err := s.aead.Open(nil, record[:ns], record[ns:], s.ad(id))
-	if err != nil || len(secret) != protocol.SecretSize {
-		return nil, fmt.Errorf("server: resume: record does not open: %w", protocol.CodeSessionUnknown)
+	plain, err := s.aead.Open(nil, record[:ns], record[ns:], s.ad(id))
+	if err != nil || (len(plain) != protocol.SecretSize && len(plain) != protocol.SecretSize+16) {
+		return st, fmt.Errorf("server: resume: record does not open: %w", protocol.CodeSessionUnknown)
+	}
+	st.secret = plain[:protocol.SecretSize]
+	if len(plain) > protocol.SecretSize {
+		copy(st.user[:], plain[protocol.SecretSize:])
 	}
 	if err := s.touch(ctx, id); err != nil {
-		return nil, err
+		return sessionState{}, err
 	}
-	return secret, nil
+	return st, nil
 }
 
 // touch refreshes the TTL of a live session.

@@ -17,6 +17,11 @@ const (
 	MsgSend  = "send"  // say Body in Room
 	MsgEnd   = "end"   // end the session: the server forgets it and closes
 
+	MsgRegister = "register" // create account User with Password and Keys; Sig proves the signing key
+	MsgLogin    = "login"    // log in as User with Password and Sig; new Keys replace the old ones
+	MsgAuth     = "auth"     // authenticate this connection as User by Sig alone
+	MsgLookup   = "lookup"   // fetch User's published keys
+
 	// Server → client.
 	MsgReady    = "ready"    // first record after the handshake: Session
 	MsgAck      = "ack"      // the request Ref was carried out
@@ -25,6 +30,10 @@ const (
 	MsgMessage  = "msg"      // a message said in Room by From
 	MsgPresence = "presence" // From joined or left Room (Event)
 	MsgError    = "error"    // request Ref failed with Code; Fatal ends the session
+
+	MsgAuthed    = "authed"     // answer to register/login/auth: User, Version, Fingerprint
+	MsgKeys      = "keys"       // answer to lookup: User, Keys, Version, Fingerprint
+	MsgKeyChange = "key_change" // User, who shares Room with you, published new keys (Version, Fingerprint)
 )
 
 // Limits on application messages.
@@ -33,6 +42,12 @@ const (
 	MaxBody = 16 << 10
 	// MaxNameLen bounds room and display names, in bytes.
 	MaxNameLen = 64
+	// MaxUserLen bounds user names, in bytes.
+	MaxUserLen = 32
+	// MaxPasswordLen bounds passwords, in bytes.
+	MaxPasswordLen = 1024
+	// MaxSignature bounds a signature, in bytes (RSA-8192).
+	MaxSignature = 1024
 )
 
 // Message is one application message, JSON-encoded inside a record. Only
@@ -56,6 +71,15 @@ type Message struct {
 	Code    Code         `json:"code,omitempty"`
 	Error   string       `json:"error,omitempty"`
 	Fatal   bool         `json:"fatal,omitempty"`
+
+	// Accounts and the key directory.
+	User     string     `json:"user,omitempty"`
+	Password string     `json:"password,omitempty"`
+	Keys     *KeyBundle `json:"keys,omitempty"`
+	// Sig is SignClientAuth over this connection's exporter and User.
+	Sig         []byte `json:"sig,omitempty"`
+	Version     int    `json:"version,omitempty"`
+	Fingerprint string `json:"fingerprint,omitempty"`
 }
 
 // SessionInfo describes the session a connection belongs to; the "ready"
@@ -71,6 +95,9 @@ type SessionInfo struct {
 	// Name is the display name the server gives this session until join
 	// sets one.
 	Name string `json:"name"`
+	// User is the account a resumed session is logged in as; empty for
+	// anonymous sessions.
+	User string `json:"user,omitempty"`
 	// ServerTime is the server's clock in Unix milliseconds, so a client
 	// can see its own skew against the timestamp window.
 	ServerTime int64 `json:"server_time"`
@@ -101,7 +128,17 @@ func DecodeMessage(data []byte) (*Message, error) {
 	return &m, nil
 }
 
-var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+var (
+	namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+	userPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]*$`)
+)
+
+// ValidUserName reports whether s may name a user: 1 to MaxUserLen bytes of
+// lower-case letters, digits, '_', '.', '-', starting with a letter or
+// digit. Clients lower-case what people type before sending it.
+func ValidUserName(s string) bool {
+	return len(s) > 0 && len(s) <= MaxUserLen && userPattern.MatchString(s)
+}
 
 // ValidName reports whether s may name a room or a display name: 1 to
 // MaxNameLen bytes of letters, digits, '_', '.', '-', starting with a
@@ -144,6 +181,26 @@ func ValidateRequest(m *Message) error {
 			return fmt.Errorf("protocol: send: body must be non-empty UTF-8: %w", CodeBadRequest)
 		}
 	case MsgEnd:
+	case MsgRegister, MsgLogin, MsgAuth:
+		if !ValidUserName(m.User) {
+			return fmt.Errorf("protocol: %s: bad user name: %w", m.Type, CodeBadRequest)
+		}
+		if m.Type != MsgAuth && (m.Password == "" || len(m.Password) > MaxPasswordLen) {
+			return fmt.Errorf("protocol: %s: password missing or over %d bytes: %w", m.Type, MaxPasswordLen, CodeBadRequest)
+		}
+		if m.Type == MsgRegister && m.Keys == nil {
+			return fmt.Errorf("protocol: register: keys missing: %w", CodeBadRequest)
+		}
+		if m.Type == MsgAuth && m.Keys != nil {
+			return fmt.Errorf("protocol: auth: keys are published by register or login: %w", CodeBadRequest)
+		}
+		if len(m.Sig) == 0 || len(m.Sig) > MaxSignature {
+			return fmt.Errorf("protocol: %s: signature missing or too large: %w", m.Type, CodeBadRequest)
+		}
+	case MsgLookup:
+		if !ValidUserName(m.User) {
+			return fmt.Errorf("protocol: lookup: bad user name: %w", CodeBadRequest)
+		}
 	default:
 		return fmt.Errorf("protocol: unknown request type %q: %w", m.Type, CodeBadRequest)
 	}

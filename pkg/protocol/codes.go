@@ -63,6 +63,19 @@ const (
 	CodeGoingAway Code = 20
 	// CodeSessionEnded: the session was ended explicitly.
 	CodeSessionEnded Code = 21
+	// CodeAuthFailed: wrong user name, password or signature. The same code
+	// and the same work for an unknown user and a wrong password. Not fatal.
+	CodeAuthFailed Code = 22
+	// CodeRateLimited: too many failed logins for this account or address;
+	// retry later. Not fatal.
+	CodeRateLimited Code = 23
+	// CodeConflict: the user name is taken. Not fatal.
+	CodeConflict Code = 24
+	// CodeUnauthenticated: the request needs a logged-in connection. Not
+	// fatal.
+	CodeUnauthenticated Code = 25
+	// CodeNotFound: no such user (key lookups). Not fatal.
+	CodeNotFound Code = 26
 )
 
 var codeNames = map[Code]string{
@@ -87,6 +100,11 @@ var codeNames = map[Code]string{
 	CodeUnavailable:        "unavailable",
 	CodeGoingAway:          "going_away",
 	CodeSessionEnded:       "session_ended",
+	CodeAuthFailed:         "auth_failed",
+	CodeRateLimited:        "rate_limited",
+	CodeConflict:           "conflict",
+	CodeUnauthenticated:    "unauthenticated",
+	CodeNotFound:           "not_found",
 }
 
 // String returns the code's documented name, e.g. "bad_signature".
@@ -101,10 +119,14 @@ func (c Code) String() string {
 func (c Code) Error() string { return "protocol: " + c.String() }
 
 // Fatal reports whether the code ends the session. Non-fatal codes answer
-// one application message and leave the session open.
+// one application message and leave the session open. CodeBadKey and
+// CodeBadSignature end a handshake, but answer a register, login or auth
+// request without ending the session: the "fatal" field of an error
+// message is what counts.
 func (c Code) Fatal() bool {
 	switch c {
-	case CodeReplayedID, CodeStaleTimestamp, CodeBadRequest, CodeTooLarge, CodeUnavailable:
+	case CodeReplayedID, CodeStaleTimestamp, CodeBadRequest, CodeTooLarge, CodeUnavailable,
+		CodeAuthFailed, CodeRateLimited, CodeConflict, CodeUnauthenticated, CodeNotFound:
 		return false
 	}
 	return true

@@ -1,0 +1,296 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/secure-messenger/messenger/internal/ephemeral"
+	"github.com/secure-messenger/messenger/internal/password"
+	"github.com/secure-messenger/messenger/internal/store"
+	"github.com/secure-messenger/messenger/pkg/protocol"
+)
+
+// Accounts: register, login, auth and the key directory. Every request
+// arrives inside the encrypted session, after the server proved its
+// identity, so passwords never cross the network in clear. Each one also
+// carries a signature by the user's identity key over this connection's
+// exporter (protocol.SignClientAuth): that binds the login to this
+// connection and is the client's half of mutual authentication.
+
+// storeError maps a store error to the code a client sees.
+func storeError(err error) error {
+	switch {
+	case errors.Is(err, store.ErrConflict):
+		return fmt.Errorf("%w: %w", protocol.CodeConflict, err)
+	case errors.Is(err, store.ErrNotFound):
+		return fmt.Errorf("%w: %w", protocol.CodeNotFound, err)
+	case errors.Is(err, store.ErrInvalid):
+		return fmt.Errorf("%w: %w", protocol.CodeBadRequest, err)
+	case errors.Is(err, password.ErrBusy), errors.Is(err, ephemeral.ErrUnavailable):
+		return fmt.Errorf("%w: %w", protocol.CodeUnavailable, err)
+	}
+	return fmt.Errorf("%w: %w", protocol.CodeInternal, err)
+}
+
+// throttleKeys are the limiter keys of a login attempt: per account and
+// per client address.
+func (c *peer) throttleKeys(user string) [2]string {
+	return [2]string{"login:user:" + user, "login:addr:" + c.remoteIP}
+}
+
+// throttled reports whether logins for user from this address are
+// currently refused.
+func (c *peer) throttled(ctx context.Context, user string) error {
+	keys := c.throttleKeys(user)
+	limits := [2]int{c.srv.cfg.LoginFailuresPerUser, c.srv.cfg.LoginFailuresPerAddr}
+	for i, k := range keys {
+		n, err := c.srv.limiter.Count(ctx, k)
+		if err != nil {
+			return storeError(err)
+		}
+		if n >= int64(limits[i]) {
+			return fmt.Errorf("too many failed logins, retry within %s: %w", c.srv.cfg.LoginWindow, protocol.CodeRateLimited)
+		}
+	}
+	return nil
+}
+
+// failedLogin counts a failure against the account and the address, and
+// returns the one error every failure gets.
+func (c *peer) failedLogin(ctx context.Context, user, why string) error {
+	for _, k := range c.throttleKeys(user) {
+		if _, err := c.srv.limiter.Hit(ctx, k, c.srv.cfg.LoginWindow); err != nil {
+			c.log.Warn().Err(err).Msg("login throttle unavailable")
+		}
+	}
+	c.log.Info().Str("user", user).Str("why", why).Msg("login failed")
+	return fmt.Errorf("wrong user name, password or key: %w", protocol.CodeAuthFailed)
+}
+
+func (c *peer) register(ctx context.Context, m *protocol.Message) error {
+	if c.user != nil {
+		return fmt.Errorf("already logged in as %s: %w", c.user.Name, protocol.CodeBadRequest)
+	}
+	if err := password.Validate(m.Password); err != nil {
+		return fmt.Errorf("%w: %w", protocol.CodeBadRequest, err)
+	}
+	signing, err := m.Keys.Verify(m.User)
+	if err != nil {
+		return err
+	}
+	if err := protocol.VerifyClientAuth(signing, c.exporter, m.User, m.Sig); err != nil {
+		return err
+	}
+	hash, err := c.srv.hasher.Hash(ctx, m.Password)
+	if err != nil {
+		return storeError(err)
+	}
+	u, err := c.srv.store.CreateUser(ctx, store.User{Name: m.User, PasswordHash: hash})
+	if err != nil {
+		return storeError(err)
+	}
+	ks, err := c.srv.store.PublishKeys(ctx, keySet(u.ID, m.Keys))
+	if err != nil {
+		return storeError(err)
+	}
+	c.log.Info().Str("user", u.Name).Msg("registered")
+	return c.authenticated(ctx, m, u, ks)
+}
+
+func (c *peer) login(ctx context.Context, m *protocol.Message) error {
+	if err := c.throttled(ctx, m.User); err != nil {
+		return err
+	}
+	u, err := c.srv.store.UserByName(ctx, m.User)
+	if errors.Is(err, store.ErrNotFound) {
+		// The same work and the same answer as a wrong password.
+		_ = c.srv.hasher.DummyVerify(ctx, m.Password)
+		return c.failedLogin(ctx, m.User, "unknown user")
+	}
+	if err != nil {
+		return storeError(err)
+	}
+	rehash, err := c.srv.hasher.Verify(ctx, u.PasswordHash, m.Password)
+	if errors.Is(err, password.ErrMismatch) {
+		return c.failedLogin(ctx, m.User, "wrong password")
+	}
+	if err != nil {
+		return storeError(err)
+	}
+	var ks store.KeySet
+	if m.Keys != nil {
+		// A new device or a key reset: the password authorises new keys,
+		// which must sign this connection.
+		signing, err := m.Keys.Verify(u.Name)
+		if err != nil {
+			return err
+		}
+		if err := protocol.VerifyClientAuth(signing, c.exporter, u.Name, m.Sig); err != nil {
+			return c.failedLogin(ctx, m.User, "signature by the new keys")
+		}
+		if ks, err = c.srv.store.PublishKeys(ctx, keySet(u.ID, m.Keys)); err != nil {
+			return storeError(err)
+		}
+		c.log.Info().Str("user", u.Name).Int("version", ks.Version).Msg("keys changed")
+		c.announceKeyChange(ctx, u, ks)
+	} else {
+		if ks, err = c.verifyIdentity(ctx, u, m.Sig); err != nil {
+			return c.failedLogin(ctx, m.User, "identity signature")
+		}
+	}
+	c.resetThrottle(ctx, u.Name)
+	if rehash {
+		if h, err := c.srv.hasher.Hash(ctx, m.Password); err == nil {
+			if err := c.srv.store.SetPasswordHash(ctx, u.ID, h); err == nil {
+				c.log.Info().Str("user", u.Name).Msg("password hash upgraded")
+			}
+		}
+	}
+	return c.authenticated(ctx, m, u, ks)
+}
+
+// auth authenticates a connection by the identity signature alone: what a
+// client with its keys does on every connection after registering.
+func (c *peer) auth(ctx context.Context, m *protocol.Message) error {
+	if err := c.throttled(ctx, m.User); err != nil {
+		return err
+	}
+	u, err := c.srv.store.UserByName(ctx, m.User)
+	if errors.Is(err, store.ErrNotFound) {
+		return c.failedLogin(ctx, m.User, "unknown user")
+	}
+	if err != nil {
+		return storeError(err)
+	}
+	ks, err := c.verifyIdentity(ctx, u, m.Sig)
+	if errors.Is(err, protocol.CodeBadSignature) || errors.Is(err, protocol.CodeBadKey) || errors.Is(err, store.ErrNotFound) {
+		return c.failedLogin(ctx, m.User, "identity signature")
+	}
+	if err != nil {
+		return storeError(err)
+	}
+	c.resetThrottle(ctx, u.Name)
+	return c.authenticated(ctx, m, u, ks)
+}
+
+// verifyIdentity checks sig against the user's current signing key.
+func (c *peer) verifyIdentity(ctx context.Context, u store.User, sig []byte) (store.KeySet, error) {
+	ks, err := c.srv.store.CurrentKeys(ctx, u.ID)
+	if err != nil {
+		return ks, err
+	}
+	pub, err := protocol.ParseRSAPublicKey(ks.SigningKey)
+	if err != nil {
+		return ks, err
+	}
+	return ks, protocol.VerifyClientAuth(pub, c.exporter, u.Name, sig)
+}
+
+func (c *peer) resetThrottle(ctx context.Context, user string) {
+	if err := c.srv.limiter.Reset(ctx, "login:user:"+user); err != nil {
+		c.log.Warn().Err(err).Msg("login throttle reset")
+	}
+}
+
+// authenticated makes the connection and its session belong to u, and
+// answers the request.
+func (c *peer) authenticated(ctx context.Context, m *protocol.Message, u store.User, ks store.KeySet) error {
+	if err := c.srv.sessions.put(ctx, c.sessionID, sessionState{secret: c.secret, user: u.ID}); err != nil {
+		return storeError(err)
+	}
+	u.PasswordHash = ""
+	c.user = &u
+	c.setName(u.Name)
+	c.log = c.log.With().Str("user", u.Name).Logger()
+	c.log.Info().Str("via", m.Type).Msg("authenticated")
+	c.reply(&protocol.Message{Type: protocol.MsgAuthed, Ref: m.ID, User: u.Name, Version: ks.Version,
+		Fingerprint: protocol.UserFingerprint(u.Name, ks.SigningKey, ks.EncryptionKey).String(), TS: time.Now().UnixMilli()})
+	return nil
+}
+
+// lookup answers a key-directory query.
+func (c *peer) lookup(ctx context.Context, m *protocol.Message) error {
+	if c.user == nil {
+		return fmt.Errorf("log in to look up keys: %w", protocol.CodeUnauthenticated)
+	}
+	u, err := c.srv.store.UserByName(ctx, m.User)
+	if err != nil {
+		return storeError(err)
+	}
+	ks, err := c.srv.store.CurrentKeys(ctx, u.ID)
+	if err != nil {
+		return storeError(err)
+	}
+	c.reply(&protocol.Message{Type: protocol.MsgKeys, Ref: m.ID, User: u.Name, Version: ks.Version,
+		Keys:        &protocol.KeyBundle{Signing: ks.SigningKey, Encryption: ks.EncryptionKey, SelfSignature: ks.SelfSignature},
+		Fingerprint: protocol.UserFingerprint(u.Name, ks.SigningKey, ks.EncryptionKey).String(), TS: time.Now().UnixMilli()})
+	return nil
+}
+
+// announceKeyChange tells the user's contacts, in every room the user is
+// in, that the keys changed: like Signal's "safety number changed".
+func (c *peer) announceKeyChange(ctx context.Context, u store.User, ks store.KeySet) {
+	rooms, err := c.srv.store.RoomsOf(ctx, u.ID)
+	if err != nil {
+		c.log.Warn().Err(err).Msg("key change: rooms")
+		return
+	}
+	fp := protocol.UserFingerprint(u.Name, ks.SigningKey, ks.EncryptionKey).String()
+	for _, r := range rooms {
+		ev := &protocol.Message{Type: protocol.MsgKeyChange, Room: r.Name, User: u.Name, Version: ks.Version, Fingerprint: fp, TS: time.Now().UnixMilli()}
+		payload, err := ev.Encode()
+		if err != nil {
+			continue
+		}
+		if err := c.srv.hub.Publish(ctx, r.Name, payload); err != nil {
+			c.log.Warn().Err(err).Str("room", r.Name).Msg("key change: publish")
+		}
+	}
+}
+
+// rememberMembership records a logged-in user's join or leave in the
+// durable store, creating the room on first join.
+func (c *peer) rememberMembership(ctx context.Context, room string, join bool) error {
+	if c.user == nil {
+		return nil
+	}
+	r, err := c.srv.store.RoomByName(ctx, room)
+	if errors.Is(err, store.ErrNotFound) && join {
+		r, err = c.srv.store.CreateRoom(ctx, store.Room{Name: room, CreatedBy: c.user.ID})
+		if errors.Is(err, store.ErrConflict) { // created meanwhile by someone else
+			r, err = c.srv.store.RoomByName(ctx, room)
+		}
+	}
+	if err != nil {
+		if !join && errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		return storeError(err)
+	}
+	if join {
+		err = c.srv.store.AddMember(ctx, r.ID, c.user.ID)
+	} else {
+		err = c.srv.store.RemoveMember(ctx, r.ID, c.user.ID)
+	}
+	if err != nil {
+		return storeError(err)
+	}
+	return nil
+}
+
+func keySet(user uuid.UUID, k *protocol.KeyBundle) store.KeySet {
+	return store.KeySet{UserID: user, SigningKey: k.Signing, EncryptionKey: k.Encryption, SelfSignature: k.SelfSignature}
+}
+
+// clientIP is the host part of a remote address.
+func clientIP(remote string) string {
+	if i := strings.LastIndexByte(remote, ':'); i > 0 {
+		return strings.Trim(remote[:i], "[]")
+	}
+	return remote
+}

@@ -1,0 +1,276 @@
+package server
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/secure-messenger/messenger/internal/store"
+	"github.com/secure-messenger/messenger/pkg/client"
+	"github.com/secure-messenger/messenger/pkg/protocol"
+)
+
+var (
+	idOnce sync.Once
+	idKeys []*rsa.PrivateKey
+)
+
+// identity returns a 2048-bit identity for user, its keys drawn from a pool
+// made once per test binary (slot picks which pair).
+func identity(t *testing.T, user string, slot int) *client.Identity {
+	t.Helper()
+	idOnce.Do(func() {
+		for range 6 {
+			k, err := rsa.GenerateKey(rand.Reader, 2048)
+			if err != nil {
+				panic(err)
+			}
+			idKeys = append(idKeys, k)
+		}
+	})
+	return &client.Identity{User: user, Signing: idKeys[2*slot], Encryption: idKeys[2*slot+1]}
+}
+
+func authServer(t *testing.T, opts ...serverOption) *testServer {
+	return startServer(t, append([]serverOption{func(c *Config, _ *Deps) { c.AllowAnonymous = false }}, opts...)...)
+}
+
+func wantCode(t *testing.T, err error, want protocol.Code) {
+	t.Helper()
+	var pe *protocol.PeerError
+	if !errors.As(err, &pe) || pe.Code != want {
+		t.Fatalf("err = %v, want %s", err, want)
+	}
+}
+
+func TestRegisterLookupAndMutualAuth(t *testing.T) {
+	ts := authServer(t)
+	alice, bob := identity(t, "alice", 0), identity(t, "bob", 1)
+	ca, cb := ts.dial(t), ts.dial(t)
+
+	_, err := ca.Join(ctxT(t), "general", "")
+	wantCode(t, err, protocol.CodeUnauthenticated)
+
+	for _, x := range []struct {
+		c  *client.Conn
+		id *client.Identity
+	}{{ca, alice}, {cb, bob}} {
+		r, err := x.c.Register(ctxT(t), x.id, "correct horse battery")
+		if err != nil {
+			t.Fatal(err)
+		}
+		fp, _ := x.id.Fingerprint()
+		if r.Type != protocol.MsgAuthed || r.User != x.id.User || r.Version != 1 || r.Fingerprint != fp.String() {
+			t.Fatalf("register answer %+v, want authed v1 %s", r, fp)
+		}
+	}
+	// Each sees the other's fingerprint, checked client-side.
+	got, err := ca.Lookup(ctxT(t), "bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want, _ := bob.Fingerprint(); got.Fingerprint != want {
+		t.Fatalf("alice sees bob as %s, want %s", got.Fingerprint, want)
+	}
+	_, err = ca.Lookup(ctxT(t), "nobody")
+	wantCode(t, err, protocol.CodeNotFound)
+
+	// Logged-in users speak as their account, whatever name they ask for.
+	for _, c := range []*client.Conn{ca, cb} {
+		if _, err := c.Join(ctxT(t), "General", "mallory"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := ca.Send(ctxT(t), "general", "hi bob"); err != nil {
+		t.Fatal(err)
+	}
+	if m := next(t, cb, protocol.MsgMessage); m.From != "alice" || m.Body != "hi bob" {
+		t.Fatalf("bob got %+v", m)
+	}
+	// Rooms are durable.
+	u, _ := ts.store.UserByName(ctxT(t), "alice")
+	rooms, err := ts.store.RoomsOf(ctxT(t), u.ID)
+	if err != nil || len(rooms) != 1 || rooms[0].Name != "general" {
+		t.Fatalf("alice's rooms: %v %v", rooms, err)
+	}
+
+	// A later connection authenticates by signature alone.
+	c2 := ts.dial(t)
+	if _, err := c2.Auth(ctxT(t), alice); err != nil {
+		t.Fatalf("auth: %v", err)
+	}
+	// Someone with bob's keys cannot claim to be alice.
+	c3 := ts.dial(t)
+	_, err = c3.Auth(ctxT(t), &client.Identity{User: "alice", Signing: bob.Signing, Encryption: bob.Encryption})
+	wantCode(t, err, protocol.CodeAuthFailed)
+	_, err = c3.Auth(ctxT(t), identity(t, "nobody", 2))
+	wantCode(t, err, protocol.CodeAuthFailed)
+
+	// A signature made for one connection is worthless on another.
+	sig, _ := protocol.SignClientAuth(alice.Signing, c2.ChannelBinding(), "alice")
+	_, err = c3.Request(ctxT(t), &protocol.Message{Type: protocol.MsgAuth, User: "alice", Sig: sig})
+	wantCode(t, err, protocol.CodeAuthFailed)
+
+	// A resumed session keeps its user.
+	ticket := c2.Ticket()
+	c2.Close()
+	r := ts.dial(t, func(cfg *client.Config) { cfg.Resume = &ticket; cfg.ResumeOnly = true })
+	if r.Session().User != "alice" {
+		t.Fatalf("resumed session user %q, want alice", r.Session().User)
+	}
+	if _, err := r.Join(ctxT(t), "general", ""); err != nil {
+		t.Fatalf("resumed session cannot join: %v", err)
+	}
+}
+
+func TestLoginPasswordAndThrottle(t *testing.T) {
+	ts := authServer(t, func(c *Config, _ *Deps) { c.LoginFailuresPerUser = 3 })
+	alice := identity(t, "alice", 0)
+	if _, err := ts.dial(t).Register(ctxT(t), alice, "s3cret-'; DROP TABLE users;--"); err != nil {
+		t.Fatal(err)
+	}
+	c := ts.dial(t)
+	if _, err := c.Login(ctxT(t), alice, "s3cret-'; DROP TABLE users;--", false); err != nil {
+		t.Fatalf("login: %v", err)
+	}
+	c = ts.dial(t)
+	_, errWrong := c.Login(ctxT(t), alice, "wrong password", false)
+	wantCode(t, errWrong, protocol.CodeAuthFailed)
+	_, errUnknown := c.Login(ctxT(t), identity(t, "nobody", 2), "wrong password", false)
+	wantCode(t, errUnknown, protocol.CodeAuthFailed)
+	if errWrong.Error() != errUnknown.Error() {
+		t.Fatalf("unknown user and wrong password differ: %q vs %q", errUnknown, errWrong)
+	}
+	// Two failures so far for alice; the third reaches the limit.
+	_, err := c.Login(ctxT(t), alice, "wrong again", false)
+	wantCode(t, err, protocol.CodeAuthFailed)
+	_, err = c.Login(ctxT(t), alice, "wrong again!", false)
+	wantCode(t, err, protocol.CodeAuthFailed)
+	_, err = c.Login(ctxT(t), alice, "s3cret-'; DROP TABLE users;--", false)
+	wantCode(t, err, protocol.CodeRateLimited)
+	_, err = c.Auth(ctxT(t), alice)
+	wantCode(t, err, protocol.CodeRateLimited)
+}
+
+func TestKeyChangeReachesContacts(t *testing.T) {
+	ts := authServer(t)
+	alice, bob := identity(t, "alice", 0), identity(t, "bob", 1)
+	ca, cb := ts.dial(t), ts.dial(t)
+	if _, err := ca.Register(ctxT(t), alice, "alice password"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cb.Register(ctxT(t), bob, "bob password"); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []*client.Conn{ca, cb} {
+		if _, err := c.Join(ctxT(t), "team", ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Alice on a new device: new keys, authorised by her password.
+	device := identity(t, "alice", 2)
+	cn := ts.dial(t)
+	r, err := cn.Login(ctxT(t), device, "alice password", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newFP, _ := device.Fingerprint()
+	if r.Version != 2 || r.Fingerprint != newFP.String() {
+		t.Fatalf("login with new keys: %+v", r)
+	}
+	ev := next(t, cb, protocol.MsgKeyChange)
+	if ev.User != "alice" || ev.Version != 2 || ev.Fingerprint != newFP.String() || ev.Room != "team" {
+		t.Fatalf("key change event %+v", ev)
+	}
+	// The old keys no longer authenticate; the new ones do.
+	_, err = ts.dial(t).Auth(ctxT(t), alice)
+	wantCode(t, err, protocol.CodeAuthFailed)
+	if _, err := ts.dial(t).Auth(ctxT(t), device); err != nil {
+		t.Fatal(err)
+	}
+	u, _ := ts.store.UserByName(ctxT(t), "alice")
+	hist, err := ts.store.KeyHistory(ctxT(t), u.ID)
+	if err != nil || len(hist) != 2 {
+		t.Fatalf("key history: %d versions, %v", len(hist), err)
+	}
+}
+
+// TestRegisterBadInput: each bad registration gets its code and leaves the
+// database without the user.
+func TestRegisterBadInput(t *testing.T) {
+	ts := authServer(t)
+	alice := identity(t, "alice", 0)
+	other := identity(t, "alice", 1)
+	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ecDER, _ := x509.MarshalPKIXPublicKey(&ec.PublicKey)
+	small, _ := rsa.GenerateKey(rand.Reader, 1024)
+	smallDER, _ := x509.MarshalPKIXPublicKey(&small.PublicKey)
+
+	cases := []struct {
+		name string
+		user string
+		mod  func(c *client.Conn, m *protocol.Message)
+		want protocol.Code
+	}{
+		{"password too short", "alice", func(_ *client.Conn, m *protocol.Message) { m.Password = "short" }, protocol.CodeBadRequest},
+		{"password too long", "alice", func(_ *client.Conn, m *protocol.Message) { m.Password = strings.Repeat("p", 1025) }, protocol.CodeBadRequest},
+		{"user name with SQL", "a'; DROP TABLE users;--", nil, protocol.CodeBadRequest},
+		{"user name upper-case", "Alice", nil, protocol.CodeBadRequest},
+		{"user name too long", strings.Repeat("a", 33), nil, protocol.CodeBadRequest},
+		{"signing key not RSA", "alice", func(_ *client.Conn, m *protocol.Message) { m.Keys.Signing = ecDER }, protocol.CodeBadKey},
+		{"encryption key too short", "alice", func(_ *client.Conn, m *protocol.Message) { m.Keys.Encryption = smallDER }, protocol.CodeBadKey},
+		{"key garbage", "alice", func(_ *client.Conn, m *protocol.Message) { m.Keys.Signing = []byte("'); DELETE FROM keys;--") }, protocol.CodeBadKey},
+		{"key oversized", "alice", func(_ *client.Conn, m *protocol.Message) { m.Keys.Signing = make([]byte, 5000) }, protocol.CodeBadKey},
+		{"self-signature by another key", "alice", func(_ *client.Conn, m *protocol.Message) {
+			b, _ := other.Bundle()
+			m.Keys.SelfSignature = b.SelfSignature
+		}, protocol.CodeBadSignature},
+		{"connection signature by another key", "alice", func(c *client.Conn, m *protocol.Message) {
+			m.Sig, _ = protocol.SignClientAuth(other.Signing, c.ChannelBinding(), "alice")
+		}, protocol.CodeBadSignature},
+		{"connection signature for another name", "alice", func(c *client.Conn, m *protocol.Message) {
+			m.Sig, _ = protocol.SignClientAuth(alice.Signing, c.ChannelBinding(), "bob")
+		}, protocol.CodeBadSignature},
+		{"signature oversized", "alice", func(_ *client.Conn, m *protocol.Message) { m.Sig = make([]byte, 2000) }, protocol.CodeBadRequest},
+		{"keys missing", "alice", func(_ *client.Conn, m *protocol.Message) { m.Keys = nil }, protocol.CodeBadRequest},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := ts.dial(t)
+			id := &client.Identity{User: tc.user, Signing: alice.Signing, Encryption: alice.Encryption}
+			b, err := protocol.NewKeyBundle(strings.ToLower(tc.user), id.Signing, &id.Encryption.PublicKey)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sig, _ := protocol.SignClientAuth(id.Signing, c.ChannelBinding(), tc.user)
+			m := &protocol.Message{Type: protocol.MsgRegister, User: tc.user, Password: "a fine password", Keys: b, Sig: sig}
+			if tc.mod != nil {
+				tc.mod(c, m)
+			}
+			_, err = c.Request(ctxT(t), m)
+			wantCode(t, err, tc.want)
+			for _, name := range []string{"alice", strings.ToLower(tc.user)} {
+				if _, err := ts.store.UserByName(context.Background(), name); !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrInvalid) {
+					t.Fatalf("user %q exists after a refused registration (%v)", name, err)
+				}
+			}
+		})
+	}
+	// And the same connection-independent registration then works.
+	if _, err := ts.dial(t).Register(ctxT(t), alice, "a fine password"); err != nil {
+		t.Fatal(err)
+	}
+	// A duplicate name is a conflict and leaves the first account alone.
+	_, err := ts.dial(t).Register(ctxT(t), other, "another password")
+	wantCode(t, err, protocol.CodeConflict)
+	if _, err := ts.dial(t).Auth(ctxT(t), alice); err != nil {
+		t.Fatalf("first alice after duplicate: %v", err)
+	}
+}
