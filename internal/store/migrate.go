@@ -150,7 +150,8 @@ const pgCreateMigrationsTable = `CREATE TABLE IF NOT EXISTS schema_migrations (
     applied_at timestamptz NOT NULL DEFAULT now()
 )`
 
-// migratePostgres applies pending migrations through conn. Each migration
+// migratePostgres applies pending migrations through conn, one connection
+// acquired from the pool for the whole run. Each migration
 // runs in a transaction that first takes an advisory lock, so concurrent
 // Opens of one database apply every version exactly once; even the
 // CREATE TABLE IF NOT EXISTS runs under the lock, since it is not safe

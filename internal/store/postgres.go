@@ -4,98 +4,93 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
-	"runtime"
-	"strconv"
-	"strings"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // Postgres is the production Store, on PostgreSQL 13 or newer. It uses
 // native uuid, bytea and timestamptz columns; names are kept lower-case in
 // a plain text column with a UNIQUE constraint (citext is not assumed).
 type Postgres struct {
-	pool *pgPool
+	pool *pgxpool.Pool
 }
 
 var _ Store = (*Postgres)(nil)
 
 // OpenPostgres connects to the database at dsn (a postgres:// URL or a
 // key=value connection string) and applies pending migrations; concurrent
-// Opens of one database are safe. The URL parameter pool_max_conns sets the
-// connection limit (zero value: 4 or the number of CPUs, whichever is more,
-// as pgxpool does).
+// Opens of one database are safe. The connections come from a pgxpool.Pool,
+// so dsn may carry its pool_* parameters: pool_max_conns sets the connection
+// limit (default: 4 or the number of CPUs, whichever is more).
+//
+// Idle connections are pinged before reuse once they have sat for more than
+// a second (pgxpool's default), so connections the server dropped, as in a
+// database restart, cost reconnects rather than failed requests.
 func OpenPostgres(ctx context.Context, dsn string) (*Postgres, error) {
-	dsn, maxConns, err := splitPoolMaxConns(dsn)
+	// A ParseConfigError shows dsn with its password redacted.
+	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("store: open postgres: %w", err)
 	}
-	cfg, err := pgx.ParseConfig(dsn)
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("store: open postgres: %w", err)
 	}
-	p := &Postgres{pool: newPgPool(cfg, maxConns)}
-	conn, err := p.pool.acquire(ctx)
+	// NewWithConfig dials lazily; acquiring here makes an unreachable or
+	// refusing server an Open error, and migrates on that connection.
+	conn, err := pool.Acquire(ctx)
 	if err != nil {
-		p.pool.close()
+		pool.Close()
 		return nil, fmt.Errorf("store: open postgres: %w", err)
 	}
-	err = migratePostgres(ctx, conn)
-	p.pool.release(conn)
+	err = migratePostgres(ctx, conn.Conn())
+	conn.Release()
 	if err != nil {
-		p.pool.close()
+		pool.Close()
 		return nil, err
 	}
-	return p, nil
+	return &Postgres{pool: pool}, nil
 }
 
-// splitPoolMaxConns takes the pool_max_conns parameter out of a URL, since
-// the server would reject it as an unknown run-time parameter.
-func splitPoolMaxConns(dsn string) (string, int, error) {
-	n := max(4, runtime.NumCPU())
-	if !strings.HasPrefix(dsn, "postgres://") && !strings.HasPrefix(dsn, "postgresql://") {
-		return dsn, n, nil
-	}
-	u, err := url.Parse(dsn)
-	if err != nil {
-		// url.Error quotes the URL, password included.
-		return "", 0, errors.New("cannot parse URL")
-	}
-	q := u.Query()
-	if v := q.Get("pool_max_conns"); v != "" {
-		n, err = strconv.Atoi(v)
-		if err != nil || n < 1 {
-			return "", 0, fmt.Errorf("pool_max_conns %q: want a positive integer", v)
-		}
-		q.Del("pool_max_conns")
-		u.RawQuery = q.Encode()
-		return u.String(), n, nil
-	}
-	return dsn, n, nil
-}
-
-// Close closes the connections.
+// Close closes the connections. It waits for calls in progress to give
+// their connections back.
 func (p *Postgres) Close() error {
-	p.pool.close()
+	p.pool.Close()
 	return nil
 }
 
 // Ping checks that the server answers.
 func (p *Postgres) Ping(ctx context.Context) error {
-	return p.with(ctx, "ping", func(c *pgx.Conn) error { return c.Ping(ctx) })
+	if err := p.pool.Ping(ctx); err != nil {
+		return pgErr("ping", err)
+	}
+	return nil
 }
 
-// with runs fn on a pooled connection and maps its error for op.
-func (p *Postgres) with(ctx context.Context, op string, fn func(*pgx.Conn) error) error {
-	conn, err := p.pool.acquire(ctx)
+// pgQuerier is what the queries need; *pgxpool.Conn and pgx.Tx provide it.
+type pgQuerier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// with runs fn on one pooled connection, outside a transaction, and maps
+// its error for op.
+func (p *Postgres) with(ctx context.Context, op string, fn func(pgQuerier) error) error {
+	err := p.pool.AcquireFunc(ctx, func(c *pgxpool.Conn) error { return fn(c) })
 	if err != nil {
 		return pgErr(op, err)
 	}
-	defer p.pool.release(conn)
-	if err := fn(conn); err != nil {
+	return nil
+}
+
+// inTx runs fn in a transaction on one pooled connection, committing if fn
+// returns nil and rolling back otherwise, and maps its error for op.
+func (p *Postgres) inTx(ctx context.Context, op string, fn func(pgx.Tx) error) error {
+	if err := pgx.BeginTxFunc(ctx, p.pool, pgx.TxOptions{}, fn); err != nil {
 		return pgErr(op, err)
 	}
 	return nil
@@ -107,7 +102,7 @@ func (p *Postgres) CreateUser(ctx context.Context, u User) (User, error) {
 	if err != nil {
 		return User{}, fmt.Errorf("store: create user: %w", err)
 	}
-	err = p.with(ctx, "create user", func(c *pgx.Conn) error {
+	err = p.with(ctx, "create user", func(c pgQuerier) error {
 		_, err := c.Exec(ctx,
 			`INSERT INTO users (id, name, password_hash, created_at) VALUES ($1, $2, $3, $4)`,
 			u.ID, u.Name, []byte(u.PasswordHash), u.CreatedAt)
@@ -126,7 +121,7 @@ func (p *Postgres) UserByName(ctx context.Context, name string) (User, error) {
 		return User{}, fmt.Errorf("store: user by name: %w", err)
 	}
 	var u User
-	err = p.with(ctx, "user by name", func(c *pgx.Conn) (err error) {
+	err = p.with(ctx, "user by name", func(c pgQuerier) (err error) {
 		u, err = scanPgUser(c.QueryRow(ctx,
 			`SELECT id, name, password_hash, created_at FROM users WHERE name = $1`, name))
 		return err
@@ -137,7 +132,7 @@ func (p *Postgres) UserByName(ctx context.Context, name string) (User, error) {
 // UserByID implements Store.
 func (p *Postgres) UserByID(ctx context.Context, id uuid.UUID) (User, error) {
 	var u User
-	err := p.with(ctx, "user by id", func(c *pgx.Conn) (err error) {
+	err := p.with(ctx, "user by id", func(c pgQuerier) (err error) {
 		u, err = scanPgUser(c.QueryRow(ctx,
 			`SELECT id, name, password_hash, created_at FROM users WHERE id = $1`, id))
 		return err
@@ -150,7 +145,7 @@ func (p *Postgres) SetPasswordHash(ctx context.Context, id uuid.UUID, hash strin
 	if err := checkPasswordHash(hash); err != nil {
 		return fmt.Errorf("store: set password hash: %w", err)
 	}
-	return p.with(ctx, "set password hash", func(c *pgx.Conn) error {
+	return p.with(ctx, "set password hash", func(c pgQuerier) error {
 		tag, err := c.Exec(ctx, `UPDATE users SET password_hash = $1 WHERE id = $2`, []byte(hash), id)
 		if err == nil && tag.RowsAffected() == 0 {
 			err = ErrNotFound
@@ -168,19 +163,17 @@ func (p *Postgres) PublishKeys(ctx context.Context, k KeySet) (KeySet, error) {
 	if err != nil {
 		return KeySet{}, fmt.Errorf("store: publish keys: %w", err)
 	}
-	err = p.with(ctx, "publish keys", func(c *pgx.Conn) error {
-		return pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
-			var one int
-			if err := tx.QueryRow(ctx, `SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE`, k.UserID).Scan(&one); err != nil {
-				return err
-			}
-			return tx.QueryRow(ctx, `
-				INSERT INTO key_sets (user_id, version, signing_key, encryption_key, self_signature, created_at)
-				SELECT $1, coalesce(max(version), 0) + 1, $2, $3, $4, $5 FROM key_sets WHERE user_id = $1
-				RETURNING version`,
-				k.UserID, k.SigningKey, k.EncryptionKey, k.SelfSignature, k.CreatedAt,
-			).Scan(&k.Version)
-		})
+	err = p.inTx(ctx, "publish keys", func(tx pgx.Tx) error {
+		var one int
+		if err := tx.QueryRow(ctx, `SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE`, k.UserID).Scan(&one); err != nil {
+			return err
+		}
+		return tx.QueryRow(ctx, `
+			INSERT INTO key_sets (user_id, version, signing_key, encryption_key, self_signature, created_at)
+			SELECT $1, coalesce(max(version), 0) + 1, $2, $3, $4, $5 FROM key_sets WHERE user_id = $1
+			RETURNING version`,
+			k.UserID, k.SigningKey, k.EncryptionKey, k.SelfSignature, k.CreatedAt,
+		).Scan(&k.Version)
 	})
 	if err != nil {
 		return KeySet{}, err
@@ -191,7 +184,7 @@ func (p *Postgres) PublishKeys(ctx context.Context, k KeySet) (KeySet, error) {
 // CurrentKeys implements Store.
 func (p *Postgres) CurrentKeys(ctx context.Context, userID uuid.UUID) (KeySet, error) {
 	var k KeySet
-	err := p.with(ctx, "current keys", func(c *pgx.Conn) (err error) {
+	err := p.with(ctx, "current keys", func(c pgQuerier) (err error) {
 		k, err = scanPgKeySet(c.QueryRow(ctx, `
 			SELECT user_id, version, signing_key, encryption_key, self_signature, created_at
 			FROM key_sets WHERE user_id = $1 ORDER BY version DESC LIMIT 1`, userID))
@@ -203,7 +196,7 @@ func (p *Postgres) CurrentKeys(ctx context.Context, userID uuid.UUID) (KeySet, e
 // KeyHistory implements Store.
 func (p *Postgres) KeyHistory(ctx context.Context, userID uuid.UUID) ([]KeySet, error) {
 	var ks []KeySet
-	err := p.with(ctx, "key history", func(c *pgx.Conn) error {
+	err := p.with(ctx, "key history", func(c pgQuerier) error {
 		rows, err := c.Query(ctx, `
 			SELECT user_id, version, signing_key, encryption_key, self_signature, created_at
 			FROM key_sets WHERE user_id = $1 ORDER BY version`, userID)
@@ -227,7 +220,7 @@ func (p *Postgres) CreateRoom(ctx context.Context, r Room) (Room, error) {
 	if err != nil {
 		return Room{}, fmt.Errorf("store: create room: %w", err)
 	}
-	err = p.with(ctx, "create room", func(c *pgx.Conn) error {
+	err = p.with(ctx, "create room", func(c pgQuerier) error {
 		_, err := c.Exec(ctx,
 			`INSERT INTO rooms (id, name, created_by, created_at) VALUES ($1, $2, $3, $4)`,
 			r.ID, r.Name, r.CreatedBy, r.CreatedAt)
@@ -246,7 +239,7 @@ func (p *Postgres) RoomByName(ctx context.Context, name string) (Room, error) {
 		return Room{}, fmt.Errorf("store: room by name: %w", err)
 	}
 	var r Room
-	err = p.with(ctx, "room by name", func(c *pgx.Conn) (err error) {
+	err = p.with(ctx, "room by name", func(c pgQuerier) (err error) {
 		r, err = scanPgRoom(c.QueryRow(ctx,
 			`SELECT id, name, created_by, created_at FROM rooms WHERE name = $1`, name))
 		return err
@@ -256,7 +249,7 @@ func (p *Postgres) RoomByName(ctx context.Context, name string) (Room, error) {
 
 // AddMember implements Store.
 func (p *Postgres) AddMember(ctx context.Context, roomID, userID uuid.UUID) error {
-	return p.with(ctx, "add member", func(c *pgx.Conn) error {
+	return p.with(ctx, "add member", func(c pgQuerier) error {
 		_, err := c.Exec(ctx, `
 			INSERT INTO room_members (room_id, user_id) VALUES ($1, $2)
 			ON CONFLICT (room_id, user_id) DO NOTHING`, roomID, userID)
@@ -266,7 +259,7 @@ func (p *Postgres) AddMember(ctx context.Context, roomID, userID uuid.UUID) erro
 
 // RemoveMember implements Store.
 func (p *Postgres) RemoveMember(ctx context.Context, roomID, userID uuid.UUID) error {
-	return p.with(ctx, "remove member", func(c *pgx.Conn) error {
+	return p.with(ctx, "remove member", func(c pgQuerier) error {
 		tag, err := c.Exec(ctx, `DELETE FROM room_members WHERE room_id = $1 AND user_id = $2`, roomID, userID)
 		if err != nil || tag.RowsAffected() > 0 {
 			return err
@@ -281,7 +274,7 @@ func (p *Postgres) RemoveMember(ctx context.Context, roomID, userID uuid.UUID) e
 // credentials.
 func (p *Postgres) Members(ctx context.Context, roomID uuid.UUID) ([]User, error) {
 	var us []User
-	err := p.with(ctx, "members", func(c *pgx.Conn) error {
+	err := p.with(ctx, "members", func(c pgQuerier) error {
 		rows, err := c.Query(ctx, `
 			SELECT u.id, u.name, u.created_at
 			FROM room_members m JOIN users u ON u.id = m.user_id
@@ -304,7 +297,7 @@ func (p *Postgres) Members(ctx context.Context, roomID uuid.UUID) ([]User, error
 // RoomsOf implements Store.
 func (p *Postgres) RoomsOf(ctx context.Context, userID uuid.UUID) ([]Room, error) {
 	var rs []Room
-	err := p.with(ctx, "rooms of", func(c *pgx.Conn) error {
+	err := p.with(ctx, "rooms of", func(c pgQuerier) error {
 		rows, err := c.Query(ctx, `
 			SELECT r.id, r.name, r.created_by, r.created_at
 			FROM room_members m JOIN rooms r ON r.id = m.room_id
@@ -327,7 +320,7 @@ func (p *Postgres) RoomsOf(ctx context.Context, userID uuid.UUID) ([]Room, error
 // Contacts implements Store. PasswordHash is left empty.
 func (p *Postgres) Contacts(ctx context.Context, userID uuid.UUID) ([]User, error) {
 	var us []User
-	err := p.with(ctx, "contacts", func(c *pgx.Conn) error {
+	err := p.with(ctx, "contacts", func(c pgQuerier) error {
 		rows, err := c.Query(ctx, `
 			SELECT DISTINCT u.id, u.name, u.created_at
 			FROM room_members mine
@@ -351,7 +344,7 @@ func (p *Postgres) Contacts(ctx context.Context, userID uuid.UUID) ([]User, erro
 
 // pgMustExist runs query, which selects one boolean, and returns
 // ErrNotFound when it is false.
-func pgMustExist(ctx context.Context, c *pgx.Conn, query string, args ...any) error {
+func pgMustExist(ctx context.Context, c pgQuerier, query string, args ...any) error {
 	var ok bool
 	if err := c.QueryRow(ctx, query, args...).Scan(&ok); err != nil {
 		return err

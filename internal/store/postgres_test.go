@@ -34,7 +34,7 @@ func (p *Postgres) countRows(ctx context.Context, table string) (int, error) {
 		return 0, fmt.Errorf("countRows: unknown table %q", table)
 	}
 	var n int
-	err := p.with(ctx, "count", func(c *pgx.Conn) error { return c.QueryRow(ctx, q).Scan(&n) })
+	err := p.with(ctx, "count", func(c pgQuerier) error { return c.QueryRow(ctx, q).Scan(&n) })
 	return n, err
 }
 
@@ -57,6 +57,16 @@ func TestPostgres(t *testing.T) {
 	})
 }
 
+// TestPostgresOneConnection runs the contract on a pool of one connection,
+// so a method that held one pooled connection while acquiring another would
+// deadlock here.
+func TestPostgresOneConnection(t *testing.T) {
+	pgtest.URL(t)
+	testStore(t, func(t *testing.T) Store {
+		return openPostgresTest(t, withParam(t, pgtest.URL(t), "pool_max_conns", "1"))
+	})
+}
+
 func TestPostgresReopen(t *testing.T) {
 	ctx := context.Background()
 	dbURL := pgtest.URL(t)
@@ -67,7 +77,7 @@ func TestPostgresReopen(t *testing.T) {
 	alice := mustCreateUser(t, p1, "alice")
 	var appliedAt time.Time
 	readAppliedAt := func(p *Postgres, dst *time.Time) error {
-		return p.with(ctx, "test", func(c *pgx.Conn) error {
+		return p.with(ctx, "test", func(c pgQuerier) error {
 			return c.QueryRow(ctx, `SELECT applied_at FROM schema_migrations WHERE version = 1`).Scan(dst)
 		})
 	}
@@ -126,7 +136,7 @@ func TestPostgresRefusesNewerSchema(t *testing.T) {
 	ctx := context.Background()
 	dbURL := pgtest.URL(t)
 	p := openPostgresTest(t, dbURL)
-	err := p.with(ctx, "test", func(c *pgx.Conn) error {
+	err := p.with(ctx, "test", func(c pgQuerier) error {
 		_, err := c.Exec(ctx, `INSERT INTO schema_migrations (version) VALUES ($1)`, 1000)
 		return err
 	})
@@ -164,8 +174,8 @@ func TestOpenPicksPostgres(t *testing.T) {
 			if err := p.Ping(context.Background()); err != nil {
 				t.Fatal(err)
 			}
-			if cap(p.pool.slots) != c.maxConns {
-				t.Errorf("pool allows %d connections, want %d", cap(p.pool.slots), c.maxConns)
+			if got := p.pool.Stat().MaxConns(); int(got) != c.maxConns {
+				t.Errorf("pool allows %d connections, want %d", got, c.maxConns)
 			}
 		})
 	}
@@ -192,61 +202,14 @@ func withParam(t *testing.T, rawURL, key, value string) string {
 	return u.String()
 }
 
-func TestPgPoolBound(t *testing.T) {
-	ctx := context.Background()
-	cfg, err := pgx.ParseConfig(pgtest.URL(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := newPgPool(cfg, 2)
-	defer pool.close()
-	a, err := pool.acquire(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := pool.acquire(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
-	defer cancel()
-	if c, err := pool.acquire(short); !errors.Is(err, context.DeadlineExceeded) {
-		if c != nil {
-			pool.release(c)
-		}
-		t.Fatalf("third acquire from a pool of 2: %v, want a deadline error", err)
-	}
-	pool.release(a)
-	c, err := pool.acquire(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c != a {
-		t.Error("a released healthy connection was not reused")
-	}
-
-	// A connection given back inside a transaction must not be reused.
-	if _, err := b.Exec(ctx, "BEGIN"); err != nil {
-		t.Fatal(err)
-	}
-	pool.release(b)
-	if n := len(pool.idle); n != 0 {
-		t.Errorf("%d idle connections after releasing one mid-transaction, want 0", n)
-	}
-	if !b.IsClosed() {
-		t.Error("connection released mid-transaction was not closed")
-	}
-	pool.release(c)
-
-	pool.close()
-	if _, err := pool.acquire(ctx); !errors.Is(err, errPoolClosed) {
-		t.Errorf("acquire after close: %v, want %v", err, errPoolClosed)
-	}
-}
+// pgxpoolPingAfterIdle is how long a connection must sit idle before
+// pgxpool's default ShouldPing checks it with a round trip on Acquire.
+const pgxpoolPingAfterIdle = time.Second
 
 // TestPostgresSurvivesTerminatedConnections kills the store's idle server
 // connections, as a database restart would, and expects the next calls to
-// reconnect instead of failing.
+// reconnect instead of failing: pgxpool pings a connection that sat idle
+// past pgxpoolPingAfterIdle, destroys it when the ping fails and dials anew.
 func TestPostgresSurvivesTerminatedConnections(t *testing.T) {
 	ctx := context.Background()
 	dbURL := pgtest.URL(t)
@@ -267,10 +230,31 @@ func TestPostgresSurvivesTerminatedConnections(t *testing.T) {
 	if killed == 0 {
 		t.Fatal("no store connection to terminate")
 	}
-	time.Sleep(pgPingAfterIdle + 100*time.Millisecond)
+	time.Sleep(pgxpoolPingAfterIdle + 200*time.Millisecond)
 	for i := range 3 {
 		if got, err := p.UserByID(ctx, u.ID); err != nil || got != u {
 			t.Fatalf("call %d after the connections were terminated: %+v, %v", i, got, err)
+		}
+	}
+}
+
+// TestOpenPostgresBadDSNHidesPassword checks that a DSN pgxpool rejects is
+// reported without its password (it fails before any connection attempt).
+func TestOpenPostgresBadDSNHidesPassword(t *testing.T) {
+	const secret = "s3cr3t-pw"
+	for _, dsn := range []string{
+		"postgres://u:" + secret + "@127.0.0.1:1/db?pool_max_conns=many",
+		"postgres://u:" + secret + "@127.0.0.1:1/db?pool_max_conns=0",
+		"user=u password=" + secret + " host=127.0.0.1 port=1 pool_max_conns=-1",
+	} {
+		p, err := OpenPostgres(context.Background(), dsn)
+		if err == nil {
+			p.Close()
+			t.Errorf("OpenPostgres accepted a bad pool_max_conns")
+			continue
+		}
+		if strings.Contains(err.Error(), secret) {
+			t.Errorf("error shows the password: %v", err)
 		}
 	}
 }
