@@ -1,0 +1,331 @@
+package broker
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
+)
+
+var _ Broker = (*RedisBroker)(nil)
+
+// RedisConfig configures a RedisBroker. Key is required; the other fields
+// have working zero values.
+type RedisConfig struct {
+	// Prefix starts every Redis channel name the broker uses, so that
+	// several deployments (or tests) can share one Redis. Nodes that talk to
+	// each other must use the same prefix. Zero value means "msgr:".
+	Prefix string
+	// Key is the 32-byte AES-256 key that seals payloads. Every node must use
+	// the same key; messages sealed under another key are dropped. Generate
+	// it with crypto/rand and keep it as secret as the database credentials.
+	// Required: NewRedisBroker fails with ErrInvalidKey without it. Random
+	// nonces make it safe for about 2^32 messages; replace it (on every node
+	// at once) well before that.
+	Key []byte
+}
+
+const (
+	defaultRedisPrefix = "msgr:"
+	// msgChanSize is how many received messages wait for the handler before
+	// go-redis stops reading from Redis. If the handler blocks for a minute
+	// with the buffer full, go-redis drops messages.
+	msgChanSize = 1024
+	// psTimeout bounds each command written to the Pub/Sub connection,
+	// including a (re)dial.
+	psTimeout = 5 * time.Second
+)
+
+// psContext returns the context for a command on the shared Pub/Sub
+// connection: the caller's values, but not its cancellation or deadline. A
+// write that fails because a caller's deadline has passed makes go-redis
+// drop and replace the connection, which would lose messages on every
+// channel of the node.
+func psContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), psTimeout)
+}
+
+// RedisBroker is the Broker of nodes that share one Redis. It uses one Pub/Sub
+// connection, on which it subscribes to <prefix>broker:<channel> for each
+// subscribed channel, and one goroutine that reads it and calls the handler.
+//
+// The handler is called from that one goroutine, so calls never overlap and
+// messages reach it in the order Redis received them: the messages one
+// goroutine publishes on one node arrive in publish order on every node.
+// A slow handler delays every channel.
+//
+// go-redis pings the connection every few seconds and, when it breaks,
+// reconnects and subscribes again to every subscribed channel; messages
+// published in between are lost.
+type RedisBroker struct {
+	client     redis.UniversalClient
+	ps         *redis.PubSub
+	aead       cipher.AEAD
+	h          Handler
+	chanPrefix string // "<prefix>broker:"
+	syncPrefix string // "<prefix>broker-sync:<random>:"
+
+	// opMu orders the commands written to ps with the changes to subs and
+	// waiters that go with them.
+	opMu sync.Mutex
+
+	mu      sync.Mutex
+	subs    map[string]struct{}      // subscribed channels (without prefix)
+	waiters map[string]chan struct{} // sync channel → Subscribe waiting for it
+	nextID  uint64                   // for sync channel names
+	closed  atomic.Bool              // set under mu
+
+	closing chan struct{} // closed by Close
+	done    chan struct{} // closed when the reader goroutine has exited
+	dropped atomic.Uint64
+}
+
+// NewRedisBroker returns a RedisBroker that delivers to h, which must not be
+// nil. It starts the reader goroutine, which connects to Redis in the
+// background (and keeps retrying while Redis is down); call Close to stop it.
+// The client stays owned by the caller, who closes it after the broker.
+func NewRedisBroker(client redis.UniversalClient, cfg RedisConfig, h Handler) (*RedisBroker, error) {
+	if h == nil {
+		return nil, fmt.Errorf("broker: NewRedisBroker with a nil handler")
+	}
+	aead, err := newAEAD(cfg.Key)
+	if err != nil {
+		return nil, err
+	}
+	prefix := cfg.Prefix
+	if prefix == "" {
+		prefix = defaultRedisPrefix
+	}
+	b := &RedisBroker{
+		client:     client,
+		aead:       aead,
+		h:          h,
+		chanPrefix: prefix + "broker:",
+		syncPrefix: prefix + "broker-sync:" + uuid.NewString() + ":",
+		subs:       make(map[string]struct{}),
+		waiters:    make(map[string]chan struct{}),
+		closing:    make(chan struct{}),
+		done:       make(chan struct{}),
+	}
+	// No channels yet, so this does not touch the network.
+	b.ps = client.Subscribe(context.Background())
+	go b.read(b.ps.ChannelWithSubscriptions(redis.WithChannelSize(msgChanSize)))
+	return b, nil
+}
+
+// newAEAD returns AES-256-GCM under key with a random 96-bit nonce per
+// message, which Seal prepends to its output and Open takes from its input.
+func newAEAD(key []byte) (cipher.AEAD, error) {
+	if len(key) != 32 {
+		return nil, fmt.Errorf("%w (got %d)", ErrInvalidKey, len(key))
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
+	}
+	aead, err := cipher.NewGCMWithRandomNonce(block)
+	if err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
+	}
+	return aead, nil
+}
+
+// seal encrypts payload for the Redis channel rc: nonce || ciphertext || tag.
+func (b *RedisBroker) seal(rc string, payload []byte) []byte {
+	return b.aead.Seal(nil, nil, payload, []byte(rc))
+}
+
+// open decrypts what seal made for the Redis channel rc.
+func (b *RedisBroker) open(rc string, sealed []byte) ([]byte, error) {
+	return b.aead.Open(nil, nil, sealed, []byte(rc))
+}
+
+// Publish seals payload and publishes it to the channel's Redis channel.
+func (b *RedisBroker) Publish(ctx context.Context, channel string, payload []byte) error {
+	if b.closed.Load() {
+		return ErrClosed
+	}
+	rc := b.chanPrefix + channel
+	if err := b.client.Publish(ctx, rc, b.seal(rc, payload)).Err(); err != nil {
+		return unavailable("redis publish", err)
+	}
+	return nil
+}
+
+// Subscribe subscribes to the channel's Redis channel and waits until Redis
+// has done so, or until ctx ends; pass a ctx with a deadline.
+//
+// When it returns an error other than ErrClosed, the channel stays in the
+// subscribed set: the broker subscribes to it again whenever it reconnects
+// to Redis, and delivers its messages. Call Unsubscribe to give it up.
+func (b *RedisBroker) Subscribe(ctx context.Context, channel string) error {
+	// Redis answers the commands of one connection in order, so once it has
+	// confirmed a subscription to a fresh sync channel sent in the same
+	// SUBSCRIBE, it is subscribed to rc. (rc's own confirmation would not
+	// do: it may answer an earlier Subscribe that an Unsubscribe followed.)
+	// After a reconnect go-redis subscribes to both again in one command, so
+	// the sync confirmation still means rc is subscribed.
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("broker: redis subscribe: %w", err)
+	}
+	rc := b.chanPrefix + channel
+	confirmed := make(chan struct{})
+
+	b.opMu.Lock()
+	b.mu.Lock()
+	if b.closed.Load() {
+		b.mu.Unlock()
+		b.opMu.Unlock()
+		return ErrClosed
+	}
+	b.subs[channel] = struct{}{}
+	b.nextID++
+	sc := b.syncPrefix + strconv.FormatUint(b.nextID, 10)
+	b.waiters[sc] = confirmed
+	b.mu.Unlock()
+	psCtx, cancel := psContext(ctx)
+	err := b.ps.Subscribe(psCtx, rc, sc)
+	cancel()
+	b.opMu.Unlock()
+
+	defer b.endSync(ctx, sc)
+	if err != nil {
+		return unavailable("redis subscribe", err)
+	}
+	select {
+	case <-confirmed:
+		return nil
+	case <-b.closing:
+		return ErrClosed
+	case <-ctx.Done():
+		return unavailable("redis subscribe: waiting for confirmation", ctx.Err())
+	}
+}
+
+// endSync forgets the sync channel sc and unsubscribes from it.
+func (b *RedisBroker) endSync(ctx context.Context, sc string) {
+	b.opMu.Lock()
+	defer b.opMu.Unlock()
+	b.mu.Lock()
+	delete(b.waiters, sc)
+	b.mu.Unlock()
+	if b.closed.Load() {
+		return
+	}
+	// If this fails, go-redis has already dropped sc from the channels it
+	// subscribes to after a reconnect, and replaces the connection.
+	psCtx, cancel := psContext(ctx)
+	defer cancel()
+	_ = b.ps.Unsubscribe(psCtx, sc)
+}
+
+// Unsubscribe removes channel from the subscribed set, which stops its
+// delivery at once, and unsubscribes from its Redis channel. It does this
+// even when ctx has ended, and even when it returns an error the handler is
+// no longer called for channel: go-redis then replaces the connection with
+// one not subscribed to it.
+func (b *RedisBroker) Unsubscribe(ctx context.Context, channel string) error {
+	b.opMu.Lock()
+	defer b.opMu.Unlock()
+	b.mu.Lock()
+	if b.closed.Load() {
+		b.mu.Unlock()
+		return ErrClosed
+	}
+	delete(b.subs, channel)
+	b.mu.Unlock()
+	psCtx, cancel := psContext(ctx)
+	defer cancel()
+	if err := b.ps.Unsubscribe(psCtx, b.chanPrefix+channel); err != nil {
+		return unavailable("redis unsubscribe", err)
+	}
+	return nil
+}
+
+// Close closes the Pub/Sub connection and waits for the reader goroutine,
+// including a handler call in progress, to finish. It must not be called from
+// the handler. It does not close the client.
+func (b *RedisBroker) Close() error {
+	b.opMu.Lock()
+	b.mu.Lock()
+	if b.closed.Load() {
+		b.mu.Unlock()
+		b.opMu.Unlock()
+		<-b.done
+		return nil
+	}
+	b.closed.Store(true)
+	close(b.closing)
+	b.mu.Unlock()
+	err := b.ps.Close()
+	b.opMu.Unlock()
+	<-b.done
+	if err != nil {
+		return fmt.Errorf("broker: close redis pubsub: %w", err)
+	}
+	return nil
+}
+
+// Dropped returns how many received payloads failed to open (sealed under
+// another key, for another channel, or altered) and were dropped.
+func (b *RedisBroker) Dropped() uint64 {
+	return b.dropped.Load()
+}
+
+// read is the reader goroutine: it hands subscription confirmations to
+// Subscribe and messages to the handler until go-redis closes ch, which it
+// does after Close.
+func (b *RedisBroker) read(ch <-chan any) {
+	defer close(b.done)
+	for m := range ch {
+		switch m := m.(type) {
+		case *redis.Subscription:
+			if m.Kind == "subscribe" && strings.HasPrefix(m.Channel, b.syncPrefix) {
+				b.confirm(m.Channel)
+			}
+		case *redis.Message:
+			b.deliver(m)
+		}
+	}
+}
+
+// confirm wakes the Subscribe waiting for the sync channel sc.
+func (b *RedisBroker) confirm(sc string) {
+	b.mu.Lock()
+	w, ok := b.waiters[sc]
+	delete(b.waiters, sc)
+	b.mu.Unlock()
+	if ok {
+		close(w)
+	}
+}
+
+// deliver opens m and calls the handler, if m's channel is subscribed and
+// the broker is not closed.
+func (b *RedisBroker) deliver(m *redis.Message) {
+	channel, ok := strings.CutPrefix(m.Channel, b.chanPrefix)
+	if !ok {
+		return
+	}
+	b.mu.Lock()
+	_, subscribed := b.subs[channel]
+	closed := b.closed.Load()
+	b.mu.Unlock()
+	if closed || !subscribed {
+		return
+	}
+	payload, err := b.open(m.Channel, []byte(m.Payload))
+	if err != nil {
+		b.dropped.Add(1)
+		return
+	}
+	b.h(channel, payload)
+}
