@@ -1,0 +1,211 @@
+package protocol_test
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/secure-messenger/messenger/pkg/protocol"
+)
+
+const testUUID = "0b6f3c8e-58a2-4bd0-9a53-1f0c8a5e2d71"
+
+func TestDecodeMessage(t *testing.T) {
+	ok := []struct {
+		in   string
+		want protocol.Message
+	}{
+		{`{"t":"end"}`, protocol.Message{Type: "end"}},
+		{`{"t":"send","id":"x","ts":5,"room":"r","body":"b","future_field":[1,2]}`, protocol.Message{Type: "send", ID: "x", TS: 5, Room: "r", Body: "b"}},
+		{`{"t":"error","code":12,"fatal":true}`, protocol.Message{Type: "error", Code: protocol.CodeReplayedID, Fatal: true}},
+	}
+	for _, c := range ok {
+		m, err := protocol.DecodeMessage([]byte(c.in))
+		if err != nil || !reflect.DeepEqual(*m, c.want) {
+			t.Errorf("%s: %+v, %v", c.in, m, err)
+		}
+	}
+	bad := []string{
+		``, `null`, `{}`, `{"t":""}`, `[]`, `"send"`, `{"t":"send"`, `{"t":5}`,
+		`{"t":"send","ts":"now"}`, `{"t":"error","code":65536}`, `{"t":"error","code":-1}`,
+		`{"t":"send"} trailing`,
+	}
+	for _, in := range bad {
+		m, err := protocol.DecodeMessage([]byte(in))
+		if !errors.Is(err, protocol.CodeMalformed) {
+			t.Errorf("%q: %+v, %v; want malformed", in, m, err)
+		}
+	}
+}
+
+func TestValidName(t *testing.T) {
+	for _, s := range []string{"a", "general", "Room_1", "a.b-c", "9", strings.Repeat("x", protocol.MaxNameLen)} {
+		if !protocol.ValidName(s) {
+			t.Errorf("ValidName(%q) = false", s)
+		}
+	}
+	for _, s := range []string{"", "-a", "_a", ".a", "a b", "é", "a/b", "a\n", strings.Repeat("x", protocol.MaxNameLen+1)} {
+		if protocol.ValidName(s) {
+			t.Errorf("ValidName(%q) = true", s)
+		}
+	}
+}
+
+func TestValidUserName(t *testing.T) {
+	for _, s := range []string{"a", "alice", "bob_2", "a.b-c", "0", strings.Repeat("x", protocol.MaxUserLen)} {
+		if !protocol.ValidUserName(s) {
+			t.Errorf("ValidUserName(%q) = false", s)
+		}
+	}
+	for _, s := range []string{"", "Alice", "-a", ".a", "a b", "é", "a@b", strings.Repeat("x", protocol.MaxUserLen+1)} {
+		if protocol.ValidUserName(s) {
+			t.Errorf("ValidUserName(%q) = true", s)
+		}
+	}
+}
+
+func TestValidateRequest(t *testing.T) {
+	req := func(typ string, mod func(*protocol.Message)) *protocol.Message {
+		m := &protocol.Message{Type: typ, ID: testUUID, TS: 1700000000000, Room: "general", Body: "hi"}
+		if mod != nil {
+			mod(m)
+		}
+		return m
+	}
+	cases := []struct {
+		name string
+		m    *protocol.Message
+		want protocol.Code // 0: valid
+	}{
+		{"join", req(protocol.MsgJoin, nil), 0},
+		{"join with name", req(protocol.MsgJoin, func(m *protocol.Message) { m.Name = "alice" }), 0},
+		{"leave", req(protocol.MsgLeave, nil), 0},
+		{"send", req(protocol.MsgSend, nil), 0},
+		{"send MaxBody", req(protocol.MsgSend, func(m *protocol.Message) { m.Body = strings.Repeat("a", protocol.MaxBody) }), 0},
+		{"end", req(protocol.MsgEnd, func(m *protocol.Message) { m.Room = "" }), 0},
+		{"upper-case uuid", req(protocol.MsgEnd, func(m *protocol.Message) { m.ID = strings.ToUpper(testUUID) }), 0},
+
+		{"no id", req(protocol.MsgSend, func(m *protocol.Message) { m.ID = "" }), protocol.CodeBadRequest},
+		{"id not a uuid", req(protocol.MsgSend, func(m *protocol.Message) { m.ID = "not-a-uuid" }), protocol.CodeBadRequest},
+		{"uuid without dashes", req(protocol.MsgSend, func(m *protocol.Message) { m.ID = strings.ReplaceAll(testUUID, "-", "") }), protocol.CodeBadRequest},
+		{"uuid in braces", req(protocol.MsgSend, func(m *protocol.Message) { m.ID = "{" + testUUID + "}" }), protocol.CodeBadRequest},
+		{"urn uuid", req(protocol.MsgSend, func(m *protocol.Message) { m.ID = "urn:uuid:" + testUUID }), protocol.CodeBadRequest},
+		{"no timestamp", req(protocol.MsgSend, func(m *protocol.Message) { m.TS = 0 }), protocol.CodeBadRequest},
+		{"negative timestamp", req(protocol.MsgSend, func(m *protocol.Message) { m.TS = -1 }), protocol.CodeBadRequest},
+		{"join bad room", req(protocol.MsgJoin, func(m *protocol.Message) { m.Room = "a b" }), protocol.CodeBadRequest},
+		{"join no room", req(protocol.MsgJoin, func(m *protocol.Message) { m.Room = "" }), protocol.CodeBadRequest},
+		{"join bad name", req(protocol.MsgJoin, func(m *protocol.Message) { m.Name = "-x" }), protocol.CodeBadRequest},
+		{"leave bad room", req(protocol.MsgLeave, func(m *protocol.Message) { m.Room = "" }), protocol.CodeBadRequest},
+		{"send bad room", req(protocol.MsgSend, func(m *protocol.Message) { m.Room = "é" }), protocol.CodeBadRequest},
+		{"send empty body", req(protocol.MsgSend, func(m *protocol.Message) { m.Body = "" }), protocol.CodeBadRequest},
+		{"send invalid UTF-8", req(protocol.MsgSend, func(m *protocol.Message) { m.Body = "\xff" }), protocol.CodeBadRequest},
+		{"send body too large", req(protocol.MsgSend, func(m *protocol.Message) { m.Body = strings.Repeat("a", protocol.MaxBody+1) }), protocol.CodeTooLarge},
+		{"register", req(protocol.MsgRegister, func(m *protocol.Message) {
+			m.User, m.Password, m.Keys, m.Sig = "alice", "pw", &protocol.KeyBundle{}, []byte{1}
+		}), 0},
+		{"login", req(protocol.MsgLogin, func(m *protocol.Message) { m.User, m.Password, m.Sig = "alice", "pw", []byte{1} }), 0},
+		{"login with new keys", req(protocol.MsgLogin, func(m *protocol.Message) {
+			m.User, m.Password, m.Keys, m.Sig = "alice", "pw", &protocol.KeyBundle{}, []byte{1}
+		}), 0},
+		{"auth", req(protocol.MsgAuth, func(m *protocol.Message) { m.User, m.Sig = "alice", []byte{1} }), 0},
+		{"lookup", req(protocol.MsgLookup, func(m *protocol.Message) { m.User = "bob" }), 0},
+		{"register upper-case user", req(protocol.MsgRegister, func(m *protocol.Message) {
+			m.User, m.Password, m.Keys, m.Sig = "Alice", "pw", &protocol.KeyBundle{}, []byte{1}
+		}), protocol.CodeBadRequest},
+		{"register no password", req(protocol.MsgRegister, func(m *protocol.Message) { m.User, m.Keys, m.Sig = "alice", &protocol.KeyBundle{}, []byte{1} }), protocol.CodeBadRequest},
+		{"register password too long", req(protocol.MsgRegister, func(m *protocol.Message) {
+			m.User, m.Password, m.Keys, m.Sig = "alice", strings.Repeat("p", protocol.MaxPasswordLen+1), &protocol.KeyBundle{}, []byte{1}
+		}), protocol.CodeBadRequest},
+		{"register no keys", req(protocol.MsgRegister, func(m *protocol.Message) { m.User, m.Password, m.Sig = "alice", "pw", []byte{1} }), protocol.CodeBadRequest},
+		{"register no signature", req(protocol.MsgRegister, func(m *protocol.Message) { m.User, m.Password, m.Keys = "alice", "pw", &protocol.KeyBundle{} }), protocol.CodeBadRequest},
+		{"login signature too large", req(protocol.MsgLogin, func(m *protocol.Message) {
+			m.User, m.Password, m.Sig = "alice", "pw", make([]byte, protocol.MaxSignature+1)
+		}), protocol.CodeBadRequest},
+		{"auth with a password is fine", req(protocol.MsgAuth, func(m *protocol.Message) { m.User, m.Password, m.Sig = "alice", "x", []byte{1} }), 0},
+		{"auth with keys", req(protocol.MsgAuth, func(m *protocol.Message) { m.User, m.Keys, m.Sig = "alice", &protocol.KeyBundle{}, []byte{1} }), protocol.CodeBadRequest},
+		{"auth no user", req(protocol.MsgAuth, func(m *protocol.Message) { m.Sig = []byte{1} }), protocol.CodeBadRequest},
+		{"lookup bad user", req(protocol.MsgLookup, func(m *protocol.Message) { m.User = "a b" }), protocol.CodeBadRequest},
+		{"server type", req(protocol.MsgReady, nil), protocol.CodeBadRequest},
+		{"unknown type", req("dance", nil), protocol.CodeBadRequest},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := protocol.ValidateRequest(tc.m)
+			if tc.want == 0 {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			wantCode(t, err, tc.want)
+			if protocol.CodeOf(err).Fatal() {
+				t.Fatalf("%s is fatal; request errors must not be", protocol.CodeOf(err))
+			}
+		})
+	}
+}
+
+// goldenAppMessages are one of each application message, encoded in
+// testdata/golden/app_messages.jsonl to pin the JSON field names.
+var goldenAppMessages = []protocol.Message{
+	{Type: protocol.MsgReady, Session: &protocol.SessionInfo{ID: "404142434445464748494a4b4c4d4e4f", TTL: 1800, Name: "anon-40414243", ServerTime: 1700000000000, Window: 300}},
+	{Type: protocol.MsgJoin, ID: testUUID, TS: 1700000000001, Room: "general", Name: "alice"},
+	{Type: protocol.MsgJoined, Ref: testUUID, TS: 1700000000002, Room: "general", Members: []string{"alice", "bob"}},
+	{Type: protocol.MsgSend, ID: testUUID, TS: 1700000000003, Room: "general", Body: "hello"},
+	{Type: protocol.MsgMessage, ID: testUUID, TS: 1700000000003, Room: "general", From: "alice", Body: "hello"},
+	{Type: protocol.MsgAck, Ref: testUUID, TS: 1700000000004},
+	{Type: protocol.MsgPresence, TS: 1700000000005, Room: "general", From: "bob", Event: "leave"},
+	{Type: protocol.MsgLeave, ID: testUUID, TS: 1700000000006, Room: "general"},
+	{Type: protocol.MsgLeft, Ref: testUUID, TS: 1700000000007, Room: "general"},
+	{Type: protocol.MsgError, Ref: testUUID, Code: protocol.CodeReplayedID, Error: "message id already used"},
+	{Type: protocol.MsgError, Code: protocol.CodeSlowConsumer, Error: "send queue full", Fatal: true},
+	{Type: protocol.MsgEnd, ID: testUUID, TS: 1700000000008},
+	{Type: protocol.MsgRegister, ID: testUUID, TS: 1700000000009, User: "alice", Password: "correct horse",
+		Keys: &protocol.KeyBundle{Signing: []byte("signing-der"), Encryption: []byte("encryption-der"), SelfSignature: []byte("self-sig")}, Sig: []byte("auth-sig")},
+	{Type: protocol.MsgLogin, ID: testUUID, TS: 1700000000010, User: "alice", Password: "correct horse", Sig: []byte("auth-sig")},
+	{Type: protocol.MsgAuth, ID: testUUID, TS: 1700000000011, User: "alice", Sig: []byte("auth-sig")},
+	{Type: protocol.MsgAuthed, Ref: testUUID, TS: 1700000000012, User: "alice", Version: 2, Fingerprint: "00112233"},
+	{Type: protocol.MsgLookup, ID: testUUID, TS: 1700000000013, User: "bob"},
+	{Type: protocol.MsgKeys, Ref: testUUID, TS: 1700000000014, User: "bob", Version: 1, Fingerprint: "44556677",
+		Keys: &protocol.KeyBundle{Signing: []byte("signing-der"), Encryption: []byte("encryption-der"), SelfSignature: []byte("self-sig")}},
+	{Type: protocol.MsgKeyChange, TS: 1700000000015, Room: "general", User: "bob", Version: 2, Fingerprint: "8899aabb"},
+	{Type: protocol.MsgReady, Session: &protocol.SessionInfo{ID: "404142434445464748494a4b4c4d4e4f", TTL: 1800, Resumed: true, Name: "alice", User: "alice", ServerTime: 1700000000000, Window: 300}},
+}
+
+func TestGoldenAppMessages(t *testing.T) {
+	const file = "app_messages.jsonl"
+	var enc bytes.Buffer
+	for _, m := range goldenAppMessages {
+		b, err := m.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		enc.Write(b)
+		enc.WriteByte('\n')
+	}
+	if *update {
+		writeGolden(t, file, enc.Bytes())
+	}
+	want, err := os.ReadFile(goldenPath(file))
+	if err != nil {
+		t.Fatalf("%v (run with -update to create it)", err)
+	}
+	gotLines, wantLines := strings.Split(enc.String(), "\n"), strings.Split(string(want), "\n")
+	if len(gotLines) != len(wantLines) {
+		t.Fatalf("%d messages, golden has %d", len(gotLines), len(wantLines))
+	}
+	for i := range gotLines {
+		if gotLines[i] != wantLines[i] {
+			t.Errorf("the JSON encoding changed (run with -update only if intended):\n got %s\nwant %s", gotLines[i], wantLines[i])
+		}
+	}
+	for i, line := range wantLines[:len(wantLines)-1] {
+		m, err := protocol.DecodeMessage([]byte(line))
+		if err != nil || !reflect.DeepEqual(*m, goldenAppMessages[i]) {
+			t.Errorf("decode %s: %+v, %v", line, m, err)
+		}
+	}
+}
