@@ -4,9 +4,8 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/binary"
 	"fmt"
-
-	"golang.org/x/crypto/cryptobyte"
 )
 
 // Context strings of user signatures.
@@ -29,25 +28,21 @@ type KeyBundle struct {
 }
 
 // bundleDigest is SHA-256 over the canonical encoding of the bundle's
-// public part: u8-prefixed user name, u16-prefixed signing key,
-// u16-prefixed encryption key.
+// public part: the user name, the signing key and the encryption key, each
+// preceded by its length as a 32-bit big-endian integer.
 func bundleDigest(user string, signing, encryption []byte) []byte {
-	var b cryptobyte.Builder
-	b.AddUint8LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes([]byte(user)) })
-	b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(signing) })
-	b.AddUint16LengthPrefixed(func(b *cryptobyte.Builder) { b.AddBytes(encryption) })
-	raw, err := b.Bytes()
-	if err != nil {
-		// Only for a user name over 255 bytes or keys over 64 KiB, which
-		// callers reject first; hash something that can never verify.
-		return make([]byte, sha256.Size)
+	h := sha256.New()
+	for _, part := range [][]byte{[]byte(user), signing, encryption} {
+		var n [4]byte
+		binary.BigEndian.PutUint32(n[:], uint32(len(part)))
+		h.Write(n[:])
+		h.Write(part)
 	}
-	d := sha256.Sum256(raw)
-	return d[:]
+	return h.Sum(nil)
 }
 
 // UserFingerprint identifies a user's keys: SHA-256 over the canonical
-// encoding of the user name and both public keys. Two people compare it
+// encoding of the user name and both public keys (see bundleDigest). Two people compare it
 // to know they see the same keys (a "safety number").
 func UserFingerprint(user string, signing, encryption []byte) Fingerprint {
 	var f Fingerprint
@@ -58,6 +53,9 @@ func UserFingerprint(user string, signing, encryption []byte) Fingerprint {
 // NewKeyBundle builds a bundle for user from the private signing key and
 // the public encryption key, self-signed.
 func NewKeyBundle(user string, signing *rsa.PrivateKey, encryption *rsa.PublicKey) (*KeyBundle, error) {
+	if !ValidUserName(user) {
+		return nil, fmt.Errorf("protocol: key bundle for %q: not a valid user name: %w", user, CodeBadRequest)
+	}
 	sder, err := x509.MarshalPKIXPublicKey(&signing.PublicKey)
 	if err != nil {
 		return nil, fmt.Errorf("protocol: key bundle: %w", err)
@@ -79,6 +77,9 @@ func NewKeyBundle(user string, signing *rsa.PrivateKey, encryption *rsa.PublicKe
 func (k *KeyBundle) Verify(user string) (*rsa.PublicKey, error) {
 	if k == nil {
 		return nil, fmt.Errorf("protocol: key bundle missing: %w", CodeBadKey)
+	}
+	if !ValidUserName(user) {
+		return nil, fmt.Errorf("protocol: key bundle for %q: not a valid user name: %w", user, CodeBadRequest)
 	}
 	if len(k.Signing) > MaxPublicKeySize || len(k.Encryption) > MaxPublicKeySize || len(k.SelfSignature) > 1024 {
 		return nil, fmt.Errorf("protocol: key bundle field too large: %w", CodeBadKey)

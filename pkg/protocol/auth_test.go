@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/json"
+	"strings"
 	"testing"
 
 	"github.com/secure-messenger/messenger/pkg/protocol"
@@ -140,5 +141,23 @@ func TestClientAuth(t *testing.T) {
 	enc, _ := json.Marshal(protocol.Message{Type: protocol.MsgAuth, Sig: sig})
 	if err := json.Unmarshal(enc, &m); err != nil || !bytes.Equal(m.Sig, sig) {
 		t.Fatalf("sig through JSON: %v", err)
+	}
+}
+
+func TestKeyBundleLongUserNames(t *testing.T) {
+	signing, encryption := rsaKeys(t)
+	long := strings.Repeat("a", 256)
+	if _, err := protocol.NewKeyBundle(long, signing, &encryption.PublicKey); err == nil {
+		t.Error("NewKeyBundle accepted a 256-byte user name")
+	}
+	kb, err := protocol.NewKeyBundle("alice", signing, &encryption.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kb.Verify(long); err == nil {
+		t.Error("Verify accepted a 256-byte user name")
+	}
+	if protocol.UserFingerprint(long, []byte("k1"), nil) == protocol.UserFingerprint("x"+long, []byte("k2"), nil) {
+		t.Error("long user names share one fingerprint")
 	}
 }

@@ -161,9 +161,9 @@ type PeerError struct {
 // Error implements error.
 func (e *PeerError) Error() string {
 	if e.Reason == "" {
-		return fmt.Sprintf("protocol: peer error %s", e.Code)
+		return "protocol: peer error " + e.Code.String()
 	}
-	return fmt.Sprintf("protocol: peer error %s: %s", e.Code, e.Reason)
+	return "protocol: peer error " + e.Code.String() + ": " + e.Reason
 }
 
 // Unwrap returns the Code.

@@ -112,3 +112,12 @@ func TestCodeOf(t *testing.T) {
 		t.Errorf("PeerError with reason: %q", got)
 	}
 }
+
+func TestPeerErrorMessage(t *testing.T) {
+	if got := (&protocol.PeerError{Code: protocol.CodeGoingAway}).Error(); got != "protocol: peer error going_away" {
+		t.Errorf("got %q", got)
+	}
+	if got := (&protocol.PeerError{Code: protocol.CodeReplayedID, Reason: "again"}).Error(); got != "protocol: peer error replayed_id: again" {
+		t.Errorf("got %q", got)
+	}
+}

@@ -134,8 +134,11 @@ func ParseFingerprint(s string) (Fingerprint, error) {
 			clean = append(clean, c)
 		}
 	}
+	if len(clean) != 2*len(f) {
+		return Fingerprint{}, fmt.Errorf("protocol: fingerprint %q: want 64 hex digits", s)
+	}
 	n, err := hex.Decode(f[:], clean)
-	if err != nil || n != len(f) || len(clean) != 2*len(f) {
+	if err != nil || n != len(f) {
 		return Fingerprint{}, fmt.Errorf("protocol: fingerprint %q: want 64 hex digits", s)
 	}
 	return f, nil

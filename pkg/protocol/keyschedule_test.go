@@ -343,3 +343,24 @@ func TestFingerprint(t *testing.T) {
 		}
 	}
 }
+
+func TestParseFingerprintTooLong(t *testing.T) {
+	fp := protocol.FingerprintOf([]byte("key"))
+	for _, s := range []string{strings.Repeat("ab", 33), fp.String() + fp.String()} {
+		if _, err := protocol.ParseFingerprint(s); err == nil {
+			t.Errorf("ParseFingerprint accepted %d digits", len(s))
+		}
+	}
+}
+
+func FuzzParseFingerprint(f *testing.F) {
+	f.Add(protocol.FingerprintOf([]byte("key")).String())
+	f.Add(strings.Repeat("0", 66))
+	f.Fuzz(func(t *testing.T, s string) {
+		if fp, err := protocol.ParseFingerprint(s); err == nil {
+			if again, err := protocol.ParseFingerprint(fp.String()); err != nil || again != fp {
+				t.Fatalf("%q: String does not parse back", s)
+			}
+		}
+	})
+}
