@@ -1,0 +1,332 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/rs/zerolog"
+
+	"github.com/secure-messenger/messenger/internal/ephemeral"
+	"github.com/secure-messenger/messenger/internal/password"
+	"github.com/secure-messenger/messenger/internal/server"
+	"github.com/secure-messenger/messenger/internal/store"
+	"github.com/secure-messenger/messenger/pkg/protocol"
+)
+
+// waitTimeout bounds every wait for a condition. It is generous because
+// each connection generates a 2048-bit RSA session key, which is slow
+// under -race.
+const waitTimeout = 60 * time.Second
+
+var (
+	keyOnce sync.Once
+	keyA    *rsa.PrivateKey
+	keyB    *rsa.PrivateKey
+)
+
+// identityKeys returns two server identity keys made once per test binary.
+func identityKeys(t testing.TB) (a, b *rsa.PrivateKey) {
+	t.Helper()
+	keyOnce.Do(func() {
+		var err error
+		if keyA, err = rsa.GenerateKey(rand.Reader, 2048); err != nil {
+			panic(err)
+		}
+		if keyB, err = rsa.GenerateKey(rand.Reader, 2048); err != nil {
+			panic(err)
+		}
+	})
+	return keyA, keyB
+}
+
+// syncBuffer is a goroutine-safe bytes.Buffer.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// testServer is a real server on an httptest listener, with in-memory
+// sessions and nonces.
+type testServer struct {
+	url  string
+	host string
+	fp   protocol.Fingerprint
+	logs *syncBuffer
+	stop func() // shuts the server down (closing clients with going_away); idempotent
+}
+
+// startServer starts a server with identity key; configure may change its
+// Config.
+func startServer(t *testing.T, identity *rsa.PrivateKey, configure ...func(*server.Config)) *testServer {
+	t.Helper()
+	logs := &syncBuffer{}
+	sessionKey := make([]byte, 32)
+	_, _ = rand.Read(sessionKey)
+	ss := ephemeral.NewMemorySessionStore(ephemeral.MemoryConfig{})
+	ns := ephemeral.NewMemoryNonceSet(ephemeral.MemoryConfig{})
+	lim := ephemeral.NewMemoryLimiter(ephemeral.MemoryConfig{})
+	t.Cleanup(func() { ss.Close(); ns.Close(); lim.Close() })
+	db, err := store.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "messenger.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	// chat has no accounts: it joins rooms anonymously.
+	cfg := server.Config{PingInterval: 5 * time.Second, AllowAnonymous: true}
+	for _, f := range configure {
+		f(&cfg)
+	}
+	s, err := server.New(cfg, server.Deps{
+		Log:        zerolog.New(logs).Level(zerolog.DebugLevel),
+		Identity:   identity,
+		SessionKey: sessionKey,
+		Sessions:   ss,
+		Nonces:     ns,
+		Limiter:    lim,
+		Store:      db,
+		// No password is ever hashed here; small parameters all the same.
+		Hasher: password.NewHasher(password.Params{Memory: 1024, Time: 1}, 2),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go s.Run(ctx)
+	hs := httptest.NewServer(s.Routes(nil))
+	stop := sync.OnceFunc(func() {
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer scancel()
+		if err := s.Shutdown(sctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+		hs.Close()
+		cancel()
+	})
+	t.Cleanup(stop)
+	return &testServer{
+		url:  "ws" + strings.TrimPrefix(hs.URL, "http") + "/ws",
+		host: strings.TrimPrefix(hs.URL, "http://"),
+		fp:   s.Fingerprint(),
+		logs: logs,
+		stop: stop,
+	}
+}
+
+// env returns an environment for chat against ts with a fresh home.
+func (ts *testServer) env(t *testing.T) map[string]string {
+	return map[string]string{"MESSENGER_SERVER": ts.url, "MESSENGER_CHAT_HOME": t.TempDir()}
+}
+
+// instance is one chat run in a goroutine, fed through a pipe.
+type instance struct {
+	t      *testing.T
+	stdin  *io.PipeWriter
+	stdout *syncBuffer
+	stderr *syncBuffer
+	done   chan struct{}
+	err    error // set before done closes
+}
+
+// start runs chat with args and env until its input is closed (or the
+// test ends).
+func start(t *testing.T, env map[string]string, args ...string) *instance {
+	t.Helper()
+	pr, pw := io.Pipe()
+	in := &instance{t: t, stdin: pw, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		defer close(in.done)
+		in.err = run(ctx, args, func(k string) string { return env[k] }, pr, in.stdout, in.stderr)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		pw.Close()
+		select {
+		case <-in.done:
+		case <-time.After(waitTimeout):
+			t.Errorf("chat %q did not stop; stderr:\n%s", args, in.stderr)
+		}
+	})
+	return in
+}
+
+// runOnce runs chat to completion with empty input.
+func runOnce(t *testing.T, env map[string]string, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	var out, errOut syncBuffer
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	err = run(ctx, args, func(k string) string { return env[k] }, strings.NewReader(""), &out, &errOut)
+	return out.String(), errOut.String(), err
+}
+
+// typeLine writes one line to the instance's input.
+func (in *instance) typeLine(line string) {
+	in.t.Helper()
+	if _, err := io.WriteString(in.stdin, line+"\n"); err != nil {
+		in.t.Fatalf("type %q: %v", line, err)
+	}
+}
+
+// wait waits for the instance to stop and returns what run returned.
+func (in *instance) wait() error {
+	in.t.Helper()
+	select {
+	case <-in.done:
+		return in.err
+	case <-time.After(waitTimeout):
+		in.t.Fatalf("chat did not stop; stderr:\n%s", in.stderr)
+		return nil
+	}
+}
+
+// waitFor polls buf until it contains want.
+func waitFor(t *testing.T, what string, buf *syncBuffer, want string) {
+	t.Helper()
+	waitUntil(t, what, buf, func(s string) bool { return strings.Contains(s, want) }, "no "+want)
+}
+
+// waitForAfter polls buf until it contains want after the first after.
+func waitForAfter(t *testing.T, what string, buf *syncBuffer, after, want string) {
+	t.Helper()
+	waitUntil(t, what, buf, func(s string) bool {
+		_, rest, ok := strings.Cut(s, after)
+		return ok && strings.Contains(rest, want)
+	}, "no "+want+" after "+after)
+}
+
+// waitUntil polls buf until ok holds for its contents.
+func waitUntil(t *testing.T, what string, buf *syncBuffer, ok func(string) bool, failure string) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for !ok(buf.String()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %s; it has:\n%s", what, failure, buf)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// jsonLines parses every line of s as a protocol.Message.
+func jsonLines(t *testing.T, s string) []protocol.Message {
+	t.Helper()
+	var ms []protocol.Message
+	for _, line := range strings.Split(strings.TrimSpace(s), "\n") {
+		if line == "" {
+			continue
+		}
+		var m protocol.Message
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("stdout line %q is not JSON: %v", line, err)
+		}
+		ms = append(ms, m)
+	}
+	return ms
+}
+
+// proxy relays WebSocket frames between chat and a test server. cut drops
+// every relayed connection as a network failure would; corruptNext makes
+// it flip a bit in the next record the server sends; retarget sends later
+// connections to another server.
+type proxy struct {
+	url     string
+	mu      sync.Mutex
+	target  string // server URL
+	conns   []*websocket.Conn
+	corrupt atomic.Bool
+}
+
+func startProxy(t *testing.T, ts *testServer) *proxy {
+	t.Helper()
+	p := &proxy{target: ts.url}
+	up := websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}
+	var wg sync.WaitGroup
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		down, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		target := p.target
+		p.mu.Unlock()
+		upstream, _, err := websocket.DefaultDialer.Dial(target, nil)
+		if err != nil {
+			down.Close()
+			return
+		}
+		p.mu.Lock()
+		p.conns = append(p.conns, down, upstream)
+		p.mu.Unlock()
+		pipe := func(toClient bool, from, to *websocket.Conn) {
+			defer wg.Done()
+			defer to.Close()
+			defer from.Close()
+			for {
+				typ, data, err := from.ReadMessage()
+				if err != nil {
+					if ce, ok := err.(*websocket.CloseError); ok {
+						_ = to.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(ce.Code, ce.Text))
+					}
+					return
+				}
+				if toClient && len(data) > 0 && data[0] == protocol.TypeRecord && p.corrupt.CompareAndSwap(true, false) {
+					data = append([]byte(nil), data...)
+					data[len(data)-1] ^= 1
+				}
+				if err := to.WriteMessage(typ, data); err != nil {
+					return
+				}
+			}
+		}
+		wg.Add(2)
+		go pipe(false, down, upstream)
+		go pipe(true, upstream, down)
+	}))
+	t.Cleanup(func() { hs.Close(); p.cut(); wg.Wait() })
+	p.url = "ws" + strings.TrimPrefix(hs.URL, "http") + "/ws"
+	return p
+}
+
+// cut closes every relayed connection at the TCP level, without a close
+// frame.
+func (p *proxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.NetConn().Close()
+	}
+	p.conns = nil
+}
+
+func (p *proxy) corruptNext() { p.corrupt.Store(true) }
+
+func (p *proxy) retarget(ts *testServer) {
+	p.mu.Lock()
+	p.target = ts.url
+	p.mu.Unlock()
+}

@@ -1,0 +1,33 @@
+// Command chat is the messenger's command-line client.
+//
+// Interactively it joins a room, sends every line typed to it and prints
+// what others say; lines starting with "/" are commands (/help lists
+// them). For scripts, -send says one message and exits once the server
+// has acknowledged it, and -listen (usually with -json) prints what
+// arrives for a while. Every flag has an environment-variable twin
+// (MESSENGER_SERVER for -server, …); run chat -h for the list.
+//
+// The server's identity key is pinned on first use in
+// $XDG_CONFIG_HOME/messenger/known_hosts, or given with -pin.
+//
+// Exit status: 0 ok, 1 runtime or protocol error, 2 usage error, 3 the
+// server's identity key does not match the pinned one.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "chat:", err)
+		os.Exit(exitCode(err))
+	}
+}

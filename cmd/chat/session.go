@@ -1,0 +1,387 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/secure-messenger/messenger/pkg/client"
+	"github.com/secure-messenger/messenger/pkg/protocol"
+)
+
+const (
+	// requestTimeout bounds one request (join, leave, send, end).
+	requestTimeout = 10 * time.Second
+	// reconnectAttempts is how often a dropped connection is redialed
+	// before chat gives up; the delay before each doubles from
+	// reconnectDelay (0.25 s, 0.5 s, 1 s, 2 s, 4 s).
+	reconnectAttempts = 5
+	reconnectDelay    = 250 * time.Millisecond
+)
+
+// session is the user's presence on the server across reconnections: the
+// current connection, the rooms joined and the room lines go to. Only the
+// goroutine running run uses it; a pump goroutine per connection prints
+// what the server pushes.
+type session struct {
+	o     *options
+	ui    *ui
+	trust *trust
+	quiet bool // -send: pushed events are not shown
+
+	conn    *client.Conn
+	pumped  chan struct{} // closed when conn's pump has printed everything
+	rooms   []string      // joined, in order of joining
+	current string        // where lines go; "" when in no room
+}
+
+// dial connects once, resuming resume when it is not nil.
+func (s *session) dial(ctx context.Context, resume *client.Ticket) (*client.Conn, error) {
+	var check identityCheck
+	conn, err := client.Dial(ctx, client.Config{
+		URL:            s.o.server,
+		VerifyIdentity: s.trust.verifier(&check),
+		Suites:         s.o.suites,
+		Resume:         resume,
+	})
+	if err != nil {
+		return nil, s.trust.explain(&check, err)
+	}
+	learned, err := s.trust.commit(&check)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	if learned {
+		s.ui.status("pinned %s %s in %s", s.trust.host, check.presented, s.trust.kh.Path)
+	}
+	return conn, nil
+}
+
+// connect makes the first connection.
+func (s *session) connect(ctx context.Context) error {
+	conn, err := s.dial(ctx, nil)
+	if err != nil {
+		if exitCode(err) == exitIdentity {
+			return err
+		}
+		return fmt.Errorf("connect: %w", err)
+	}
+	s.attach(conn)
+	name := s.o.name
+	if name == "" {
+		name = conn.Session().Name
+	}
+	s.ui.status("connected to %s as %s (session %s), fingerprint %s", s.o.server, clean(name), conn.SessionID()[:8], conn.Fingerprint())
+	return nil
+}
+
+// attach makes conn the current connection and starts printing what it
+// delivers.
+func (s *session) attach(conn *client.Conn) {
+	s.conn = conn
+	info := conn.Session()
+	s.ui.reply(&protocol.Message{Type: protocol.MsgReady, Session: &info})
+	done := make(chan struct{})
+	s.pumped = done
+	quiet := s.quiet
+	go func() {
+		defer close(done)
+		for m := range conn.Messages() {
+			if !quiet {
+				s.ui.event(m)
+			}
+		}
+	}()
+}
+
+// close closes the connection, leaving the session resumable, and waits
+// until everything it delivered is printed.
+func (s *session) close() {
+	s.conn.Close()
+	<-s.pumped
+}
+
+// request sends m and waits for the answer, which -json prints.
+func (s *session) request(ctx context.Context, m *protocol.Message) (*protocol.Message, error) {
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	r, err := s.conn.Request(ctx, m)
+	if r != nil {
+		s.ui.reply(r)
+	}
+	return r, err
+}
+
+// join joins room (again, if already in it) under the -name given, and
+// returns the room's name as the server spells it.
+func (s *session) join(ctx context.Context, room string) (string, error) {
+	r, err := s.request(ctx, &protocol.Message{Type: protocol.MsgJoin, Room: room, Name: s.o.name})
+	if err != nil {
+		return "", fmt.Errorf("join #%s: %w", room, err)
+	}
+	if r.Room != "" {
+		room = r.Room // as the server spells it
+	}
+	if !slices.Contains(s.rooms, room) {
+		s.rooms = append(s.rooms, room)
+	}
+	members := make([]string, len(r.Members))
+	for i, m := range r.Members {
+		members[i] = clean(m)
+	}
+	s.ui.status("joined #%s: members %s", room, strings.Join(members, ", "))
+	return room, nil
+}
+
+// enter joins room and makes it the one lines go to.
+func (s *session) enter(ctx context.Context, room string) error {
+	room, err := s.join(ctx, room)
+	if err != nil {
+		return err
+	}
+	s.setCurrent(room)
+	return nil
+}
+
+func (s *session) setCurrent(room string) {
+	s.current = room
+	s.ui.setCurrent(room)
+}
+
+// leave leaves room; if lines went there, they now go to the room joined
+// last.
+func (s *session) leave(ctx context.Context, room string) error {
+	if _, err := s.request(ctx, &protocol.Message{Type: protocol.MsgLeave, Room: room}); err != nil {
+		return fmt.Errorf("leave #%s: %w", room, err)
+	}
+	s.rooms = slices.DeleteFunc(s.rooms, func(r string) bool { return r == room })
+	s.ui.status("left #%s", room)
+	if s.current == room {
+		s.fallBack()
+	}
+	return nil
+}
+
+// fallBack sends lines to the room joined last, or nowhere.
+func (s *session) fallBack() {
+	if len(s.rooms) == 0 {
+		s.setCurrent("")
+		s.ui.status("not in any room: /join one")
+		return
+	}
+	s.setCurrent(s.rooms[len(s.rooms)-1])
+	s.ui.status("now sending to #%s", s.current)
+}
+
+// say sends body to room and waits for the server's acknowledgement (not
+// for the copy of the message the server echoes back).
+func (s *session) say(ctx context.Context, room, body string) error {
+	if _, err := s.request(ctx, &protocol.Message{Type: protocol.MsgSend, Room: room, Body: body}); err != nil {
+		return fmt.Errorf("send to #%s: %w", room, err)
+	}
+	return nil
+}
+
+// sendOnce is -send: join the room, say body, return once acknowledged.
+func (s *session) sendOnce(ctx context.Context, body string) error {
+	room, err := s.join(ctx, s.o.room)
+	if err != nil {
+		return &exitError{code: exitRuntime, err: err}
+	}
+	if err := s.say(ctx, room, body); err != nil {
+		return &exitError{code: exitRuntime, err: err}
+	}
+	s.ui.status("sent to #%s", room)
+	return nil
+}
+
+// loop runs until the input ends (lines closed), stop fires, ctx ends, a
+// command ends the session, or the connection fails for good. With
+// interactive set, lines are commands or text to send; otherwise they are
+// only watched for the end of input.
+func (s *session) loop(ctx context.Context, lines <-chan string, stop <-chan time.Time, interactive bool) error {
+	for ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case <-stop:
+			return nil
+		case line, ok := <-lines:
+			if !ok {
+				return nil
+			}
+			if !interactive {
+				continue
+			}
+			if quit, err := s.command(ctx, line); quit || err != nil {
+				return err
+			}
+		case <-s.conn.Done():
+			if err := s.recover(ctx); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// command carries out one input line. quit reports that the session is
+// over.
+func (s *session) command(ctx context.Context, line string) (quit bool, err error) {
+	if strings.TrimSpace(line) == "" {
+		return false, nil
+	}
+	if !strings.HasPrefix(line, "/") || strings.HasPrefix(line, "//") {
+		body := strings.TrimPrefix(line, "/") // "//x" says "/x"
+		if s.current == "" {
+			s.ui.status("error: not in any room: /join one first")
+			return false, nil
+		}
+		if err := s.say(ctx, s.current, body); err != nil {
+			s.ui.problem(err)
+		}
+		return false, nil
+	}
+	fields := strings.Fields(line)
+	cmd, args := fields[0], fields[1:]
+	roomArg := func() (string, bool) {
+		if len(args) != 1 {
+			s.ui.status("error: usage: %s ROOM", cmd)
+			return "", false
+		}
+		if !protocol.ValidName(args[0]) {
+			s.ui.status("error: %q is not a room name: letters, digits, '_', '.' or '-', starting with a letter or digit", args[0])
+			return "", false
+		}
+		return args[0], true
+	}
+	switch cmd {
+	case "/join":
+		if room, ok := roomArg(); ok {
+			if err := s.enter(ctx, room); err != nil {
+				s.ui.problem(err)
+			}
+		}
+	case "/room":
+		room, ok := roomArg()
+		switch {
+		case !ok:
+		case slices.Contains(s.rooms, room):
+			s.setCurrent(room)
+			s.ui.status("sending to #%s", room)
+		default:
+			if err := s.enter(ctx, room); err != nil {
+				s.ui.problem(err)
+			}
+		}
+	case "/leave":
+		if len(args) == 0 && s.current != "" {
+			args = []string{s.current}
+		}
+		if room, ok := roomArg(); ok {
+			if err := s.leave(ctx, room); err != nil {
+				s.ui.problem(err)
+			}
+		}
+	case "/quit":
+		return true, nil
+	case "/end":
+		ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+		defer cancel()
+		if err := s.conn.End(ctx); err != nil {
+			return true, &exitError{code: exitRuntime, err: fmt.Errorf("end session: %w", err)}
+		}
+		s.ui.status("session ended")
+		return true, nil
+	case "/help":
+		s.ui.help()
+	default:
+		s.ui.status("error: unknown command %s; /help lists them", clean(cmd))
+	}
+	return false, nil
+}
+
+// retryable reports whether a connection that ended with err is worth
+// redialing: a network failure, or a server going away or failing
+// internally. Protocol failures (a bad record, a slow consumer, an ended
+// session) are not.
+func retryable(err error) bool {
+	var pe *protocol.PeerError
+	if errors.As(err, &pe) {
+		return pe.Code == protocol.CodeGoingAway || pe.Code == protocol.CodeInternal
+	}
+	var code protocol.Code
+	if errors.As(err, &code) {
+		return false
+	}
+	return errors.Is(err, client.ErrClosed)
+}
+
+// recover handles the end of the current connection: it redials with the
+// session's ticket, with backoff, and rejoins the rooms. It returns an
+// error when the failure is fatal or the attempts are used up.
+func (s *session) recover(ctx context.Context) error {
+	<-s.pumped
+	cause := s.conn.Err()
+	if !retryable(cause) {
+		return &exitError{code: exitRuntime, err: fmt.Errorf("connection ended: %w", cause)}
+	}
+	s.ui.status("connection lost: %s; reconnecting", describe(cause))
+	ticket := s.conn.Ticket()
+	delay := reconnectDelay
+	last := cause
+	for attempt := 1; attempt <= reconnectAttempts; attempt++ {
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		delay *= 2
+		conn, err := s.dial(ctx, &ticket)
+		if err != nil {
+			if exitCode(err) == exitIdentity {
+				return err
+			}
+			last = err
+			s.ui.status("reconnect attempt %d/%d failed: %s", attempt, reconnectAttempts, describe(err))
+			continue
+		}
+		s.attach(conn)
+		how := "session resumed"
+		if !conn.Session().Resumed {
+			how = "new session " + conn.SessionID()[:8] + "; the server no longer had the old one"
+		}
+		s.ui.status("reconnected to %s (%s); messages said meanwhile are not replayed", s.o.server, how)
+		s.rejoin(ctx)
+		return nil
+	}
+	return &exitError{code: exitRuntime, err: fmt.Errorf("reconnect: gave up after %d attempts: %w", reconnectAttempts, last)}
+}
+
+// rejoin joins again the rooms the session was in. A room the server
+// refuses is dropped; if the connection fails meanwhile, the rooms not yet
+// rejoined are kept for the next attempt.
+func (s *session) rejoin(ctx context.Context) {
+	rooms := s.rooms
+	s.rooms = nil
+	for i, room := range rooms {
+		if _, err := s.join(ctx, room); err != nil {
+			select {
+			case <-s.conn.Done():
+				s.rooms = append(s.rooms, rooms[i:]...)
+				return
+			default:
+			}
+			s.ui.problem(err)
+			s.ui.status("no longer in #%s", room)
+		}
+	}
+	if s.current != "" && !slices.Contains(s.rooms, s.current) {
+		s.fallBack()
+	}
+}
