@@ -245,7 +245,11 @@ func TestRegisterBadInput(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := ts.dial(t)
 			id := &client.Identity{User: tc.user, Signing: alice.Signing, Encryption: alice.Encryption}
-			b, err := protocol.NewKeyBundle(strings.ToLower(tc.user), id.Signing, &id.Encryption.PublicKey)
+			bundleUser := strings.ToLower(tc.user)
+			if !protocol.ValidUserName(bundleUser) {
+				bundleUser = "alice" // no bundle can name an invalid user; the request must still be refused
+			}
+			b, err := protocol.NewKeyBundle(bundleUser, id.Signing, &id.Encryption.PublicKey)
 			if err != nil {
 				t.Fatal(err)
 			}
