@@ -7,6 +7,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"errors"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -175,6 +176,16 @@ func TestHandshakeClientRefusesWrongServer(t *testing.T) {
 			t.Fatalf("err = %v, want bad signature", err)
 		}
 		waitLog(t, ts, `"code":"bad_signature"`)
+		// Trust on first use records nothing a server did not prove.
+		kh := &client.KnownHosts{Path: filepath.Join(t.TempDir(), "known_hosts")}
+		cfg := ts.clientConfig()
+		cfg.VerifyIdentity = kh.Verifier("h", nil)
+		if _, err := client.Dial(context.Background(), cfg); !errors.Is(err, protocol.CodeBadSignature) {
+			t.Fatalf("err = %v, want bad signature", err)
+		}
+		if _, known, _ := kh.Lookup("h"); known {
+			t.Fatal("known_hosts recorded a key whose signature failed")
+		}
 	})
 }
 

@@ -63,6 +63,7 @@ type Config struct {
 // concurrent use.
 type Conn struct {
 	ws       *websocket.Conn
+	suite    protocol.Suite
 	fp       protocol.Fingerprint
 	exporter []byte
 	ticket   Ticket
@@ -86,6 +87,10 @@ type wsFrames struct{ ws *websocket.Conn }
 func (f wsFrames) ReadFrame() ([]byte, error) {
 	typ, data, err := f.ws.ReadMessage()
 	if err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return nil, fmt.Errorf("client: %w: %v", protocol.CodeHandshakeTimeout, err)
+		}
 		return nil, closeError(err)
 	}
 	if typ != websocket.BinaryMessage {
@@ -97,17 +102,14 @@ func (f wsFrames) ReadFrame() ([]byte, error) {
 func (f wsFrames) WriteFrame(b []byte) error { return f.ws.WriteMessage(websocket.BinaryMessage, b) }
 
 // closeError maps a read error to a protocol error where it carries one:
-// a close frame with a protocol code becomes a *protocol.PeerError.
+// a close frame with a protocol code becomes a *protocol.PeerError; any
+// other failure is ErrClosed.
 func closeError(err error) error {
 	var ce *websocket.CloseError
 	if errors.As(err, &ce) {
 		if code, ok := protocol.CodeFromClose(ce.Code); ok {
 			return &protocol.PeerError{Code: code, Reason: ce.Text}
 		}
-	}
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return fmt.Errorf("client: %w: %v", protocol.CodeHandshakeTimeout, err)
 	}
 	return fmt.Errorf("%w: %v", ErrClosed, err)
 }
@@ -160,6 +162,7 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 	}
 	c := &Conn{
 		ws:       ws,
+		suite:    hs.sh.Suite,
 		fp:       hs.fp,
 		exporter: hs.exporter,
 		ticket:   Ticket{ID: hs.sh.SessionID, Secret: hs.secret},
@@ -192,6 +195,9 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 
 // Fingerprint returns the server identity key's fingerprint.
 func (c *Conn) Fingerprint() protocol.Fingerprint { return c.fp }
+
+// Suite returns the record suite the server chose.
+func (c *Conn) Suite() protocol.Suite { return c.suite }
 
 // Session describes the session as the server announced it.
 func (c *Conn) Session() protocol.SessionInfo { return c.ready }

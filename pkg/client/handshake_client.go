@@ -54,6 +54,12 @@ func (hs *clientHandshake) handshake() error {
 	if err := hs.readServerFinished(); err != nil {
 		return err
 	}
+	// The pin check comes once the server has proved it holds the key (its
+	// signature, or for a resumption its Finished), and before we answer:
+	// a trust-on-first-use verifier never records a key nobody proved.
+	if err := hs.cfg.VerifyIdentity(hs.fp); err != nil {
+		return fmt.Errorf("client handshake: %w: %w", protocol.CodeBadSignature, err)
+	}
 	if err := hs.sendClientFinished(); err != nil {
 		return err
 	}
@@ -134,11 +140,7 @@ func (hs *clientHandshake) readServerHello() error {
 	if !slices.Contains(hs.hello.Suites, sh.Suite) {
 		return fmt.Errorf("client handshake: server chose suite %s, not offered: %w", sh.Suite, protocol.CodeNoCommonSuite)
 	}
-	// Pin check before anything else uses the key.
 	hs.fp = protocol.FingerprintOf(sh.IdentityKey)
-	if err := hs.cfg.VerifyIdentity(hs.fp); err != nil {
-		return fmt.Errorf("client handshake: %w: %w", protocol.CodeBadSignature, err)
-	}
 	if hs.serverKey, err = protocol.ParseRSAPublicKey(sh.IdentityKey); err != nil {
 		return err
 	}
