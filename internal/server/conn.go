@@ -321,14 +321,15 @@ func (c *peer) join(ctx context.Context, m *protocol.Message) {
 	if m.Name != "" && c.user == nil { // a logged-in user speaks as the account
 		c.setName(m.Name)
 	}
-	if err := c.rememberMembership(ctx, m.Room, true); err != nil {
-		c.replyError(m.ID, err)
-		return
-	}
 	members, err := c.srv.hub.Join(ctx, c, m.Room)
 	if err != nil {
 		c.log.Error().Err(err).Str("room", m.Room).Msg("join")
 		c.replyError(m.ID, fmt.Errorf("%w: %w", protocol.CodeUnavailable, err))
+		return
+	}
+	if err := c.rememberMembership(ctx, m.Room, true); err != nil {
+		c.srv.hub.Leave(ctx, c, m.Room)
+		c.replyError(m.ID, err)
 		return
 	}
 	c.reply(&protocol.Message{Type: protocol.MsgJoined, Ref: m.ID, Room: m.Room, Members: members, TS: time.Now().UnixMilli()})

@@ -11,6 +11,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/secure-messenger/messenger/internal/broker"
 	"github.com/secure-messenger/messenger/internal/ephemeral"
 	"github.com/secure-messenger/messenger/pkg/client"
 	"github.com/secure-messenger/messenger/pkg/protocol"
@@ -375,5 +376,28 @@ func TestShutdownClosesWithGoingAway(t *testing.T) {
 	}
 	if err := waitEnd(t, c); !errors.Is(err, protocol.CodeGoingAway) {
 		t.Fatalf("on shutdown: %v, want going_away", err)
+	}
+}
+
+// TestDeadRedisBroker: with the broker's Redis gone, a join fails with
+// "unavailable" (the hub does not hang on it) and the session stays.
+func TestDeadRedisBroker(t *testing.T) {
+	rc := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", DialTimeout: 100 * time.Millisecond, MaxRetries: -1})
+	t.Cleanup(func() { rc.Close() })
+	ts := startServer(t, func(_ *Config, d *Deps) {
+		d.NewBroker = func(h broker.Handler) (broker.Broker, error) {
+			return broker.NewRedisBroker(rc, broker.RedisConfig{Prefix: "dead:", Key: make([]byte, 32)}, h)
+		}
+	})
+	c := ts.dial(t)
+	for range 2 {
+		_, err := c.Join(ctxT(t), "r", "")
+		if !errors.Is(err, protocol.CodeUnavailable) {
+			t.Fatalf("join with dead broker: %v, want unavailable", err)
+		}
+	}
+	_, err := c.Send(ctxT(t), "r", "x")
+	if !errors.Is(err, protocol.CodeBadRequest) {
+		t.Fatalf("send after a failed join: %v, want bad_request (not a member)", err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -29,6 +30,12 @@ type inbound struct {
 // deliveries come back to the hub, which fans them out to local members by
 // non-blocking pushes into their bounded send queues. A member whose queue
 // is full is disconnected with protocol.CodeSlowConsumer; nobody else waits.
+//
+// The hub never waits on the broker either: subscribing to a room's
+// channel when its first local member joins, and unsubscribing when its
+// last one leaves, are queued in decision order and carried out by a
+// second goroutine; a joiner waits for its room's subscription, the hub
+// does not.
 type Hub struct {
 	log     zerolog.Logger
 	broker  broker.Broker
@@ -37,12 +44,30 @@ type Hub struct {
 	done    chan struct{}
 
 	// Owned by the Run goroutine.
-	rooms map[string]map[*peer]struct{}
+	rooms map[string]*roomState
+
+	subMu    sync.Mutex
+	subQueue []subOp
+	subWake  chan struct{}
 }
 
-// hubBrokerTimeout bounds the hub's own broker calls (subscribe and
-// unsubscribe), so a dead Redis cannot stall the hub for long.
-const hubBrokerTimeout = 2 * time.Second
+// roomState is one room with local members.
+type roomState struct {
+	members map[*peer]struct{}
+	ready   chan struct{} // closed once the broker subscription is in place (or failed)
+	err     error         // the subscription's failure; set before ready closes
+}
+
+// subOp is a queued change of the broker subscriptions.
+type subOp struct {
+	room      string
+	subscribe bool
+	state     *roomState // for subscribe: whose ready to close
+}
+
+// hubBrokerTimeout bounds one subscribe or unsubscribe, so a dead Redis
+// fails a join instead of hanging it.
+const hubBrokerTimeout = 5 * time.Second
 
 // NewHub returns a hub that publishes through the broker newBroker builds
 // with the hub's delivery handler.
@@ -52,7 +77,8 @@ func NewHub(log zerolog.Logger, newBroker func(broker.Handler) (broker.Broker, e
 		ops:     make(chan func(), 64),
 		inbound: make(chan inbound, 1024),
 		done:    make(chan struct{}),
-		rooms:   make(map[string]map[*peer]struct{}),
+		rooms:   make(map[string]*roomState),
+		subWake: make(chan struct{}, 1),
 	}
 	b, err := newBroker(h.deliver)
 	if err != nil {
@@ -65,6 +91,7 @@ func NewHub(log zerolog.Logger, newBroker func(broker.Handler) (broker.Broker, e
 // Run owns the room table until ctx ends. Call it once.
 func (h *Hub) Run(ctx context.Context) {
 	defer close(h.done)
+	go h.runSubscriptions(ctx)
 	for {
 		select {
 		case op := <-h.ops:
@@ -109,7 +136,11 @@ func (h *Hub) do(f func()) bool {
 }
 
 func (h *Hub) fanout(m inbound) {
-	for c := range h.rooms[m.room] {
+	r := h.rooms[m.room]
+	if r == nil {
+		return
+	}
+	for c := range r.members {
 		if c.dropped {
 			continue
 		}
@@ -121,60 +152,114 @@ func (h *Hub) fanout(m inbound) {
 	}
 }
 
+// queueSub records a subscription change; runSubscriptions carries it out.
+// Called on the hub goroutine, so the queue holds decisions in order.
+func (h *Hub) queueSub(op subOp) {
+	h.subMu.Lock()
+	h.subQueue = append(h.subQueue, op)
+	h.subMu.Unlock()
+	select {
+	case h.subWake <- struct{}{}:
+	default:
+	}
+}
+
+// runSubscriptions applies queued subscription changes, one at a time and
+// in order, so the broker ends in the state the hub last decided.
+func (h *Hub) runSubscriptions(ctx context.Context) {
+	for {
+		h.subMu.Lock()
+		queue := h.subQueue
+		h.subQueue = nil
+		h.subMu.Unlock()
+		for _, op := range queue {
+			bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), hubBrokerTimeout)
+			if op.subscribe {
+				err := h.broker.Subscribe(bctx, roomChannel(op.room))
+				if err != nil {
+					h.log.Warn().Err(err).Str("room", op.room).Msg("broker subscribe failed")
+					op.state.err = err
+				}
+				close(op.state.ready)
+			} else if err := h.broker.Unsubscribe(bctx, roomChannel(op.room)); err != nil {
+				h.log.Warn().Err(err).Str("room", op.room).Msg("broker unsubscribe failed")
+			}
+			cancel()
+		}
+		select {
+		case <-h.subWake:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
 // Join adds c to room and returns the display names of the room's members
-// on this node, sorted.
+// on this node, sorted. It returns once the node receives the room's
+// traffic.
 func (h *Hub) Join(ctx context.Context, c *peer, room string) ([]string, error) {
 	var members []string
-	var err error
+	var r *roomState
 	ok := h.do(func() {
-		m := h.rooms[room]
-		if m == nil {
-			bctx, cancel := context.WithTimeout(ctx, hubBrokerTimeout)
-			err = h.broker.Subscribe(bctx, roomChannel(room))
-			cancel()
-			if err != nil {
-				return
-			}
-			m = make(map[*peer]struct{})
-			h.rooms[room] = m
+		r = h.rooms[room]
+		if r == nil {
+			r = &roomState{members: make(map[*peer]struct{}), ready: make(chan struct{})}
+			h.rooms[room] = r
+			h.queueSub(subOp{room: room, subscribe: true, state: r})
 		}
-		m[c] = struct{}{}
-		for o := range m {
+		r.members[c] = struct{}{}
+		for o := range r.members {
 			members = append(members, o.displayName())
 		}
 	})
 	if !ok {
 		return nil, protocol.CodeGoingAway
 	}
+	select {
+	case <-r.ready:
+	case <-ctx.Done():
+		h.Leave(ctx, c, room)
+		return nil, fmt.Errorf("server: join %s: %w", room, ctx.Err())
+	case <-h.done:
+		return nil, protocol.CodeGoingAway
+	}
+	if r.err != nil {
+		h.Leave(ctx, c, room)
+		return nil, fmt.Errorf("server: join %s: %w", room, r.err)
+	}
 	sort.Strings(members)
-	return members, err
+	return members, nil
 }
 
 // Leave removes c from room. It reports whether c was a member.
-func (h *Hub) Leave(ctx context.Context, c *peer, room string) bool {
+func (h *Hub) Leave(_ context.Context, c *peer, room string) bool {
 	var was bool
-	h.do(func() { was = h.removeLocked(ctx, c, room) })
+	h.do(func() { was = h.removeLocked(c, room) })
 	return was
 }
 
 // IsMember reports whether c is in room.
 func (h *Hub) IsMember(c *peer, room string) bool {
 	var in bool
-	h.do(func() { _, in = h.rooms[room][c] })
+	h.do(func() {
+		if r := h.rooms[room]; r != nil {
+			_, in = r.members[c]
+		}
+	})
 	return in
 }
 
 // LeaveAll removes c from every room and returns the rooms it was in.
-func (h *Hub) LeaveAll(ctx context.Context, c *peer) []string {
+func (h *Hub) LeaveAll(_ context.Context, c *peer) []string {
 	var rooms []string
 	h.do(func() {
-		for room, m := range h.rooms {
-			if _, in := m[c]; in {
+		for room, r := range h.rooms {
+			if _, in := r.members[c]; in {
 				rooms = append(rooms, room)
 			}
 		}
 		for _, room := range rooms {
-			h.removeLocked(ctx, c, room)
+			h.removeLocked(c, room)
 		}
 	})
 	sort.Strings(rooms)
@@ -182,19 +267,18 @@ func (h *Hub) LeaveAll(ctx context.Context, c *peer) []string {
 }
 
 // removeLocked runs on the hub goroutine.
-func (h *Hub) removeLocked(ctx context.Context, c *peer, room string) bool {
-	m := h.rooms[room]
-	if _, in := m[c]; !in {
+func (h *Hub) removeLocked(c *peer, room string) bool {
+	r := h.rooms[room]
+	if r == nil {
 		return false
 	}
-	delete(m, c)
-	if len(m) == 0 {
+	if _, in := r.members[c]; !in {
+		return false
+	}
+	delete(r.members, c)
+	if len(r.members) == 0 {
 		delete(h.rooms, room)
-		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), hubBrokerTimeout)
-		if err := h.broker.Unsubscribe(bctx, roomChannel(room)); err != nil {
-			h.log.Warn().Err(err).Str("room", room).Msg("broker unsubscribe failed")
-		}
-		cancel()
+		h.queueSub(subOp{room: room})
 	}
 	return true
 }
