@@ -27,7 +27,7 @@ import (
 // BenchmarkServerHandshake has three views of one full handshake:
 //
 //   - server-only: serverHandshake driven directly over pipeFrames, an
-//     in-memory frameIO. The client (benchClient, with a session key made
+//     in-memory protocol.FrameIO. The client (benchClient, with a session key made
 //     before the benchmark) runs on its own goroutine, and the server's
 //     timer is stopped while it waits for the client, so ns/op is the
 //     server's own work: ClientHello parsing, OAEP wrap, PSS signature, key
@@ -262,7 +262,7 @@ func pipeHandshake(tb testing.TB, b benchTimer, cfg *handshakeConfig, c *benchCl
 		}
 		done <- result{r, err}
 	}()
-	hs := &serverHandshake{ctx: context.Background(), c: &pipeFrames{timer: b, toPeer: toClient, fromPeer: toServer}, cfg: cfg}
+	hs := &serverHandshake{ctx: context.Background(), io: &protocol.HandshakeIO{Conn: &pipeFrames{timer: b, toPeer: toClient, fromPeer: toServer}, Transcript: protocol.NewTranscript()}, cfg: cfg}
 	b.StartTimer()
 	err := hs.handshake()
 	b.StopTimer()

@@ -15,12 +15,6 @@ import (
 	"github.com/secure-messenger/messenger/pkg/protocol"
 )
 
-// frameIO is what a handshake reads from and writes to: whole frames.
-type frameIO interface {
-	ReadFrame() ([]byte, error)
-	WriteFrame([]byte) error
-}
-
 // handshakeConfig is what the server side of the handshake needs.
 type handshakeConfig struct {
 	identity    *rsa.PrivateKey
@@ -33,10 +27,9 @@ type handshakeConfig struct {
 // handshake method reads like the protocol's sequence (docs/protocol.md,
 // "Handshake"); the place in the code is the state.
 type serverHandshake struct {
-	ctx        context.Context
-	c          frameIO
-	cfg        *handshakeConfig
-	transcript *protocol.Transcript
+	ctx context.Context
+	io  *protocol.HandshakeIO
+	cfg *handshakeConfig
 
 	hello     *protocol.ClientHello
 	clientKey *rsa.PublicKey
@@ -57,7 +50,6 @@ type serverHandshake struct {
 // handshake runs the server side to completion. On error nothing has been
 // stored and the caller sends an Alert with protocol.CodeOf(err).
 func (hs *serverHandshake) handshake() error {
-	hs.transcript = protocol.NewTranscript()
 	if err := hs.readClientHello(); err != nil {
 		return err
 	}
@@ -81,39 +73,8 @@ func (hs *serverHandshake) handshake() error {
 	return hs.establish()
 }
 
-// readMessage reads one frame and feeds the transcript. An Alert from the
-// client becomes a *protocol.PeerError; any other type than want is
-// CodeUnexpectedMessage.
-func (hs *serverHandshake) readMessage(want byte) ([]byte, error) {
-	frame, err := hs.c.ReadFrame()
-	if err != nil {
-		return nil, err
-	}
-	typ, err := protocol.FrameType(frame)
-	if err != nil {
-		return nil, err
-	}
-	if typ == protocol.TypeAlert {
-		a, err := protocol.UnmarshalAlert(frame)
-		if err != nil {
-			return nil, err
-		}
-		return nil, &protocol.PeerError{Code: a.Code, Reason: a.Reason}
-	}
-	if typ != want {
-		return nil, fmt.Errorf("server handshake: got frame type %#02x, want %#02x: %w", typ, want, protocol.CodeUnexpectedMessage)
-	}
-	hs.transcript.Add(frame)
-	return frame, nil
-}
-
-func (hs *serverHandshake) writeMessage(frame []byte) error {
-	hs.transcript.Add(frame)
-	return hs.c.WriteFrame(frame)
-}
-
 func (hs *serverHandshake) readClientHello() error {
-	frame, err := hs.readMessage(protocol.TypeClientHello)
+	frame, err := hs.io.Read(protocol.TypeClientHello)
 	if err != nil {
 		return err
 	}
@@ -185,10 +146,10 @@ func (hs *serverHandshake) sendServerHello() error {
 		}
 		sh.WrappedSecret = w
 	}
-	if err := hs.writeMessage(sh.Marshal()); err != nil {
+	if err := hs.io.Write(sh.Marshal()); err != nil {
 		return err
 	}
-	hs.keyTH = hs.transcript.Sum()
+	hs.keyTH = hs.io.Transcript.Sum()
 	ks, err := protocol.NewKeySchedule(hs.secret)
 	if err != nil {
 		return err
@@ -198,21 +159,21 @@ func (hs *serverHandshake) sendServerHello() error {
 }
 
 func (hs *serverHandshake) sendServerVerify() error {
-	sig, err := protocol.SignTranscript(hs.cfg.identity, protocol.ContextServerSignature, hs.transcript.Sum())
+	sig, err := protocol.SignTranscript(hs.cfg.identity, protocol.ContextServerSignature, hs.io.Transcript.Sum())
 	if err != nil {
 		return err
 	}
-	return hs.writeMessage((&protocol.ServerVerify{Signature: sig}).Marshal())
+	return hs.io.Write((&protocol.ServerVerify{Signature: sig}).Marshal())
 }
 
 func (hs *serverHandshake) sendServerFinished() error {
-	f := &protocol.Finished{VerifyData: hs.ks.FinishedMAC(protocol.LabelServerFinished, hs.keyTH, hs.transcript.Sum())}
-	return hs.writeMessage(f.Marshal())
+	f := &protocol.Finished{VerifyData: hs.ks.FinishedMAC(protocol.LabelServerFinished, hs.keyTH, hs.io.Transcript.Sum())}
+	return hs.io.Write(f.Marshal())
 }
 
 func (hs *serverHandshake) readClientFinished() error {
-	want := hs.ks.FinishedMAC(protocol.LabelClientFinished, hs.keyTH, hs.transcript.Sum())
-	frame, err := hs.readMessage(protocol.TypeFinished)
+	want := hs.ks.FinishedMAC(protocol.LabelClientFinished, hs.keyTH, hs.io.Transcript.Sum())
+	frame, err := hs.io.Read(protocol.TypeFinished)
 	if err != nil {
 		return err
 	}
@@ -234,7 +195,7 @@ func (hs *serverHandshake) establish() error {
 	if err != nil {
 		return err
 	}
-	hs.exporter = hs.ks.Exporter(hs.transcript.Sum())
+	hs.exporter = hs.ks.Exporter(hs.io.Transcript.Sum())
 	if !hs.resumed {
 		if err := hs.cfg.sessions.put(hs.ctx, hs.sessionID, sessionState{secret: hs.secret}); err != nil {
 			if errors.Is(err, ephemeral.ErrUnavailable) {

@@ -213,7 +213,7 @@ func (s *Server) checkOrigin(r *http.Request) bool {
 	return err == nil && strings.EqualFold(u.Host, r.Host)
 }
 
-// wsFrames adapts a WebSocket to the handshake's frameIO.
+// wsFrames adapts a WebSocket to protocol.FrameIO.
 type wsFrames struct{ ws *websocket.Conn }
 
 func (f wsFrames) ReadFrame() ([]byte, error) { return readFrame(f.ws) }
@@ -243,7 +243,7 @@ func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.HandshakeTimeout)
 	_ = ws.SetReadDeadline(start.Add(s.cfg.HandshakeTimeout))
 	_ = ws.SetWriteDeadline(start.Add(s.cfg.HandshakeTimeout))
-	hs := &serverHandshake{ctx: ctx, c: wsFrames{ws}, cfg: s.hs}
+	hs := &serverHandshake{ctx: ctx, io: &protocol.HandshakeIO{Conn: wsFrames{ws}, Transcript: protocol.NewTranscript()}, cfg: s.hs}
 	err = hs.handshake()
 	cancel()
 	if err != nil {

@@ -149,7 +149,7 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 	_ = ws.SetReadDeadline(deadline)
 	_ = ws.SetWriteDeadline(deadline)
 
-	hs := &clientHandshake{c: wsFrames{ws}, cfg: &cfg}
+	hs := &clientHandshake{io: &protocol.HandshakeIO{Conn: wsFrames{ws}, Transcript: protocol.NewTranscript()}, cfg: &cfg}
 	if err := hs.handshake(); err != nil {
 		var peer *protocol.PeerError
 		if !errors.As(err, &peer) && !errors.Is(err, ErrClosed) {

@@ -11,18 +11,11 @@ import (
 	"github.com/secure-messenger/messenger/pkg/protocol"
 )
 
-// frameIO is what a handshake reads from and writes to: whole frames.
-type frameIO interface {
-	ReadFrame() ([]byte, error)
-	WriteFrame([]byte) error
-}
-
 // clientHandshake holds everything one client-side handshake needs; its
 // handshake method follows docs/protocol.md, "Handshake".
 type clientHandshake struct {
-	c          frameIO
-	cfg        *Config
-	transcript *protocol.Transcript
+	io  *protocol.HandshakeIO
+	cfg *Config
 
 	sessionKey *rsa.PrivateKey // per-session, discarded after the handshake
 	hello      *protocol.ClientHello
@@ -39,7 +32,6 @@ type clientHandshake struct {
 }
 
 func (hs *clientHandshake) handshake() error {
-	hs.transcript = protocol.NewTranscript()
 	if err := hs.sendClientHello(); err != nil {
 		return err
 	}
@@ -68,37 +60,9 @@ func (hs *clientHandshake) handshake() error {
 	if err != nil {
 		return err
 	}
-	hs.exporter = hs.ks.Exporter(hs.transcript.Sum())
+	hs.exporter = hs.ks.Exporter(hs.io.Transcript.Sum())
 	hs.sessionKey = nil
 	return nil
-}
-
-func (hs *clientHandshake) readMessage(want byte) ([]byte, error) {
-	frame, err := hs.c.ReadFrame()
-	if err != nil {
-		return nil, err
-	}
-	typ, err := protocol.FrameType(frame)
-	if err != nil {
-		return nil, err
-	}
-	if typ == protocol.TypeAlert {
-		a, err := protocol.UnmarshalAlert(frame)
-		if err != nil {
-			return nil, err
-		}
-		return nil, &protocol.PeerError{Code: a.Code, Reason: a.Reason}
-	}
-	if typ != want {
-		return nil, fmt.Errorf("client handshake: got frame type %#02x, want %#02x: %w", typ, want, protocol.CodeUnexpectedMessage)
-	}
-	hs.transcript.Add(frame)
-	return frame, nil
-}
-
-func (hs *clientHandshake) writeMessage(frame []byte) error {
-	hs.transcript.Add(frame)
-	return hs.c.WriteFrame(frame)
 }
 
 func (hs *clientHandshake) sendClientHello() error {
@@ -121,11 +85,11 @@ func (hs *clientHandshake) sendClientHello() error {
 		hs.sessionKey, h.SessionKey = key, der
 	}
 	hs.hello = h
-	return hs.writeMessage(h.Marshal())
+	return hs.io.Write(h.Marshal())
 }
 
 func (hs *clientHandshake) readServerHello() error {
-	frame, err := hs.readMessage(protocol.TypeServerHello)
+	frame, err := hs.io.Read(protocol.TypeServerHello)
 	if err != nil {
 		return err
 	}
@@ -157,14 +121,14 @@ func (hs *clientHandshake) readServerHello() error {
 			return err
 		}
 	}
-	hs.keyTH = hs.transcript.Sum()
+	hs.keyTH = hs.io.Transcript.Sum()
 	hs.ks, err = protocol.NewKeySchedule(hs.secret)
 	return err
 }
 
 func (hs *clientHandshake) readServerVerify() error {
-	th := hs.transcript.Sum()
-	frame, err := hs.readMessage(protocol.TypeServerVerify)
+	th := hs.io.Transcript.Sum()
+	frame, err := hs.io.Read(protocol.TypeServerVerify)
 	if err != nil {
 		return err
 	}
@@ -176,8 +140,8 @@ func (hs *clientHandshake) readServerVerify() error {
 }
 
 func (hs *clientHandshake) readServerFinished() error {
-	want := hs.ks.FinishedMAC(protocol.LabelServerFinished, hs.keyTH, hs.transcript.Sum())
-	frame, err := hs.readMessage(protocol.TypeFinished)
+	want := hs.ks.FinishedMAC(protocol.LabelServerFinished, hs.keyTH, hs.io.Transcript.Sum())
+	frame, err := hs.io.Read(protocol.TypeFinished)
 	if err != nil {
 		return err
 	}
@@ -192,6 +156,6 @@ func (hs *clientHandshake) readServerFinished() error {
 }
 
 func (hs *clientHandshake) sendClientFinished() error {
-	f := &protocol.Finished{VerifyData: hs.ks.FinishedMAC(protocol.LabelClientFinished, hs.keyTH, hs.transcript.Sum())}
-	return hs.writeMessage(f.Marshal())
+	f := &protocol.Finished{VerifyData: hs.ks.FinishedMAC(protocol.LabelClientFinished, hs.keyTH, hs.io.Transcript.Sum())}
+	return hs.io.Write(f.Marshal())
 }
