@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -399,5 +400,43 @@ func TestDeadRedisBroker(t *testing.T) {
 	_, err := c.Send(ctxT(t), "r", "x")
 	if !errors.Is(err, protocol.CodeBadRequest) {
 		t.Fatalf("send after a failed join: %v, want bad_request (not a member)", err)
+	}
+}
+
+// TestEndNeedsSealedConfirmation: a forged close frame saying the session
+// ended does not convince the client that it did.
+func TestEndNeedsSealedConfirmation(t *testing.T) {
+	ts := startServer(t)
+	var records int
+	var mu sync.Mutex
+	url := mitmClose(t, ts, func(dir direction, f []byte) ([][]byte, int) {
+		if dir == toServer && len(f) > 0 && f[0] == protocol.TypeRecord {
+			mu.Lock()
+			defer mu.Unlock()
+			records++
+			if records == 2 { // the "end" request: swallow it, forge the answer
+				return nil, protocol.CodeSessionEnded.CloseCode()
+			}
+		}
+		return [][]byte{f}, 0
+	})
+	cfg := ts.clientConfig()
+	cfg.URL = url
+	c, err := client.Dial(ctxT(t), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Join(ctxT(t), "r", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.End(ctxT(t)); err == nil {
+		t.Fatal("End accepted a forged close frame as confirmation")
+	}
+	// The server never saw the end: the session still resumes.
+	ticket := c.Ticket()
+	r := ts.dial(t, func(cfg *client.Config) { cfg.Resume = &ticket; cfg.ResumeOnly = true })
+	if !r.Session().Resumed {
+		t.Fatal("session was not resumable")
 	}
 }

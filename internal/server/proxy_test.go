@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/gorilla/websocket"
 )
@@ -22,6 +23,12 @@ const (
 // frame, tamper decides what to forward instead (nil: drop it); it runs on
 // one goroutine per direction.
 func mitm(t *testing.T, ts *testServer, tamper func(dir direction, frame []byte) [][]byte) string {
+	return mitmClose(t, ts, func(dir direction, frame []byte) ([][]byte, int) { return tamper(dir, frame), 0 })
+}
+
+// mitmClose is mitm whose tamper may also end the connection: a non-zero
+// status closes both sides, sending the client a close frame with it.
+func mitmClose(t *testing.T, ts *testServer, tamper func(dir direction, frame []byte) ([][]byte, int)) string {
 	t.Helper()
 	up := websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}
 	var wg sync.WaitGroup
@@ -43,13 +50,18 @@ func mitm(t *testing.T, ts *testServer, tamper func(dir direction, frame []byte)
 				typ, data, err := from.ReadMessage()
 				if err != nil {
 					if ce, ok := err.(*websocket.CloseError); ok {
-						_ = to.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(ce.Code, ce.Text))
+						_ = to.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(ce.Code, ce.Text), time.Now().Add(time.Second))
 					}
 					return
 				}
 				out := [][]byte{data}
 				if typ == websocket.BinaryMessage {
-					out = tamper(dir, data)
+					var status int
+					out, status = tamper(dir, data)
+					if status != 0 {
+						_ = down.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(status, "forged"), time.Now().Add(time.Second))
+						return
+					}
 				}
 				for _, f := range out {
 					if err := to.WriteMessage(typ, f); err != nil {

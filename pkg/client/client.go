@@ -180,7 +180,7 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 	}
 	if m.Type == protocol.MsgError {
 		ws.Close()
-		return nil, fmt.Errorf("client: %w", &protocol.PeerError{Code: m.Code, Reason: m.Error})
+		return nil, fmt.Errorf("client: %w", &protocol.PeerError{Code: m.Code, Reason: m.Error, Sealed: true})
 	}
 	if m.Type != protocol.MsgReady || m.Session == nil {
 		ws.Close()
@@ -240,6 +240,14 @@ func (c *Conn) readMessage() (*protocol.Message, error) {
 	if typ != websocket.BinaryMessage {
 		return nil, fmt.Errorf("client: text frame: %w", protocol.CodeMalformed)
 	}
+	if len(data) > 0 && data[0] == protocol.TypeAlert {
+		// The server refused our Finished after we switched to records.
+		a, err := protocol.UnmarshalAlert(data)
+		if err != nil {
+			return nil, err
+		}
+		return nil, &protocol.PeerError{Code: a.Code, Reason: a.Reason}
+	}
 	pt, err := c.open.Open(data)
 	if err != nil {
 		return nil, err
@@ -260,7 +268,7 @@ func (c *Conn) readLoop() {
 			return
 		}
 		if m.Type == protocol.MsgError && m.Fatal {
-			err = &protocol.PeerError{Code: m.Code, Reason: m.Error, Ref: m.Ref}
+			err = &protocol.PeerError{Code: m.Code, Reason: m.Error, Ref: m.Ref, Sealed: true}
 			return
 		}
 		if m.Ref != "" {
@@ -377,7 +385,7 @@ func (c *Conn) Request(ctx context.Context, m *protocol.Message) (*protocol.Mess
 			return nil, c.closedErr()
 		}
 		if r.Type == protocol.MsgError {
-			return r, &protocol.PeerError{Code: r.Code, Reason: r.Error, Ref: r.Ref}
+			return r, &protocol.PeerError{Code: r.Code, Reason: r.Error, Ref: r.Ref, Sealed: true}
 		}
 		return r, nil
 	case <-ctx.Done():
@@ -422,10 +430,13 @@ func (c *Conn) End(ctx context.Context) error {
 	}
 	select {
 	case <-c.done:
-		if errors.Is(c.Err(), protocol.CodeSessionEnded) {
+		// Only the server's sealed answer proves the session ended; a close
+		// frame saying so could be forged by anyone on the path.
+		var pe *protocol.PeerError
+		if errors.As(c.Err(), &pe) && pe.Code == protocol.CodeSessionEnded && pe.Sealed {
 			return nil
 		}
-		return c.Err()
+		return fmt.Errorf("client: end not confirmed by the server: %w", c.Err())
 	case <-ctx.Done():
 		return fmt.Errorf("client: end: %w", ctx.Err())
 	}

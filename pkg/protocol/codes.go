@@ -156,6 +156,11 @@ type PeerError struct {
 	Code   Code
 	Reason string
 	Ref    string // id of the application message it answers, if any
+	// Sealed is true when the error arrived inside an authenticated record,
+	// so it really comes from the peer. Alerts and close frames are not
+	// authenticated: anyone on the path can forge them (and could cut the
+	// connection anyway), so never treat them as proof of anything.
+	Sealed bool
 }
 
 // Error implements error.
