@@ -39,6 +39,7 @@ type options struct {
 	logFormat        string
 	origins          string
 	sessionTTL       time.Duration
+	sessionMax       time.Duration
 	window           time.Duration
 	handshakeTimeout time.Duration
 	identityBits     int
@@ -91,6 +92,7 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	fs.StringVar(&o.logFormat, "log-format", env("MESSENGER_LOG_FORMAT", "console"), "console or json (MESSENGER_LOG_FORMAT)")
 	fs.StringVar(&o.origins, "origins", env("MESSENGER_ORIGINS", ""), "comma-separated browser origins allowed besides the same origin; * for any (MESSENGER_ORIGINS)")
 	fs.DurationVar(&o.sessionTTL, "session-ttl", envDur("MESSENGER_SESSION_TTL", 30*time.Minute), "how long an idle session stays resumable (MESSENGER_SESSION_TTL)")
+	fs.DurationVar(&o.sessionMax, "session-max-lifetime", envDur("MESSENGER_SESSION_MAX_LIFETIME", 24*time.Hour), "longest a session lives however active; then a full handshake (MESSENGER_SESSION_MAX_LIFETIME)")
 	fs.DurationVar(&o.window, "ts-window", envDur("MESSENGER_TS_WINDOW", 5*time.Minute), "accepted clock skew of message timestamps (MESSENGER_TS_WINDOW)")
 	fs.DurationVar(&o.handshakeTimeout, "handshake-timeout", envDur("MESSENGER_HANDSHAKE_TIMEOUT", 10*time.Second), "time allowed for a handshake (MESSENGER_HANDSHAKE_TIMEOUT)")
 	fs.IntVar(&o.identityBits, "identity-bits", envInt("MESSENGER_IDENTITY_BITS", keyfile.DefaultRSABits), "size of a newly created identity key (MESSENGER_IDENTITY_BITS)")
@@ -237,12 +239,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 	}
 	srv, err := server.New(server.Config{
-		HandshakeTimeout: o.handshakeTimeout,
-		SessionTTL:       o.sessionTTL,
-		TimestampWindow:  o.window,
-		SendQueue:        o.sendQueue,
-		AllowedOrigins:   origins,
-		AllowAnonymous:   o.anonymous,
+		HandshakeTimeout:   o.handshakeTimeout,
+		SessionTTL:         o.sessionTTL,
+		SessionMaxLifetime: o.sessionMax,
+		TimestampWindow:    o.window,
+		SendQueue:          o.sendQueue,
+		AllowedOrigins:     origins,
+		AllowAnonymous:     o.anonymous,
 	}, deps)
 	if err != nil {
 		return err

@@ -200,9 +200,12 @@ func (c *peer) resetThrottle(ctx context.Context, user string) {
 // authenticated makes the connection and its session belong to u, and
 // answers the request.
 func (c *peer) authenticated(ctx context.Context, m *protocol.Message, u store.User, ks store.KeySet) error {
-	if err := c.srv.sessions.put(ctx, c.sessionID, sessionState{secret: c.secret, user: u.ID}); err != nil {
+	st := c.session
+	st.user = u.ID
+	if err := c.srv.sessions.put(ctx, c.sessionID, st); err != nil {
 		return storeError(err)
 	}
+	c.session = st
 	u.PasswordHash = ""
 	c.user = &u
 	c.setName(u.Name)

@@ -36,7 +36,7 @@ type peer struct {
 	sessionID [protocol.SessionIDSize]byte
 	resumed   bool
 	exporter  []byte
-	secret    []byte // the session secret, to re-seal the record on login
+	session   sessionState // to re-seal the record on login and refresh
 	remoteIP  string
 
 	user *store.User // reader goroutine only; nil while anonymous
@@ -187,7 +187,10 @@ func (c *peer) finalClose(req closeRequest) {
 func (c *peer) readLoop(ctx context.Context) {
 	pongWait := c.srv.cfg.PingInterval * 2
 	_ = c.ws.SetReadDeadline(time.Now().Add(pongWait))
-	c.ws.SetPongHandler(func(string) error { return c.ws.SetReadDeadline(time.Now().Add(pongWait)) })
+	c.ws.SetPongHandler(func(string) error {
+		c.keepAlive(ctx)
+		return c.ws.SetReadDeadline(time.Now().Add(pongWait))
+	})
 	for {
 		typ, data, err := readLimited(c.ws)
 		if err != nil {
@@ -305,12 +308,13 @@ func (c *peer) handle(ctx context.Context, plaintext []byte) bool {
 	return true
 }
 
-// keepAlive refreshes the session's TTL, at most once a quarter TTL.
+// keepAlive extends the session by a TTL, at most once a quarter TTL: on
+// every request and every pong, so an open connection keeps its session.
 func (c *peer) keepAlive(ctx context.Context) {
 	if time.Since(c.lastTouch) < c.srv.cfg.SessionTTL/4 {
 		return
 	}
-	if err := c.srv.sessions.touch(ctx, c.sessionID); err != nil {
+	if err := c.srv.sessions.refresh(ctx, c.sessionID, c.session); err != nil {
 		c.log.Warn().Err(err).Msg("session touch failed")
 		return
 	}

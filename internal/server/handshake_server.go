@@ -8,8 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-
-	"github.com/google/uuid"
+	"time"
 
 	"github.com/secure-messenger/messenger/internal/ephemeral"
 	"github.com/secure-messenger/messenger/pkg/protocol"
@@ -37,7 +36,7 @@ type serverHandshake struct {
 	resumed   bool
 	sessionID [protocol.SessionIDSize]byte
 	secret    []byte
-	user      uuid.UUID // of a resumed, authenticated session
+	state     sessionState // what the session record holds
 
 	ks    *protocol.KeySchedule
 	keyTH []byte // transcript hash after ServerHello
@@ -104,7 +103,7 @@ func (hs *serverHandshake) processClientHello() error {
 		st, err := hs.cfg.sessions.load(hs.ctx, id)
 		switch {
 		case err == nil:
-			hs.resumed, hs.sessionID, hs.secret, hs.user = true, id, st.secret, st.user
+			hs.resumed, hs.sessionID, hs.secret, hs.state = true, id, st.secret, st
 			return nil
 		case len(h.SessionKey) == 0 && errors.Is(err, protocol.CodeSessionUnknown):
 			return err
@@ -197,7 +196,8 @@ func (hs *serverHandshake) establish() error {
 	}
 	hs.exporter = hs.ks.Exporter(hs.io.Transcript.Sum())
 	if !hs.resumed {
-		if err := hs.cfg.sessions.put(hs.ctx, hs.sessionID, sessionState{secret: hs.secret}); err != nil {
+		hs.state = sessionState{secret: hs.secret, created: time.Now()}
+		if err := hs.cfg.sessions.put(hs.ctx, hs.sessionID, hs.state); err != nil {
 			if errors.Is(err, ephemeral.ErrUnavailable) {
 				return fmt.Errorf("server handshake: %w: %w", protocol.CodeUnavailable, err)
 			}

@@ -34,6 +34,9 @@ type Config struct {
 	// SessionTTL is how long a session stays resumable after its last
 	// activity. Zero means 30 minutes.
 	SessionTTL time.Duration
+	// SessionMaxLifetime bounds a session's life however active it is;
+	// after it the client must run a full handshake. Zero means 24 hours.
+	SessionMaxLifetime time.Duration
 	// TimestampWindow is the accepted difference between a message's
 	// timestamp and the server's clock, either way. Zero means 5 minutes.
 	// Message ids are remembered for twice the window plus a minute.
@@ -73,6 +76,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.SessionTTL == 0 {
 		c.SessionTTL = 30 * time.Minute
+	}
+	if c.SessionMaxLifetime == 0 {
+		c.SessionMaxLifetime = 24 * time.Hour
 	}
 	if c.TimestampWindow == 0 {
 		c.TimestampWindow = 5 * time.Minute
@@ -156,7 +162,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server: identity key: %w", err)
 	}
-	sess, err := newSessions(d.Sessions, d.SessionKey, cfg.SessionTTL)
+	sess, err := newSessions(d.Sessions, d.SessionKey, cfg.SessionTTL, cfg.SessionMaxLifetime)
 	if err != nil {
 		return nil, err
 	}
@@ -259,7 +265,7 @@ func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
 		sessionID: hs.sessionID,
 		resumed:   hs.resumed,
 		exporter:  hs.exporter,
-		secret:    hs.secret,
+		session:   hs.state,
 		remoteIP:  clientIP(r.RemoteAddr),
 		seal:      hs.seal,
 		open:      hs.open,
@@ -273,13 +279,17 @@ func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
 	c.log.Info().Bool("resumed", hs.resumed).Stringer("suite", hs.suite).
 		Dur("handshake", time.Since(start)).Msg("handshake complete")
 
-	if hs.user != uuid.Nil {
+	if hs.state.user != uuid.Nil {
 		// A resumed session keeps its user.
-		u, err := s.store.UserByID(r.Context(), hs.user)
-		if err != nil {
-			c.log.Warn().Err(err).Msg("resumed session's user")
+		u, err := s.store.UserByID(r.Context(), hs.state.user)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			c.log.Warn().Msg("resumed session's account is gone")
 			c.fail(protocol.CodeSessionUnknown, "the session's account is gone")
-		} else {
+		case err != nil:
+			c.log.Error().Err(err).Msg("resumed session's user")
+			c.fail(protocol.CodeUnavailable, "database unavailable; retry")
+		default:
 			u.PasswordHash = ""
 			c.user = &u
 			c.name = u.Name

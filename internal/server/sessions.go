@@ -5,6 +5,7 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -22,14 +23,19 @@ const sessionAD = "messenger v1 session record "
 
 // sessions keeps session secrets in a SessionStore, sealed with AES-256-GCM
 // under a key only the server holds, so reading the store (Redis) alone
-// reveals no session secret.
+// reveals no session secret. The sealed record carries its own expiry and
+// the session's creation time, so that someone who can write to the store
+// cannot bring back a record after it expired or was ended, beyond its
+// sealed expiry, nor keep a session alive past its maximum lifetime.
 type sessions struct {
-	store ephemeral.SessionStore
-	aead  cipher.AEAD
-	ttl   time.Duration
+	store       ephemeral.SessionStore
+	aead        cipher.AEAD
+	ttl         time.Duration
+	maxLifetime time.Duration
+	now         func() time.Time
 }
 
-func newSessions(store ephemeral.SessionStore, key []byte, ttl time.Duration) (*sessions, error) {
+func newSessions(store ephemeral.SessionStore, key []byte, ttl, maxLifetime time.Duration) (*sessions, error) {
 	b, err := aes.NewCipher(key)
 	if err != nil {
 		return nil, fmt.Errorf("server: session key: %w", err)
@@ -38,7 +44,7 @@ func newSessions(store ephemeral.SessionStore, key []byte, ttl time.Duration) (*
 	if err != nil {
 		return nil, fmt.Errorf("server: session key: %w", err)
 	}
-	return &sessions{store: store, aead: a, ttl: ttl}, nil
+	return &sessions{store: store, aead: a, ttl: ttl, maxLifetime: maxLifetime, now: time.Now}, nil
 }
 
 func sessionKey(id [protocol.SessionIDSize]byte) string { return hex.EncodeToString(id[:]) }
@@ -56,17 +62,27 @@ func newSessionID() ([protocol.SessionIDSize]byte, error) {
 	return id, nil
 }
 
-// sessionState is what a session record holds: the session secret and,
-// once the connection authenticated, the user.
+// sessionState is what a session record holds: the session secret, when
+// the session began and, once the connection authenticated, the user.
 type sessionState struct {
-	secret []byte
-	user   uuid.UUID // uuid.Nil while anonymous
+	secret  []byte
+	created time.Time
+	user    uuid.UUID // uuid.Nil while anonymous
 }
 
-// put stores st under id, sealed: the record is nonce ‖ AES-GCM(secret ‖
-// user id), with the session id in the additional data.
+// recordVersion starts every sealed record's plaintext.
+const recordVersion = 1
+
+// put stores st under id, sealed, valid for one TTL from now. The record is
+// nonce ‖ AES-256-GCM(plaintext), additional data "messenger v1 session
+// record " ‖ session id, where plaintext is: version (1 byte, 1) ‖ created
+// (8, Unix ms, big-endian) ‖ expires (8) ‖ secret (32) ‖ user id (16,
+// absent while anonymous).
 func (s *sessions) put(ctx context.Context, id [protocol.SessionIDSize]byte, st sessionState) error {
-	plain := make([]byte, 0, len(st.secret)+16)
+	plain := make([]byte, 0, 1+16+len(st.secret)+16)
+	plain = append(plain, recordVersion)
+	plain = binary.BigEndian.AppendUint64(plain, uint64(st.created.UnixMilli()))
+	plain = binary.BigEndian.AppendUint64(plain, uint64(s.now().Add(s.ttl).UnixMilli()))
 	plain = append(plain, st.secret...)
 	if st.user != uuid.Nil {
 		plain = append(plain, st.user[:]...)
@@ -82,8 +98,9 @@ func (s *sessions) put(ctx context.Context, id [protocol.SessionIDSize]byte, st 
 	return nil
 }
 
-// load returns the state of a live session and refreshes its TTL. An
-// unknown, expired or unopenable record is protocol.CodeSessionUnknown.
+// load returns the state of a live session and extends it by one TTL. An
+// unknown, expired, too old or unopenable record is
+// protocol.CodeSessionUnknown.
 func (s *sessions) load(ctx context.Context, id [protocol.SessionIDSize]byte) (sessionState, error) {
 	var st sessionState
 	record, err := s.store.Get(ctx, sessionKey(id))
@@ -98,29 +115,34 @@ func (s *sessions) load(ctx context.Context, id [protocol.SessionIDSize]byte) (s
 		return st, fmt.Errorf("server: resume: short record: %w", protocol.CodeSessionUnknown)
 	}
 	plain, err := s.aead.Open(nil, record[:ns], record[ns:], s.ad(id))
-	if err != nil || (len(plain) != protocol.SecretSize && len(plain) != protocol.SecretSize+16) {
+	const head = 1 + 8 + 8
+	if err != nil || len(plain) < head || plain[0] != recordVersion ||
+		(len(plain) != head+protocol.SecretSize && len(plain) != head+protocol.SecretSize+16) {
 		return st, fmt.Errorf("server: resume: record does not open: %w", protocol.CodeSessionUnknown)
 	}
-	st.secret = plain[:protocol.SecretSize]
-	if len(plain) > protocol.SecretSize {
-		copy(st.user[:], plain[protocol.SecretSize:])
+	now := s.now()
+	st.created = time.UnixMilli(int64(binary.BigEndian.Uint64(plain[1:9])))
+	expires := time.UnixMilli(int64(binary.BigEndian.Uint64(plain[9:17])))
+	if !now.Before(expires) || now.Sub(st.created) >= s.maxLifetime {
+		return st, fmt.Errorf("server: resume: session expired: %w", protocol.CodeSessionUnknown)
 	}
-	if err := s.touch(ctx, id); err != nil {
+	st.secret = plain[head : head+protocol.SecretSize]
+	if len(plain) > head+protocol.SecretSize {
+		copy(st.user[:], plain[head+protocol.SecretSize:])
+	}
+	if err := s.refresh(ctx, id, st); err != nil {
 		return sessionState{}, err
 	}
 	return st, nil
 }
 
-// touch refreshes the TTL of a live session.
-func (s *sessions) touch(ctx context.Context, id [protocol.SessionIDSize]byte) error {
-	err := s.store.Touch(ctx, sessionKey(id), s.ttl)
-	if errors.Is(err, ephemeral.ErrNotFound) {
-		return fmt.Errorf("server: touch session: %w", protocol.CodeSessionUnknown)
+// refresh extends a live session by one TTL, re-sealing its record with
+// the new expiry. A session past its maximum lifetime is not extended.
+func (s *sessions) refresh(ctx context.Context, id [protocol.SessionIDSize]byte, st sessionState) error {
+	if s.now().Sub(st.created) >= s.maxLifetime {
+		return fmt.Errorf("server: session past its maximum lifetime: %w", protocol.CodeSessionUnknown)
 	}
-	if err != nil {
-		return fmt.Errorf("server: touch session: %w", err)
-	}
-	return nil
+	return s.put(ctx, id, st)
 }
 
 // end forgets a session: it can no longer be resumed.

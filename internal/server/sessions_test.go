@@ -1,0 +1,95 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/secure-messenger/messenger/internal/ephemeral"
+	"github.com/secure-messenger/messenger/pkg/protocol"
+)
+
+// TestSessionRecords: what someone who can write the session store (but
+// does not hold the server's key) can and cannot do with sealed records.
+func TestSessionRecords(t *testing.T) {
+	ctx := context.Background()
+	now := time.Now()
+	clock := func() time.Time { return now }
+	store := ephemeral.NewMemorySessionStore(ephemeral.MemoryConfig{Now: clock})
+	t.Cleanup(func() { store.Close() })
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	s, err := newSessions(store, key, time.Minute, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.now = clock
+	secret := make([]byte, protocol.SecretSize)
+	_, _ = rand.Read(secret)
+	id, _ := newSessionID()
+	user := uuid.New()
+	if err := s.put(ctx, id, sessionState{secret: secret, created: now, user: user}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := s.load(ctx, id)
+	if err != nil || string(st.secret) != string(secret) || st.user != user {
+		t.Fatalf("load = %+v, %v", st, err)
+	}
+	saved, _ := store.Get(ctx, sessionKey(id))
+
+	t.Run("record under another id", func(t *testing.T) {
+		other, _ := newSessionID()
+		_ = store.Put(ctx, sessionKey(other), saved, time.Minute)
+		if _, err := s.load(ctx, other); !errors.Is(err, protocol.CodeSessionUnknown) {
+			t.Fatalf("moved record: %v, want session_unknown", err)
+		}
+	})
+	t.Run("altered record", func(t *testing.T) {
+		bad := append([]byte(nil), saved...)
+		bad[len(bad)-1] ^= 1
+		other, _ := newSessionID()
+		_ = store.Put(ctx, sessionKey(other), bad, time.Minute)
+		if _, err := s.load(ctx, other); !errors.Is(err, protocol.CodeSessionUnknown) {
+			t.Fatalf("altered record: %v, want session_unknown", err)
+		}
+	})
+	t.Run("restored after end", func(t *testing.T) {
+		if err := s.end(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.load(ctx, id); !errors.Is(err, protocol.CodeSessionUnknown) {
+			t.Fatalf("after end: %v", err)
+		}
+		// Put back after its sealed expiry: refused.
+		now = now.Add(2 * time.Minute)
+		_ = store.Put(ctx, sessionKey(id), saved, time.Hour)
+		if _, err := s.load(ctx, id); !errors.Is(err, protocol.CodeSessionUnknown) {
+			t.Fatalf("restored expired record: %v, want session_unknown", err)
+		}
+	})
+	t.Run("maximum lifetime", func(t *testing.T) {
+		id, _ := newSessionID()
+		st := sessionState{secret: secret, created: now}
+		if err := s.put(ctx, id, st); err != nil {
+			t.Fatal(err)
+		}
+		// Kept alive by activity every 30 s for almost an hour...
+		for range 118 {
+			now = now.Add(30 * time.Second)
+			if err := s.refresh(ctx, id, st); err != nil {
+				t.Fatalf("refresh at %s: %v", now.Sub(st.created), err)
+			}
+		}
+		now = now.Add(90 * time.Second)
+		if err := s.refresh(ctx, id, st); !errors.Is(err, protocol.CodeSessionUnknown) {
+			t.Fatalf("refresh past the lifetime: %v", err)
+		}
+		if _, err := s.load(ctx, id); !errors.Is(err, protocol.CodeSessionUnknown) {
+			t.Fatalf("resume past the lifetime: %v", err)
+		}
+	})
+}
