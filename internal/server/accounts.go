@@ -31,7 +31,8 @@ func storeError(err error) error {
 		return fmt.Errorf("%w: %w", protocol.CodeNotFound, err)
 	case errors.Is(err, store.ErrInvalid):
 		return fmt.Errorf("%w: %w", protocol.CodeBadRequest, err)
-	case errors.Is(err, password.ErrBusy), errors.Is(err, ephemeral.ErrUnavailable):
+	case errors.Is(err, password.ErrBusy), errors.Is(err, ephemeral.ErrUnavailable),
+		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return fmt.Errorf("%w: %w", protocol.CodeUnavailable, err)
 	}
 	return fmt.Errorf("%w: %w", protocol.CodeInternal, err)

@@ -428,7 +428,7 @@ func benchmarkHubFanout(b *testing.B, members int) {
 			writerEnd: make(chan struct{}),
 		}
 		peers[i] = p
-		if _, err := hub.Join(ctx, p, "bench"); err != nil {
+		if _, _, err := hub.Join(ctx, p, "bench"); err != nil {
 			b.Fatal(err)
 		}
 		drainers.Add(1)

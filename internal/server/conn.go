@@ -175,13 +175,17 @@ func (c *peer) finalClose(req closeRequest) {
 			_ = c.writeRecord(b)
 		}
 	}
-	status := websocket.CloseNormalClosure
+	status, reason := websocket.CloseNormalClosure, ""
 	if req.code != 0 {
-		status = req.code.CloseCode()
+		status, reason = req.code.CloseCode(), req.code.String()
 	}
-	reason := req.code.String()
 	_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(status, reason), time.Now().Add(c.srv.cfg.WriteTimeout))
 }
+
+// requestTimeout bounds the work for one request (database, Redis, password
+// hashing), so that under load a request fails with "unavailable" instead
+// of waiting for ever.
+const requestTimeout = 30 * time.Second
 
 // readLoop reads, opens and handles records until the connection ends.
 func (c *peer) readLoop(ctx context.Context) {
@@ -210,12 +214,6 @@ func (c *peer) readLoop(ctx context.Context) {
 			c.fail(protocol.CodeMalformed, "text frames are not part of the protocol")
 			return
 		}
-		if len(data) > 0 && data[0] == protocol.TypeAlert {
-			if a, err := protocol.UnmarshalAlert(data); err == nil {
-				c.log.Info().Stringer("code", a.Code).Msg("client sent alert")
-			}
-			return
-		}
 		plaintext, err := c.open.Open(data)
 		if err != nil {
 			code := protocol.CodeOf(err)
@@ -225,7 +223,10 @@ func (c *peer) readLoop(ctx context.Context) {
 			c.fail(code, err.Error())
 			return
 		}
-		if !c.handle(ctx, plaintext) {
+		rctx, cancel := context.WithTimeout(ctx, requestTimeout)
+		ok := c.handle(rctx, plaintext)
+		cancel()
+		if !ok {
 			return
 		}
 	}
@@ -325,14 +326,16 @@ func (c *peer) join(ctx context.Context, m *protocol.Message) {
 	if m.Name != "" && c.user == nil { // a logged-in user speaks as the account
 		c.setName(m.Name)
 	}
-	members, err := c.srv.hub.Join(ctx, c, m.Room)
+	members, already, err := c.srv.hub.Join(ctx, c, m.Room)
 	if err != nil {
 		c.log.Error().Err(err).Str("room", m.Room).Msg("join")
 		c.replyError(m.ID, fmt.Errorf("%w: %w", protocol.CodeUnavailable, err))
 		return
 	}
 	if err := c.rememberMembership(ctx, m.Room, true); err != nil {
-		c.srv.hub.Leave(ctx, c, m.Room)
+		if !already {
+			c.srv.hub.Leave(ctx, c, m.Room)
+		}
 		c.replyError(m.ID, err)
 		return
 	}

@@ -194,11 +194,14 @@ func (h *Hub) runSubscriptions(ctx context.Context) {
 	}
 }
 
-// Join adds c to room and returns the display names of the room's members
-// on this node, sorted. It returns once the node receives the room's
-// traffic.
-func (h *Hub) Join(ctx context.Context, c *peer, room string) ([]string, error) {
-	var members []string
+// maxMembersListed bounds the member list a join answer carries, so that
+// the answer of a large room stays far below the record size limit.
+const maxMembersListed = 256
+
+// Join adds c to room and returns up to maxMembersListed display names of
+// the room's members on this node, sorted, and whether c was already a
+// member. It returns once the node receives the room's traffic.
+func (h *Hub) Join(ctx context.Context, c *peer, room string) (members []string, already bool, err error) {
 	var r *roomState
 	ok := h.do(func() {
 		r = h.rooms[room]
@@ -207,28 +210,34 @@ func (h *Hub) Join(ctx context.Context, c *peer, room string) ([]string, error) 
 			h.rooms[room] = r
 			h.queueSub(subOp{room: room, subscribe: true, state: r})
 		}
+		_, already = r.members[c]
 		r.members[c] = struct{}{}
 		for o := range r.members {
 			members = append(members, o.displayName())
 		}
 	})
 	if !ok {
-		return nil, protocol.CodeGoingAway
+		return nil, false, protocol.CodeGoingAway
 	}
 	select {
 	case <-r.ready:
 	case <-ctx.Done():
-		h.Leave(ctx, c, room)
-		return nil, fmt.Errorf("server: join %s: %w", room, ctx.Err())
+		if !already {
+			h.Leave(ctx, c, room)
+		}
+		return nil, already, fmt.Errorf("server: join %s: %w", room, ctx.Err())
 	case <-h.done:
-		return nil, protocol.CodeGoingAway
+		return nil, already, protocol.CodeGoingAway
 	}
 	if r.err != nil {
 		h.Leave(ctx, c, room)
-		return nil, fmt.Errorf("server: join %s: %w", room, r.err)
+		return nil, already, fmt.Errorf("server: join %s: %w", room, r.err)
 	}
 	sort.Strings(members)
-	return members, nil
+	if len(members) > maxMembersListed {
+		members = members[:maxMembersListed]
+	}
+	return members, already, nil
 }
 
 // Leave removes c from room. It reports whether c was a member.

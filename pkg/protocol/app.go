@@ -54,8 +54,9 @@ const (
 // the fields its type uses are set; see docs/protocol.md for which.
 type Message struct {
 	Type string `json:"t"`
-	// ID identifies a client request (a UUID, fresh for every request); the
-	// server remembers it to reject replays.
+	// ID identifies a client request: a UUID in canonical lower-case form
+	// (8-4-4-4-12 hex digits), fresh for every request; the server
+	// remembers it to reject replays.
 	ID string `json:"id,omitempty"`
 	// TS is the sender's clock in Unix milliseconds.
 	TS int64 `json:"ts,omitempty"`
@@ -152,8 +153,8 @@ func ValidName(s string) bool {
 // (both non-fatal); checking the timestamp window and replays is the
 // server's job.
 func ValidateRequest(m *Message) error {
-	if _, err := uuid.Parse(m.ID); err != nil || len(m.ID) != 36 {
-		return fmt.Errorf("protocol: %s: id must be a UUID: %w", m.Type, CodeBadRequest)
+	if u, err := uuid.Parse(m.ID); err != nil || u.String() != m.ID {
+		return fmt.Errorf("protocol: %s: id must be a UUID in canonical lower-case form: %w", m.Type, CodeBadRequest)
 	}
 	if m.TS <= 0 {
 		return fmt.Errorf("protocol: %s: missing timestamp: %w", m.Type, CodeBadRequest)

@@ -86,9 +86,11 @@ func TestValidateRequest(t *testing.T) {
 		{"send", req(protocol.MsgSend, nil), 0},
 		{"send MaxBody", req(protocol.MsgSend, func(m *protocol.Message) { m.Body = strings.Repeat("a", protocol.MaxBody) }), 0},
 		{"end", req(protocol.MsgEnd, func(m *protocol.Message) { m.Room = "" }), 0},
-		{"upper-case uuid", req(protocol.MsgEnd, func(m *protocol.Message) { m.ID = strings.ToUpper(testUUID) }), 0},
 
 		{"no id", req(protocol.MsgSend, func(m *protocol.Message) { m.ID = "" }), protocol.CodeBadRequest},
+		// Only the canonical form: a case variant of a used id must not
+		// slip past the replay check.
+		{"upper-case uuid", req(protocol.MsgEnd, func(m *protocol.Message) { m.ID = strings.ToUpper(testUUID) }), protocol.CodeBadRequest},
 		{"id not a uuid", req(protocol.MsgSend, func(m *protocol.Message) { m.ID = "not-a-uuid" }), protocol.CodeBadRequest},
 		{"uuid without dashes", req(protocol.MsgSend, func(m *protocol.Message) { m.ID = strings.ReplaceAll(testUUID, "-", "") }), protocol.CodeBadRequest},
 		{"uuid in braces", req(protocol.MsgSend, func(m *protocol.Message) { m.ID = "{" + testUUID + "}" }), protocol.CodeBadRequest},
