@@ -38,16 +38,24 @@ func storeError(err error) error {
 	return fmt.Errorf("%w: %w", protocol.CodeInternal, err)
 }
 
-// throttleKeys are the limiter keys of a login attempt: per account and
-// per client address.
-func (c *peer) throttleKeys(user string) [2]string {
-	return [2]string{"login:user:" + user, "login:addr:" + c.remoteIP}
+// Throttle kinds: failed password logins and failed signature
+// authentications are counted apart, so that someone guessing a user's
+// password cannot also lock out the user's own devices.
+const (
+	throttleLogin = "login"
+	throttleAuth  = "auth"
+)
+
+// throttleKeys are the limiter keys of an attempt: per account and per
+// client address.
+func (c *peer) throttleKeys(kind, user string) [2]string {
+	return [2]string{kind + ":user:" + user, kind + ":addr:" + c.remoteIP}
 }
 
-// throttled reports whether logins for user from this address are
-// currently refused.
-func (c *peer) throttled(ctx context.Context, user string) error {
-	keys := c.throttleKeys(user)
+// throttled reports whether attempts of kind for user from this address
+// are currently refused.
+func (c *peer) throttled(ctx context.Context, kind, user string) error {
+	keys := c.throttleKeys(kind, user)
 	limits := [2]int{c.srv.cfg.LoginFailuresPerUser, c.srv.cfg.LoginFailuresPerAddr}
 	for i, k := range keys {
 		n, err := c.srv.limiter.Count(ctx, k)
@@ -61,10 +69,10 @@ func (c *peer) throttled(ctx context.Context, user string) error {
 	return nil
 }
 
-// failedLogin counts a failure against the account and the address, and
-// returns the one error every failure gets.
-func (c *peer) failedLogin(ctx context.Context, user, why string) error {
-	for _, k := range c.throttleKeys(user) {
+// failedLogin counts a failure of kind against the account and the
+// address, and returns the one error every failure gets.
+func (c *peer) failedLogin(ctx context.Context, kind, user, why string) error {
+	for _, k := range c.throttleKeys(kind, user) {
 		if _, err := c.srv.limiter.Hit(ctx, k, c.srv.cfg.LoginWindow); err != nil {
 			c.log.Warn().Err(err).Msg("login throttle unavailable")
 		}
@@ -104,21 +112,21 @@ func (c *peer) register(ctx context.Context, m *protocol.Message) error {
 }
 
 func (c *peer) login(ctx context.Context, m *protocol.Message) error {
-	if err := c.throttled(ctx, m.User); err != nil {
+	if err := c.throttled(ctx, throttleLogin, m.User); err != nil {
 		return err
 	}
 	u, err := c.srv.store.UserByName(ctx, m.User)
 	if errors.Is(err, store.ErrNotFound) {
 		// The same work and the same answer as a wrong password.
 		_ = c.srv.hasher.DummyVerify(ctx, m.Password)
-		return c.failedLogin(ctx, m.User, "unknown user")
+		return c.failedLogin(ctx, throttleLogin, m.User, "unknown user")
 	}
 	if err != nil {
 		return storeError(err)
 	}
 	rehash, err := c.srv.hasher.Verify(ctx, u.PasswordHash, m.Password)
 	if errors.Is(err, password.ErrMismatch) {
-		return c.failedLogin(ctx, m.User, "wrong password")
+		return c.failedLogin(ctx, throttleLogin, m.User, "wrong password")
 	}
 	if err != nil {
 		return storeError(err)
@@ -132,7 +140,7 @@ func (c *peer) login(ctx context.Context, m *protocol.Message) error {
 			return err
 		}
 		if err := protocol.VerifyClientAuth(signing, c.exporter, u.Name, m.Sig); err != nil {
-			return c.failedLogin(ctx, m.User, "signature by the new keys")
+			return c.failedLogin(ctx, throttleLogin, m.User, "signature by the new keys")
 		}
 		if ks, err = c.srv.store.PublishKeys(ctx, keySet(u.ID, m.Keys)); err != nil {
 			return storeError(err)
@@ -141,10 +149,10 @@ func (c *peer) login(ctx context.Context, m *protocol.Message) error {
 		c.announceKeyChange(ctx, u, ks)
 	} else {
 		if ks, err = c.verifyIdentity(ctx, u, m.Sig); err != nil {
-			return c.failedLogin(ctx, m.User, "identity signature")
+			return c.failedLogin(ctx, throttleLogin, m.User, "identity signature")
 		}
 	}
-	c.resetThrottle(ctx, u.Name)
+	c.resetThrottle(ctx, throttleLogin, u.Name)
 	if rehash {
 		if h, err := c.srv.hasher.Hash(ctx, m.Password); err == nil {
 			if err := c.srv.store.SetPasswordHash(ctx, u.ID, h); err == nil {
@@ -158,24 +166,24 @@ func (c *peer) login(ctx context.Context, m *protocol.Message) error {
 // auth authenticates a connection by the identity signature alone: what a
 // client with its keys does on every connection after registering.
 func (c *peer) auth(ctx context.Context, m *protocol.Message) error {
-	if err := c.throttled(ctx, m.User); err != nil {
+	if err := c.throttled(ctx, throttleAuth, m.User); err != nil {
 		return err
 	}
 	u, err := c.srv.store.UserByName(ctx, m.User)
 	if errors.Is(err, store.ErrNotFound) {
-		return c.failedLogin(ctx, m.User, "unknown user")
+		return c.failedLogin(ctx, throttleAuth, m.User, "unknown user")
 	}
 	if err != nil {
 		return storeError(err)
 	}
 	ks, err := c.verifyIdentity(ctx, u, m.Sig)
 	if errors.Is(err, protocol.CodeBadSignature) || errors.Is(err, protocol.CodeBadKey) || errors.Is(err, store.ErrNotFound) {
-		return c.failedLogin(ctx, m.User, "identity signature")
+		return c.failedLogin(ctx, throttleAuth, m.User, "identity signature")
 	}
 	if err != nil {
 		return storeError(err)
 	}
-	c.resetThrottle(ctx, u.Name)
+	c.resetThrottle(ctx, throttleAuth, u.Name)
 	return c.authenticated(ctx, m, u, ks)
 }
 
@@ -192,8 +200,8 @@ func (c *peer) verifyIdentity(ctx context.Context, u store.User, sig []byte) (st
 	return ks, protocol.VerifyClientAuth(pub, c.exporter, u.Name, sig)
 }
 
-func (c *peer) resetThrottle(ctx context.Context, user string) {
-	if err := c.srv.limiter.Reset(ctx, "login:user:"+user); err != nil {
+func (c *peer) resetThrottle(ctx context.Context, kind, user string) {
+	if err := c.srv.limiter.Reset(ctx, c.throttleKeys(kind, user)[0]); err != nil {
 		c.log.Warn().Err(err).Msg("login throttle reset")
 	}
 }

@@ -91,7 +91,7 @@ func TestRegisterLookupAndMutualAuth(t *testing.T) {
 	if _, err := ca.Send(ctxT(t), "general", "hi bob"); err != nil {
 		t.Fatal(err)
 	}
-	if m := next(t, cb, protocol.MsgMessage); m.From != "alice" || m.Body != "hi bob" {
+	if m := next(t, cb, protocol.MsgMessage); m.From != "alice" || m.Body != "hi bob" || m.Anon {
 		t.Fatalf("bob got %+v", m)
 	}
 	// Rooms are durable.
@@ -155,7 +155,18 @@ func TestLoginPasswordAndThrottle(t *testing.T) {
 	wantCode(t, err, protocol.CodeAuthFailed)
 	_, err = c.Login(ctxT(t), alice, "s3cret-'; DROP TABLE users;--", false)
 	wantCode(t, err, protocol.CodeRateLimited)
-	_, err = c.Auth(ctxT(t), alice)
+	// Someone guessing alice's password does not lock out her devices:
+	// signature authentication is counted apart.
+	if _, err := c.Auth(ctxT(t), alice); err != nil {
+		t.Fatalf("auth during a password lockout: %v", err)
+	}
+	// ...and failed signatures have their own limit.
+	c2 := ts.dial(t)
+	for range 3 {
+		_, err = c2.Auth(ctxT(t), &client.Identity{User: "alice", Signing: idKeys[2], Encryption: idKeys[3]})
+		wantCode(t, err, protocol.CodeAuthFailed)
+	}
+	_, err = c2.Auth(ctxT(t), alice)
 	wantCode(t, err, protocol.CodeRateLimited)
 }
 

@@ -361,7 +361,7 @@ func (c *peer) say(ctx context.Context, m *protocol.Message) {
 		c.replyError(m.ID, fmt.Errorf("join %q before sending to it: %w", m.Room, protocol.CodeBadRequest))
 		return
 	}
-	out := &protocol.Message{Type: protocol.MsgMessage, ID: m.ID, TS: m.TS, Room: m.Room, From: c.displayName(), Body: m.Body}
+	out := &protocol.Message{Type: protocol.MsgMessage, ID: m.ID, TS: m.TS, Room: m.Room, From: c.displayName(), Anon: c.user == nil, Body: m.Body}
 	payload, err := out.Encode()
 	if err != nil {
 		c.replyError(m.ID, protocol.CodeInternal)
@@ -376,7 +376,7 @@ func (c *peer) say(ctx context.Context, m *protocol.Message) {
 }
 
 func (c *peer) presence(ctx context.Context, room, event string) {
-	p := &protocol.Message{Type: protocol.MsgPresence, Room: room, From: c.displayName(), Event: event, TS: time.Now().UnixMilli()}
+	p := &protocol.Message{Type: protocol.MsgPresence, Room: room, From: c.displayName(), Anon: c.user == nil, Event: event, TS: time.Now().UnixMilli()}
 	payload, err := p.Encode()
 	if err != nil {
 		return

@@ -36,7 +36,7 @@ func TestHandshakeHappyPath(t *testing.T) {
 				t.Fatal(err)
 			}
 			m := next(t, c, protocol.MsgMessage)
-			if m.Body != "hello" || m.From != "alice" || m.Room != "general" {
+			if m.Body != "hello" || m.From != "alice" || m.Room != "general" || !m.Anon {
 				t.Fatalf("echo = %+v", m)
 			}
 		})

@@ -61,10 +61,13 @@ type Message struct {
 	// TS is the sender's clock in Unix milliseconds.
 	TS int64 `json:"ts,omitempty"`
 	// Ref is the ID of the request an answer refers to.
-	Ref     string       `json:"ref,omitempty"`
-	Room    string       `json:"room,omitempty"`
-	Name    string       `json:"name,omitempty"`
-	From    string       `json:"from,omitempty"`
+	Ref  string `json:"ref,omitempty"`
+	Room string `json:"room,omitempty"`
+	Name string `json:"name,omitempty"`
+	From string `json:"from,omitempty"`
+	// Anon marks a message or presence event from a connection that has not
+	// logged in: From is then only a display name it chose, not an account.
+	Anon    bool         `json:"anon,omitempty"`
 	Body    string       `json:"body,omitempty"`
 	Event   string       `json:"event,omitempty"`
 	Members []string     `json:"members,omitempty"`
