@@ -1,8 +1,10 @@
 // Package keyfile loads the server's long-term keys from its data
 // directory, creating them on first start: the RSA identity key that signs
 // every handshake and the symmetric keys that seal what the server keeps in
-// Redis and in the database. Files are written with 0600 permissions and
-// replaced atomically, never partially.
+// Redis and in the database. New files are written with 0600 permissions,
+// completely or not at all, and never overwrite an existing file; an
+// existing file that others may read is refused, as SSH refuses a private
+// key with open permissions.
 package keyfile
 
 import (
@@ -23,11 +25,26 @@ const DefaultRSABits = 3072
 // ErrBadKeyFile reports a key file that exists but cannot be used.
 var ErrBadKeyFile = errors.New("keyfile: unusable key file")
 
+// ErrPermissions reports a key file that its group or others may access.
+var ErrPermissions = errors.New("keyfile: key file accessible to others")
+
+// readPrivate reads path after checking that only its owner may access it.
+func readPrivate(path string) ([]byte, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if perm := st.Mode().Perm(); perm&0o077 != 0 {
+		return nil, fmt.Errorf("%w: %s has mode %#o; run chmod 600 %s", ErrPermissions, path, perm, path)
+	}
+	return os.ReadFile(path)
+}
+
 // LoadOrCreateRSA returns the RSA private key in path (PKCS#8 PEM), creating
 // a new one of bits bits there when the file does not exist. created tells
 // which happened.
 func LoadOrCreateRSA(path string, bits int) (key *rsa.PrivateKey, created bool, err error) {
-	data, err := os.ReadFile(path)
+	data, err := readPrivate(path)
 	switch {
 	case err == nil:
 		key, err := parseRSA(data)
@@ -35,6 +52,8 @@ func LoadOrCreateRSA(path string, bits int) (key *rsa.PrivateKey, created bool, 
 			return nil, false, fmt.Errorf("keyfile: %s: %w", path, err)
 		}
 		return key, false, nil
+	case errors.Is(err, ErrPermissions):
+		return nil, false, err
 	case !errors.Is(err, fs.ErrNotExist):
 		return nil, false, fmt.Errorf("keyfile: read %s: %w", path, err)
 	}
@@ -74,13 +93,15 @@ func parseRSA(data []byte) (*rsa.PrivateKey, error) {
 // LoadOrCreateSymmetric returns the 32-byte key in path, creating a random
 // one there when the file does not exist.
 func LoadOrCreateSymmetric(path string) (key []byte, created bool, err error) {
-	data, err := os.ReadFile(path)
+	data, err := readPrivate(path)
 	switch {
 	case err == nil:
 		if len(data) != 32 {
 			return nil, false, fmt.Errorf("keyfile: %s holds %d bytes, want 32: %w", path, len(data), ErrBadKeyFile)
 		}
 		return data, false, nil
+	case errors.Is(err, ErrPermissions):
+		return nil, false, err
 	case !errors.Is(err, fs.ErrNotExist):
 		return nil, false, fmt.Errorf("keyfile: read %s: %w", path, err)
 	}
