@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -38,6 +39,7 @@ type options struct {
 	logLevel         string
 	logFormat        string
 	origins          string
+	trustedProxies   string
 	sessionTTL       time.Duration
 	sessionMax       time.Duration
 	window           time.Duration
@@ -91,6 +93,7 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	fs.StringVar(&o.logLevel, "log-level", env("MESSENGER_LOG_LEVEL", "info"), "debug, info, warn or error (MESSENGER_LOG_LEVEL)")
 	fs.StringVar(&o.logFormat, "log-format", env("MESSENGER_LOG_FORMAT", "console"), "console or json (MESSENGER_LOG_FORMAT)")
 	fs.StringVar(&o.origins, "origins", env("MESSENGER_ORIGINS", ""), "comma-separated browser origins allowed besides the same origin; * for any (MESSENGER_ORIGINS)")
+	fs.StringVar(&o.trustedProxies, "trusted-proxies", env("MESSENGER_TRUSTED_PROXIES", ""), "comma-separated addresses or CIDRs of reverse proxies whose X-Forwarded-For names the client (MESSENGER_TRUSTED_PROXIES)")
 	fs.DurationVar(&o.sessionTTL, "session-ttl", envDur("MESSENGER_SESSION_TTL", 30*time.Minute), "how long an idle session stays resumable (MESSENGER_SESSION_TTL)")
 	fs.DurationVar(&o.sessionMax, "session-max-lifetime", envDur("MESSENGER_SESSION_MAX_LIFETIME", 24*time.Hour), "longest a session lives however active; then a full handshake (MESSENGER_SESSION_MAX_LIFETIME)")
 	fs.DurationVar(&o.window, "ts-window", envDur("MESSENGER_TS_WINDOW", 5*time.Minute), "accepted clock skew of message timestamps (MESSENGER_TS_WINDOW)")
@@ -237,6 +240,21 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if s = strings.TrimSpace(s); s != "" {
 			origins = append(origins, s)
 		}
+	}
+	var proxies []netip.Prefix
+	for _, s := range strings.Split(o.trustedProxies, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			a, aerr := netip.ParseAddr(s)
+			if aerr != nil {
+				return fmt.Errorf("-trusted-proxies %q: %w", s, err)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		proxies = append(proxies, p)
 	}
 	srv, err := server.New(server.Config{
 		HandshakeTimeout:   o.handshakeTimeout,

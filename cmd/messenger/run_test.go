@@ -180,6 +180,7 @@ func TestRunBadConfiguration(t *testing.T) {
 		"unknown db scheme":   {args: []string{"-db", "postgress://x"}},
 		"unreachable db":      {args: []string{"-db", "postgres://postgres@127.0.0.1:1/x?sslmode=disable&connect_timeout=1"}},
 		"weak argon2":         {args: []string{"-argon2-memory", "1024"}},
+		"bad trusted proxy":   {args: []string{"-trusted-proxies", "10.0.0.0/99"}},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -299,10 +301,53 @@ func keySet(user uuid.UUID, k *protocol.KeyBundle) store.KeySet {
 	return store.KeySet{UserID: user, SigningKey: k.Signing, EncryptionKey: k.Encryption, SelfSignature: k.SelfSignature}
 }
 
-// clientIP is the host part of a remote address.
-func clientIP(remote string) string {
+// clientIP returns the address of the client behind r: the connection's
+// peer, or, when that peer is a trusted proxy, the nearest address in
+// X-Forwarded-For that is not itself a trusted proxy.
+func clientIP(r *http.Request, trusted []netip.Prefix) string {
+	peer := hostOf(r.RemoteAddr)
+	if !isTrusted(peer, trusted) {
+		return peer
+	}
+	var hops []string
+	for _, h := range r.Header.Values("X-Forwarded-For") {
+		for _, part := range strings.Split(h, ",") {
+			if part = strings.TrimSpace(part); part != "" {
+				hops = append(hops, part)
+			}
+		}
+	}
+	for i := len(hops) - 1; i >= 0; i-- {
+		if !isTrusted(hops[i], trusted) {
+			if a, err := netip.ParseAddr(hops[i]); err == nil {
+				return a.String()
+			}
+			return peer // a malformed hop: do not trust anything before it
+		}
+	}
+	return peer
+}
+
+func hostOf(remote string) string {
+	if ap, err := netip.ParseAddrPort(remote); err == nil {
+		return ap.Addr().String()
+	}
 	if i := strings.LastIndexByte(remote, ':'); i > 0 {
 		return strings.Trim(remote[:i], "[]")
 	}
 	return remote
+}
+
+func isTrusted(addr string, trusted []netip.Prefix) bool {
+	a, err := netip.ParseAddr(addr)
+	if err != nil {
+		return false
+	}
+	a = a.Unmap()
+	for _, p := range trusted {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }

@@ -8,6 +8,8 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"errors"
+	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -287,5 +289,30 @@ func TestRegisterBadInput(t *testing.T) {
 	wantCode(t, err, protocol.CodeConflict)
 	if _, err := ts.dial(t).Auth(ctxT(t), alice); err != nil {
 		t.Fatalf("first alice after duplicate: %v", err)
+	}
+}
+
+func TestClientIP(t *testing.T) {
+	trusted := []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32"), netip.MustParsePrefix("10.0.0.0/8")}
+	cases := []struct {
+		remote, xff, want string
+	}{
+		{"203.0.113.9:5000", "", "203.0.113.9"},
+		{"203.0.113.9:5000", "198.51.100.1", "203.0.113.9"},          // untrusted peer: header ignored
+		{"127.0.0.1:5000", "198.51.100.1", "198.51.100.1"},           // proxy on this host
+		{"127.0.0.1:5000", "198.51.100.1, 10.1.2.3", "198.51.100.1"}, // two trusted hops
+		{"127.0.0.1:5000", "6.6.6.6, 198.51.100.1", "198.51.100.1"},  // a client-forged first entry is skipped
+		{"127.0.0.1:5000", "garbage", "127.0.0.1"},
+		{"[::1]:5000", "198.51.100.1", "::1"},
+		{"127.0.0.1:5000", "", "127.0.0.1"},
+	}
+	for _, tc := range cases {
+		r := &http.Request{RemoteAddr: tc.remote, Header: http.Header{}}
+		if tc.xff != "" {
+			r.Header.Set("X-Forwarded-For", tc.xff)
+		}
+		if got := clientIP(r, trusted); got != tc.want {
+			t.Errorf("clientIP(%s, %q) = %s, want %s", tc.remote, tc.xff, got, tc.want)
+		}
 	}
 }

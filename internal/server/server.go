@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strings"
@@ -68,6 +69,10 @@ type Config struct {
 	LoginFailuresPerAddr int
 	// LoginWindow is the throttling window. Zero means 15 minutes.
 	LoginWindow time.Duration
+	// TrustedProxies lists the reverse proxies whose X-Forwarded-For header
+	// names the real client address (for per-address login throttling).
+	// Empty means none: the connection's peer address counts.
+	TrustedProxies []netip.Prefix
 }
 
 func (c *Config) setDefaults() {
@@ -266,7 +271,7 @@ func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
 		resumed:   hs.resumed,
 		exporter:  hs.exporter,
 		session:   hs.state,
-		remoteIP:  clientIP(r.RemoteAddr),
+		remoteIP:  clientIP(r, s.cfg.TrustedProxies),
 		seal:      hs.seal,
 		open:      hs.open,
 		send:      make(chan []byte, s.cfg.SendQueue),
