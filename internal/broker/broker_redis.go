@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -31,10 +33,31 @@ type RedisConfig struct {
 	// nonces make it safe for about 2^32 messages; replace it (on every node
 	// at once) well before that.
 	Key []byte
+	// MaxAge is how far the publish time sealed in a payload (read from the
+	// publishing node's clock) may be from the receiving node's clock, in
+	// either direction; payloads outside it are dropped, and their nonces
+	// need only be remembered that long. It must cover the clock skew
+	// between nodes plus the delivery delay, which includes the time the
+	// handler holds up the reader goroutine. It is used in whole
+	// milliseconds and must be at least 1ms. Zero value means 2 minutes.
+	MaxAge time.Duration
+	// MaxSeen bounds how many nonces the broker remembers to detect
+	// replayed payloads. When it is full, it forgets the nonce that expires
+	// first, which makes that payload replayable once, within its MaxAge
+	// (see the package documentation). Each entry costs about 60 bytes of
+	// memory. Zero value means 1,000,000 (about 60 MB when full), which with
+	// the default MaxAge lasts up to about 8,000 payloads per second
+	// received by the node.
+	MaxSeen int
+
+	// now is the clock, settable by tests. Zero value means time.Now.
+	now func() time.Time
 }
 
 const (
 	defaultRedisPrefix = "msgr:"
+	defaultMaxAge      = 2 * time.Minute
+	defaultMaxSeen     = 1_000_000
 	// msgChanSize is how many received messages wait for the handler before
 	// go-redis stops reading from Redis. If the handler blocks for a minute
 	// with the buffer full, go-redis drops messages.
@@ -60,7 +83,12 @@ func psContext(ctx context.Context) (context.Context, context.CancelFunc) {
 // The handler is called from that one goroutine, so calls never overlap and
 // messages reach it in the order Redis received them: the messages one
 // goroutine publishes on one node arrive in publish order on every node.
-// A slow handler delays every channel.
+// A slow handler delays every channel, and payloads that wait behind it
+// until they are older than RedisConfig.MaxAge are dropped.
+//
+// Payloads are sealed with their publish time, and a node delivers a payload
+// only if that time is within RedisConfig.MaxAge of its clock and it has not
+// seen the payload's nonce before (see the package documentation).
 //
 // go-redis pings the connection every few seconds and, when it breaks,
 // reconnects and subscribes again to every subscribed channel; messages
@@ -72,6 +100,11 @@ type RedisBroker struct {
 	h          Handler
 	chanPrefix string // "<prefix>broker:"
 	syncPrefix string // "<prefix>broker-sync:<random>:"
+	now        func() time.Time
+
+	// guard rejects stale and replayed payloads. Owned by the reader
+	// goroutine.
+	guard *replayGuard
 
 	// opMu orders the commands written to ps with the changes to subs and
 	// waiters that go with them.
@@ -104,12 +137,32 @@ func NewRedisBroker(client redis.UniversalClient, cfg RedisConfig, h Handler) (*
 	if prefix == "" {
 		prefix = defaultRedisPrefix
 	}
+	maxAge := cfg.MaxAge
+	switch {
+	case maxAge == 0:
+		maxAge = defaultMaxAge
+	case maxAge < time.Millisecond:
+		return nil, fmt.Errorf("broker: RedisConfig.MaxAge %v is less than 1ms", cfg.MaxAge)
+	}
+	maxSeen := cfg.MaxSeen
+	switch {
+	case maxSeen == 0:
+		maxSeen = defaultMaxSeen
+	case maxSeen < 0:
+		return nil, fmt.Errorf("broker: RedisConfig.MaxSeen %d is negative", cfg.MaxSeen)
+	}
+	now := cfg.now
+	if now == nil {
+		now = time.Now
+	}
 	b := &RedisBroker{
 		client:     client,
 		aead:       aead,
 		h:          h,
 		chanPrefix: prefix + "broker:",
 		syncPrefix: prefix + "broker-sync:" + uuid.NewString() + ":",
+		now:        now,
+		guard:      newReplayGuard(maxAge.Milliseconds(), maxSeen),
 		subs:       make(map[string]struct{}),
 		waiters:    make(map[string]chan struct{}),
 		closing:    make(chan struct{}),
@@ -138,14 +191,76 @@ func newAEAD(key []byte) (cipher.AEAD, error) {
 	return aead, nil
 }
 
-// seal encrypts payload for the Redis channel rc: nonce || ciphertext || tag.
-func (b *RedisBroker) seal(rc string, payload []byte) []byte {
-	return b.aead.Seal(nil, nil, payload, []byte(rc))
+// The sealed payload format; see seal.
+const (
+	formatV1     byte = 0x01
+	timeSize          = 8  // publish time, Unix milliseconds
+	tagSize           = 16 // AES-GCM tag
+	sealOverhead      = 1 + nonceSize + timeSize + tagSize
+)
+
+// errMalformed reports a payload that is not a sealed payload of a known
+// format, or that does not open.
+var errMalformed = errors.New("broker: malformed sealed payload")
+
+// seal encrypts payload for the Redis channel rc, published at the time at.
+// The result, format 1, is
+//
+//	0x01 ‖ nonce ‖ AES-256-GCM(key, nonce, plaintext, additional data)
+//
+// where
+//
+//   - 0x01 is the format byte;
+//   - nonce is 12 bytes from crypto/rand, new for each payload;
+//   - plaintext = at as Unix milliseconds, an 8-byte big-endian signed
+//     (two's complement) integer ‖ payload;
+//   - additional data = 0x01 ‖ rc, the full Redis channel name
+//     ("<prefix>broker:<channel>") as bytes;
+//   - AES-256-GCM's output is the ciphertext (as long as the plaintext)
+//     followed by the 16-byte tag.
+//
+// A sealed payload is therefore 1 + 12 + 8 + len(payload) + 16 bytes long.
+// The format byte is in the additional data too, so a payload cannot be
+// relabelled as another format.
+func (b *RedisBroker) seal(rc string, at time.Time, payload []byte) []byte {
+	plaintext := make([]byte, timeSize, timeSize+len(payload))
+	binary.BigEndian.PutUint64(plaintext, uint64(at.UnixMilli()))
+	plaintext = append(plaintext, payload...)
+	out := make([]byte, 1, sealOverhead+len(payload))
+	out[0] = formatV1
+	return b.aead.Seal(out, nil, plaintext, additionalData(rc))
 }
 
-// open decrypts what seal made for the Redis channel rc.
-func (b *RedisBroker) open(rc string, sealed []byte) ([]byte, error) {
-	return b.aead.Open(nil, nil, sealed, []byte(rc))
+// additionalData returns the additional data of format 1 for the Redis
+// channel rc.
+func additionalData(rc string) []byte {
+	return append([]byte{formatV1}, rc...)
+}
+
+// opened is a payload that open authenticated.
+type opened struct {
+	nonce     [nonceSize]byte
+	published int64 // Unix milliseconds, from the publisher's clock
+	payload   []byte
+}
+
+// open authenticates and decrypts what seal made for the Redis channel rc.
+// It fails with errMalformed for anything else, including an unknown
+// format byte. It does not check the publish time.
+func (b *RedisBroker) open(rc string, sealed []byte) (opened, error) {
+	if len(sealed) < sealOverhead || sealed[0] != formatV1 {
+		return opened{}, errMalformed
+	}
+	plaintext, err := b.aead.Open(nil, nil, sealed[1:], additionalData(rc))
+	if err != nil || len(plaintext) < timeSize {
+		return opened{}, errMalformed
+	}
+	o := opened{
+		published: int64(binary.BigEndian.Uint64(plaintext)),
+		payload:   plaintext[timeSize:],
+	}
+	copy(o.nonce[:], sealed[1:])
+	return o, nil
 }
 
 // Publish seals payload and publishes it to the channel's Redis channel.
@@ -154,7 +269,7 @@ func (b *RedisBroker) Publish(ctx context.Context, channel string, payload []byt
 		return ErrClosed
 	}
 	rc := b.chanPrefix + channel
-	if err := b.client.Publish(ctx, rc, b.seal(rc, payload)).Err(); err != nil {
+	if err := b.client.Publish(ctx, rc, b.seal(rc, b.now(), payload)).Err(); err != nil {
 		return unavailable("redis publish", err)
 	}
 	return nil
@@ -274,8 +389,11 @@ func (b *RedisBroker) Close() error {
 	return nil
 }
 
-// Dropped returns how many received payloads failed to open (sealed under
-// another key, for another channel, or altered) and were dropped.
+// Dropped returns how many payloads received on subscribed channels were
+// dropped: those that failed to open (sealed under another key, for another
+// channel or in another format, or altered), those whose publish time was
+// outside RedisConfig.MaxAge, and those whose nonce had been seen already
+// (replayed).
 func (b *RedisBroker) Dropped() uint64 {
 	return b.dropped.Load()
 }
@@ -308,8 +426,9 @@ func (b *RedisBroker) confirm(sc string) {
 	}
 }
 
-// deliver opens m and calls the handler, if m's channel is subscribed and
-// the broker is not closed.
+// deliver opens m, checks that it is fresh (not stale, not replayed) and
+// calls the handler, if m's channel is subscribed and the broker is not
+// closed.
 func (b *RedisBroker) deliver(m *redis.Message) {
 	channel, ok := strings.CutPrefix(m.Channel, b.chanPrefix)
 	if !ok {
@@ -322,10 +441,13 @@ func (b *RedisBroker) deliver(m *redis.Message) {
 	if closed || !subscribed {
 		return
 	}
-	payload, err := b.open(m.Channel, []byte(m.Payload))
+	o, err := b.open(m.Channel, []byte(m.Payload))
+	if err == nil {
+		err = b.guard.admit(o.nonce, o.published, b.now().UnixMilli())
+	}
 	if err != nil {
 		b.dropped.Add(1)
 		return
 	}
-	b.h(channel, payload)
+	b.h(channel, o.payload)
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"runtime"
@@ -150,9 +151,13 @@ func TestRedisBrokerPayloadIsSealed(t *testing.T) {
 		if bytes.Contains(sealed, plain) || bytes.Contains(sealed, []byte("usual place")) {
 			t.Fatalf("Redis carries the plaintext: %q", sealed)
 		}
-		// 12-byte nonce + ciphertext + 16-byte tag.
-		if want := 12 + len(plain) + 16; len(sealed) != want {
+		// Format byte + 12-byte nonce + ciphertext of (8-byte time +
+		// payload) + 16-byte tag.
+		if want := 1 + 12 + 8 + len(plain) + 16; len(sealed) != want {
 			t.Fatalf("sealed payload is %d bytes, want %d", len(sealed), want)
+		}
+		if sealed[0] != 0x01 {
+			t.Fatalf("format byte = %#x, want 0x01", sealed[0])
 		}
 	}
 	if bytes.Equal(first, second) {
@@ -177,6 +182,8 @@ func TestRedisBrokerDropsWhatDoesNotOpen(t *testing.T) {
 
 	flipped := bytes.Clone(sealed)
 	flipped[len(flipped)/2] ^= 0x01
+	unknownFormat := bytes.Clone(sealed)
+	unknownFormat[0] = 0x02
 	wrongKey := newTestRedisBroker(t, client, RedisConfig{Prefix: prefix, Key: testKey(t)}, func(string, []byte) {})
 
 	for _, tc := range []struct {
@@ -187,6 +194,9 @@ func TestRedisBrokerDropsWhatDoesNotOpen(t *testing.T) {
 		{"BitFlipped", "room", flipped},
 		{"Truncated", "room", sealed[:len(sealed)-1]},
 		{"ShorterThanNonce", "room", sealed[:5]},
+		{"ShorterThanOverhead", "room", sealed[:36]},
+		{"UnknownFormat", "room", unknownFormat},
+		{"WithoutFormatByte", "room", sealed[1:]},
 		{"Empty", "room", nil},
 		{"Plaintext", "room", []byte("forged by someone with Redis access")},
 		{"MovedToAnotherChannel", "other", sealed},
@@ -194,7 +204,7 @@ func TestRedisBrokerDropsWhatDoesNotOpen(t *testing.T) {
 		mustDo(t, "raw publish "+tc.name, client.Publish(ctx, prefix+"broker:"+tc.channel, tc.payload).Err())
 	}
 	mustDo(t, "Publish under another key", wrongKey.Publish(ctx, "room", []byte("wrong key")))
-	const tampered = 7
+	const tampered = 10
 
 	mustDo(t, "Publish", b.Publish(ctx, "room", []byte("marker")))
 	got := r.waitFor(t, "room", "marker")
@@ -216,6 +226,16 @@ func TestRedisBrokerConfig(t *testing.T) {
 	}
 	if _, err := NewRedisBroker(nil, RedisConfig{Key: make([]byte, 32)}, nil); err == nil {
 		t.Error("nil handler accepted")
+	}
+	for _, cfg := range []RedisConfig{
+		{MaxAge: -time.Minute},
+		{MaxAge: time.Millisecond - 1},
+		{MaxSeen: -1},
+	} {
+		cfg.Key = make([]byte, 32)
+		if _, err := NewRedisBroker(nil, cfg, func(string, []byte) {}); err == nil {
+			t.Errorf("MaxAge %v, MaxSeen %d accepted", cfg.MaxAge, cfg.MaxSeen)
+		}
 	}
 }
 
@@ -289,6 +309,75 @@ func TestRedisBrokerCloseLeavesNoGoroutines(t *testing.T) {
 	}
 }
 
+// sealByHand seals payload in format 1 with plain AES-GCM and the given
+// nonce, following the format as documented rather than calling seal.
+func sealByHand(t testing.TB, key []byte, rc string, nonce []byte, publishedMillis int64, payload []byte) []byte {
+	t.Helper()
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gcm, err := cipher.NewGCM(block)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plaintext := binary.BigEndian.AppendUint64(nil, uint64(publishedMillis))
+	plaintext = append(plaintext, payload...)
+	out := append([]byte{0x01}, nonce...)
+	return gcm.Seal(out, nonce, plaintext, append([]byte{0x01}, rc...))
+}
+
+// TestSealFormat checks seal against the documented format, both ways,
+// without Redis.
+func TestSealFormat(t *testing.T) {
+	key := testKey(t)
+	aead, err := newAEAD(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &RedisBroker{aead: aead}
+	const rc = "msgr:broker:room:lobby"
+	at := time.UnixMilli(1_700_000_000_123)
+
+	// seal → opened by hand.
+	sealed := b.seal(rc, at.Add(456*time.Microsecond), []byte("hello"))
+	if len(sealed) != 1+12+8+5+16 || sealed[0] != 0x01 {
+		t.Fatalf("sealed = %x", sealed)
+	}
+	block, _ := aes.NewCipher(key)
+	gcm, _ := cipher.NewGCM(block)
+	plaintext, err := gcm.Open(nil, sealed[1:13], sealed[13:], append([]byte{0x01}, rc...))
+	if err != nil {
+		t.Fatalf("the documented format does not open what seal made: %v", err)
+	}
+	if ms := int64(binary.BigEndian.Uint64(plaintext)); ms != at.UnixMilli() || string(plaintext[8:]) != "hello" {
+		t.Fatalf("plaintext = %d ‖ %q, want %d ‖ \"hello\"", ms, plaintext[8:], at.UnixMilli())
+	}
+
+	// Sealed by hand → open.
+	nonce := bytes.Repeat([]byte{9}, 12)
+	o, err := b.open(rc, sealByHand(t, key, rc, nonce, -5, []byte("hi")))
+	if err != nil {
+		t.Fatalf("open of a payload sealed by hand: %v", err)
+	}
+	if o.published != -5 || string(o.payload) != "hi" || !bytes.Equal(o.nonce[:], nonce) {
+		t.Fatalf("open = %+v", o)
+	}
+
+	// What the broker sent before format 1: nonce ‖ AES-GCM(payload), the
+	// channel name alone as additional data.
+	old := gcm.Seal(slices.Clone(nonce), nonce, []byte("old"), []byte(rc))
+	if _, err := b.open(rc, old); err == nil {
+		t.Fatal("a payload in the format before format 1 opened")
+	}
+	// Format 1's ciphertext labelled with another format byte.
+	relabelled := sealByHand(t, key, rc, nonce, 0, []byte("x"))
+	relabelled[0] = 0x02
+	if _, err := b.open(rc, relabelled); err == nil {
+		t.Fatal("a payload with format byte 0x02 opened")
+	}
+}
+
 // FuzzOpen feeds open (the decoder of what arrives from Redis) arbitrary
 // bytes: it must never panic, and only the genuine sealed seeds may open.
 func FuzzOpen(f *testing.F) {
@@ -300,30 +389,23 @@ func FuzzOpen(f *testing.F) {
 	b := &RedisBroker{aead: aead}
 	const rc = "msgr:broker:room"
 
-	// The seeds are sealed with plain AES-GCM and fixed nonces, so that every
-	// fuzz worker computes the same ones; that open accepts them also checks
-	// the wire format: nonce (12 bytes) || ciphertext || tag (16 bytes).
-	block, err := aes.NewCipher(key)
-	if err != nil {
-		f.Fatal(err)
-	}
-	gcm, err := cipher.NewGCM(block)
-	if err != nil {
-		f.Fatal(err)
-	}
+	// The seeds are sealed by hand with fixed nonces, so that every fuzz
+	// worker computes the same ones; that open accepts them also checks the
+	// wire format.
 	var seeds [][]byte
 	for i, p := range []string{"", "hello", string(make([]byte, 300))} {
-		nonce := bytes.Repeat([]byte{byte(i)}, gcm.NonceSize())
-		s := gcm.Seal(slices.Clone(nonce), nonce, []byte(p), []byte(rc))
-		if got, err := b.open(rc, s); err != nil || string(got) != p {
-			f.Fatalf("open(seal(%q)) = %q, %v", p, got, err)
+		nonce := bytes.Repeat([]byte{byte(i)}, 12)
+		s := sealByHand(f, key, rc, nonce, int64(i)*1000, []byte(p))
+		if o, err := b.open(rc, s); err != nil || string(o.payload) != p || o.published != int64(i)*1000 {
+			f.Fatalf("open(seal(%q)) = %+v, %v", p, o, err)
 		}
 		seeds = append(seeds, s)
 		f.Add(s)
 	}
 	f.Add([]byte{})
-	f.Add(make([]byte, 12))
-	f.Add(make([]byte, 28))
+	f.Add([]byte{0x01})
+	f.Add(make([]byte, 13))
+	f.Add(append([]byte{0x01}, make([]byte, 36)...))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if _, err := b.open(rc, data); err == nil {
 			for _, s := range seeds {
