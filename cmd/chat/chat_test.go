@@ -318,6 +318,18 @@ func TestUsageErrors(t *testing.T) {
 		{"bad name", nil, []string{"-name", "-dash"}, "-name"},
 		{"http server", nil, []string{"-server", "http://127.0.0.1:1/ws"}, "ws://"},
 		{"extra argument", nil, []string{"hello"}, "unexpected arguments"},
+		{"register without user", nil, []string{"register"}, "-user is required"},
+		{"bad user", nil, []string{"-user", "al ice"}, "-user"},
+		{"bad user in env", map[string]string{"MESSENGER_USER": "-alice"}, []string{"fingerprint"}, "-user"},
+		{"small keys", nil, []string{"register", "-user", "alice", "-key-bits", "1024"}, "-key-bits"},
+		{"bad key bits in env", map[string]string{"MESSENGER_KEY_BITS": "many"}, []string{"login", "-user", "alice"}, "MESSENGER_KEY_BITS"},
+		{"new keys at register", nil, []string{"register", "-user", "alice", "-new-keys"}, "flag provided but not defined: -new-keys"},
+		{"room for login", nil, []string{"login", "-user", "alice", "-room", "x"}, "flag provided but not defined: -room"},
+		{"fingerprint of two", nil, []string{"fingerprint", "-user", "alice", "bob", "carol"}, "unexpected arguments"},
+		{"fingerprint of a bad name", nil, []string{"fingerprint", "-user", "alice", "b/ob"}, "user"},
+		{"no profile", map[string]string{"MESSENGER_CHAT_HOME": "/nonexistent/home"}, []string{"-user", "alice"}, "no keys for alice in /nonexistent/home/profiles/alice"},
+		{"no profile for login", map[string]string{"MESSENGER_CHAT_HOME": "/nonexistent/home"}, []string{"login", "-user", "alice"}, "no keys for alice"},
+		{"no profile for fingerprint", map[string]string{"MESSENGER_CHAT_HOME": "/nonexistent/home"}, []string{"fingerprint", "-user", "alice", "bob"}, "no keys for alice"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, stderr, err := runOnce(t, tc.env, tc.args...)
@@ -340,9 +352,24 @@ func TestHelp(t *testing.T) {
 	if err != nil {
 		t.Fatalf("-h: %v", err)
 	}
-	for _, want := range []string{"Usage: chat", "-server", "MESSENGER_CHAT_HOME", "-suite"} {
+	for _, want := range []string{"Usage:", "chat register", "-server", "MESSENGER_CHAT_HOME", "-suite", "-user"} {
 		if !strings.Contains(stderr, want) {
 			t.Errorf("usage lacks %q:\n%s", want, stderr)
+		}
+	}
+	for cmd, wants := range map[string][]string{
+		"register":    {"Usage: chat register", "-password-file", "-key-bits", "MESSENGER_PASSWORD", "/proc"},
+		"login":       {"Usage: chat login", "-new-keys", "-password-file"},
+		"fingerprint": {"Usage: chat fingerprint", "-user"},
+	} {
+		_, stderr, err := runOnce(t, nil, cmd, "-h")
+		if err != nil {
+			t.Fatalf("%s -h: %v", cmd, err)
+		}
+		for _, want := range wants {
+			if !strings.Contains(stderr, want) {
+				t.Errorf("%s usage lacks %q:\n%s", cmd, want, stderr)
+			}
 		}
 	}
 }

@@ -77,12 +77,31 @@ type testServer struct {
 	host string
 	fp   protocol.Fingerprint
 	logs *syncBuffer
-	stop func() // shuts the server down (closing clients with going_away); idempotent
+	db   store.Store // accounts, keys and rooms
+	stop func()      // shuts the server down (closing clients with going_away); idempotent
 }
 
-// startServer starts a server with identity key; configure may change its
-// Config.
+// startServer starts a server with identity key that allows anonymous
+// sessions; configure may change its Config.
 func startServer(t *testing.T, identity *rsa.PrivateKey, configure ...func(*server.Config)) *testServer {
+	t.Helper()
+	db, err := store.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "messenger.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return startServerOn(t, identity, db, configure...)
+}
+
+// accountServer starts a server that requires an account, as servers do
+// by default.
+func accountServer(t *testing.T, identity *rsa.PrivateKey) *testServer {
+	t.Helper()
+	return startServer(t, identity, func(c *server.Config) { c.AllowAnonymous = false })
+}
+
+// startServerOn starts a server on the store db, which it leaves open.
+func startServerOn(t *testing.T, identity *rsa.PrivateKey, db store.Store, configure ...func(*server.Config)) *testServer {
 	t.Helper()
 	logs := &syncBuffer{}
 	sessionKey := make([]byte, 32)
@@ -91,12 +110,7 @@ func startServer(t *testing.T, identity *rsa.PrivateKey, configure ...func(*serv
 	ns := ephemeral.NewMemoryNonceSet(ephemeral.MemoryConfig{})
 	lim := ephemeral.NewMemoryLimiter(ephemeral.MemoryConfig{})
 	t.Cleanup(func() { ss.Close(); ns.Close(); lim.Close() })
-	db, err := store.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "messenger.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	// chat has no accounts: it joins rooms anonymously.
+	// Most tests join rooms anonymously; accountServer turns it off.
 	cfg := server.Config{PingInterval: 5 * time.Second, AllowAnonymous: true}
 	for _, f := range configure {
 		f(&cfg)
@@ -109,7 +123,7 @@ func startServer(t *testing.T, identity *rsa.PrivateKey, configure ...func(*serv
 		Nonces:     ns,
 		Limiter:    lim,
 		Store:      db,
-		// No password is ever hashed here; small parameters all the same.
+		// Small parameters: the tests' passwords need no protection.
 		Hasher: password.NewHasher(password.Params{Memory: 1024, Time: 1}, 2),
 	})
 	if err != nil {
@@ -133,6 +147,7 @@ func startServer(t *testing.T, identity *rsa.PrivateKey, configure ...func(*serv
 		host: strings.TrimPrefix(hs.URL, "http://"),
 		fp:   s.Fingerprint(),
 		logs: logs,
+		db:   db,
 		stop: stop,
 	}
 }
@@ -178,10 +193,16 @@ func start(t *testing.T, env map[string]string, args ...string) *instance {
 // runOnce runs chat to completion with empty input.
 func runOnce(t *testing.T, env map[string]string, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
+	return runInput(t, env, "", args...)
+}
+
+// runInput runs chat to completion with input on its stdin.
+func runInput(t *testing.T, env map[string]string, input string, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
 	var out, errOut syncBuffer
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	err = run(ctx, args, func(k string) string { return env[k] }, strings.NewReader(""), &out, &errOut)
+	err = run(ctx, args, func(k string) string { return env[k] }, strings.NewReader(input), &out, &errOut)
 	return out.String(), errOut.String(), err
 }
 

@@ -7,11 +7,21 @@
 // arrives for a while. Every flag has an environment-variable twin
 // (MESSENGER_SERVER for -server, …); run chat -h for the list.
 //
+// Accounts: chat register -user NAME generates the user's keys, registers
+// them with a password and keeps them in the profile
+// $XDG_CONFIG_HOME/messenger/profiles/NAME/; chat -user NAME then signs
+// in with those keys alone, on every connection. chat login -user NAME
+// -new-keys replaces the keys (a new device, or a reset), and chat
+// fingerprint -user NAME [USER] prints the key fingerprints people
+// compare. Without -user, chat joins anonymously, which only servers
+// started with -anonymous allow.
+//
 // The server's identity key is pinned on first use in
 // $XDG_CONFIG_HOME/messenger/known_hosts, or given with -pin.
 //
-// Exit status: 0 ok, 1 runtime or protocol error, 2 usage error, 3 the
-// server's identity key does not match the pinned one.
+// Exit status: 0 ok, 1 runtime or protocol error (among them auth_failed
+// and rate_limited), 2 usage error (among them a -user without keys), 3
+// the server's identity key does not match the pinned one.
 package main
 
 import (

@@ -10,8 +10,10 @@ import (
 	"net"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
+	"github.com/secure-messenger/messenger/pkg/client"
 	"github.com/secure-messenger/messenger/pkg/protocol"
 )
 
@@ -43,16 +45,31 @@ func exitCode(err error) int {
 	return exitRuntime
 }
 
+// Commands besides the default one (chat in a room).
+const (
+	cmdChat        = ""
+	cmdRegister    = "register"
+	cmdLogin       = "login"
+	cmdFingerprint = "fingerprint"
+)
+
 // options are the client's settings, from flags and their environment
 // twins (a flag given on the command line wins).
 type options struct {
+	cmd    string // cmdChat, cmdRegister, …
 	server string // WebSocket URL
 	room   string // room to join first
 	name   string // display name; "" lets the server choose
-	home   string // holds known_hosts; "" means the user config directory
+	home   string // holds known_hosts and profiles; "" means the user config directory
 	send   string // -send text
 	json   bool
 	listen time.Duration
+
+	user         string // account, lower-cased; "" means anonymous
+	passwordFile string
+	keyBits      int
+	newKeys      bool   // login -new-keys
+	lookup       string // fingerprint's USER argument, lower-cased
 
 	sendSet   bool // -send was given: say send and exit
 	listenSet bool // -listen (or MESSENGER_LISTEN) was given
@@ -63,13 +80,22 @@ type options struct {
 	suites []protocol.Suite
 }
 
+// needsServer reports whether the command connects.
+func (o *options) needsServer() bool { return o.cmd != cmdFingerprint || o.lookup != "" }
+
 func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (*options, error) {
 	o := &options{}
-	fs := flag.NewFlagSet("chat", flag.ContinueOnError)
+	if len(args) > 0 {
+		switch args[0] {
+		case cmdRegister, cmdLogin, cmdFingerprint:
+			o.cmd, args = args[0], args[1:]
+		}
+	}
+	fs := flag.NewFlagSet(strings.TrimSpace("chat "+o.cmd), flag.ContinueOnError)
 	// Errors are reported once, by main; usage goes to stderr.
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {
-		fmt.Fprint(stderr, usageText)
+		fmt.Fprint(stderr, usageText[o.cmd])
 		fs.SetOutput(stderr)
 		fs.PrintDefaults()
 		fs.SetOutput(io.Discard)
@@ -103,16 +129,37 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 		}
 		return d
 	}
+	envInt := func(name string, def int) int {
+		v := getenv(name)
+		if v == "" {
+			return def
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+		}
+		return n
+	}
 	var pin, suite string
+	fs.StringVar(&o.user, "user", env("MESSENGER_USER", ""), "your account; its keys are in the profile <home>/profiles/USER (MESSENGER_USER)")
 	fs.StringVar(&o.server, "server", env("MESSENGER_SERVER", "ws://127.0.0.1:8080/ws"), "server WebSocket URL (MESSENGER_SERVER)")
-	fs.StringVar(&o.room, "room", env("MESSENGER_ROOM", "general"), "room to join (MESSENGER_ROOM)")
-	fs.StringVar(&o.name, "name", env("MESSENGER_NAME", ""), "display name; empty lets the server assign anon-xxxx (MESSENGER_NAME)")
-	fs.StringVar(&o.home, "home", env("MESSENGER_CHAT_HOME", ""), "directory holding known_hosts; empty means $XDG_CONFIG_HOME/messenger (MESSENGER_CHAT_HOME)")
+	fs.StringVar(&o.home, "home", env("MESSENGER_CHAT_HOME", ""), "directory holding known_hosts and profiles/; empty means $XDG_CONFIG_HOME/messenger (MESSENGER_CHAT_HOME)")
 	fs.StringVar(&pin, "pin", env("MESSENGER_PIN", ""), "expected server fingerprint, 64 hex digits (colons allowed); known_hosts is then neither read nor written (MESSENGER_PIN)")
 	fs.StringVar(&suite, "suite", env("MESSENGER_SUITE", "gcm"), "record cipher suite: gcm or cbc (MESSENGER_SUITE)")
-	fs.BoolVar(&o.json, "json", envBool("MESSENGER_JSON"), "print every received event as one JSON line on stdout (MESSENGER_JSON)")
-	fs.DurationVar(&o.listen, "listen", envDur("MESSENGER_LISTEN"), "do not read commands: stay joined this long, then exit; 0 means until end of input or a signal (MESSENGER_LISTEN)")
-	fs.StringVar(&o.send, "send", "", "join, say `TEXT`, wait for the server's acknowledgement and exit")
+	switch o.cmd {
+	case cmdChat:
+		fs.StringVar(&o.room, "room", env("MESSENGER_ROOM", "general"), "room to join (MESSENGER_ROOM)")
+		fs.StringVar(&o.name, "name", env("MESSENGER_NAME", ""), "display name without -user; empty lets the server assign anon-xxxx (MESSENGER_NAME)")
+		fs.BoolVar(&o.json, "json", envBool("MESSENGER_JSON"), "print every received event as one JSON line on stdout (MESSENGER_JSON)")
+		fs.DurationVar(&o.listen, "listen", envDur("MESSENGER_LISTEN"), "do not read commands: stay joined this long, then exit; 0 means until end of input or a signal (MESSENGER_LISTEN)")
+		fs.StringVar(&o.send, "send", "", "join, say `TEXT`, wait for the server's acknowledgement and exit")
+	case cmdRegister, cmdLogin:
+		fs.StringVar(&o.passwordFile, "password-file", env("MESSENGER_PASSWORD_FILE", ""), "read the password from the first line of this `file` (MESSENGER_PASSWORD_FILE)")
+		fs.IntVar(&o.keyBits, "key-bits", envInt("MESSENGER_KEY_BITS", client.DefaultIdentityBits), "size of new RSA keys (MESSENGER_KEY_BITS)")
+		if o.cmd == cmdLogin {
+			fs.BoolVar(&o.newKeys, "new-keys", false, "generate new keys and publish them in place of the old ones (a new device, or a reset); the old ones move to the profile's old-TIME/")
+		}
+	}
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -124,17 +171,33 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 			o.listenSet = true
 		}
 	})
-	if getenv("MESSENGER_LISTEN") != "" {
+	if o.cmd == cmdChat && getenv("MESSENGER_LISTEN") != "" {
 		o.listenSet = true
 	}
-	if fs.NArg() > 0 {
-		errs = append(errs, fmt.Errorf("unexpected arguments: %q", fs.Args()))
+	rest := fs.Args()
+	if o.cmd == cmdFingerprint && len(rest) > 0 {
+		o.lookup, rest = strings.ToLower(rest[0]), rest[1:]
+		if !protocol.ValidUserName(o.lookup) {
+			errs = append(errs, fmt.Errorf("user %q: %s", o.lookup, userRule))
+		}
+	}
+	if len(rest) > 0 {
+		errs = append(errs, fmt.Errorf("unexpected arguments: %q", rest))
+	}
+	o.user = strings.ToLower(o.user)
+	switch {
+	case o.user == "" && o.cmd != cmdChat:
+		errs = append(errs, fmt.Errorf("chat %s: -user is required", o.cmd))
+	case o.user != "" && !protocol.ValidUserName(o.user):
+		errs = append(errs, fmt.Errorf("-user %q: %s", o.user, userRule))
 	}
 	var err error
-	if o.host, err = parseServer(o.server); err != nil {
-		errs = append(errs, err)
+	if o.needsServer() {
+		if o.host, err = parseServer(o.server); err != nil {
+			errs = append(errs, err)
+		}
 	}
-	if !protocol.ValidName(o.room) {
+	if o.cmd == cmdChat && !protocol.ValidName(o.room) {
 		errs = append(errs, fmt.Errorf("-room %q: want 1 to %d letters, digits, '_', '.' or '-', starting with a letter or digit", o.room, protocol.MaxNameLen))
 	}
 	if o.name != "" && !protocol.ValidName(o.name) {
@@ -155,6 +218,9 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	default:
 		errs = append(errs, fmt.Errorf("-suite %q: want gcm or cbc", suite))
 	}
+	if (o.cmd == cmdRegister || o.cmd == cmdLogin) && (o.keyBits < protocol.MinRSABits || o.keyBits > maxKeyBits) {
+		errs = append(errs, fmt.Errorf("-key-bits %d: want %d to %d", o.keyBits, protocol.MinRSABits, maxKeyBits))
+	}
 	if o.sendSet && o.send == "" {
 		errs = append(errs, errors.New("-send: the message is empty"))
 	}
@@ -170,18 +236,71 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	return o, nil
 }
 
-const usageText = `Usage: chat [flags]
+// maxKeyBits is the largest identity key whose signatures fit
+// protocol.MaxSignature.
+const maxKeyBits = protocol.MaxSignature * 8
 
-Joins a room on a messenger server. Interactively, each line typed is sent
-to the room and what others say is printed; /help lists the commands.
--send says one message and exits; -listen (with -json for scripts) prints
-what arrives for a while without reading commands.
+const userRule = "want 1 to 32 lower-case letters, digits, '_', '.' or '-', starting with a letter or digit"
 
-Exit status: 0 ok, 1 runtime or protocol error, 2 usage error, 3 the
-server's identity key does not match the pinned one.
-
-Flags:
+const exitText = `
+Exit status: 0 ok, 1 runtime or protocol error (auth_failed, rate_limited,
+…), 2 usage error (also: no keys for -user), 3 the server's identity key
+does not match the pinned one.
 `
+
+const passwordText = `
+The password comes from -password-file (its first line), else from
+MESSENGER_PASSWORD, else from standard input: typed at a terminal (it
+shows as you type) or the first line of a pipe. Prefer the file: on some
+systems other local users can read a process's environment (/proc, ps),
+and it ends up in shell history and logs. chat never prints it.
+`
+
+var usageText = map[string]string{
+	cmdChat: `Usage: chat [flags]                          chat in a room
+       chat register -user NAME [flags]      create an account, with new keys
+       chat login -user NAME [-new-keys]     log in with the password
+       chat fingerprint -user NAME [USER]    your key fingerprint, or USER's
+       chat COMMAND -h                       COMMAND's flags
+
+Joins a room on a messenger server. With -user it signs in with the keys
+in the profile (servers without -anonymous require it); without, it joins
+anonymously. Interactively, each line typed is sent to the room and what
+others say is printed; /help lists the commands. -send says one message
+and exits; -listen (with -json for scripts) prints what arrives for a
+while without reading commands.
+` + exitText + `
+Flags:
+`,
+	cmdRegister: `Usage: chat register -user NAME [flags]
+
+Creates the account NAME: generates its keys, registers them with the
+password, saves them in <home>/profiles/NAME/ (0700 directory, 0600
+files) and prints the key fingerprint, which the people you talk to can
+compare with what the server shows them.
+` + passwordText + exitText + `
+Flags:
+`,
+	cmdLogin: `Usage: chat login -user NAME [-new-keys] [flags]
+
+Logs in with the password and the profile's keys, and prints the key
+fingerprint. With -new-keys it generates new keys and publishes them in
+place of the old ones (a new device, or a reset): your contacts are told
+your keys changed, and existing profile keys move to old-TIME/ in the
+profile. The keys then work on this machine only.
+` + passwordText + exitText + `
+Flags:
+`,
+	cmdFingerprint: `Usage: chat fingerprint -user NAME [USER]
+
+Without USER, prints the fingerprint of your own keys, from the profile
+(no server needed). With USER, signs in as NAME and prints USER's
+fingerprint and key version as the server hands them out, checked here
+against USER's keys. Compare fingerprints with the person, out of band.
+` + exitText + `
+Flags:
+`,
+}
 
 // parseServer checks the server URL and returns its host:port (with the
 // scheme's default port when the URL has none), the key known_hosts uses.
@@ -209,8 +328,9 @@ func parseServer(s string) (string, error) {
 }
 
 // run is the whole client. It returns nil on a normal end (-send
-// acknowledged, end of input, /quit, /end, a signal, -listen elapsed) and
-// otherwise an error whose exitCode is the process's exit status.
+// acknowledged, end of input, /quit, /end, a signal, -listen elapsed, an
+// account command done) and otherwise an error whose exitCode is the
+// process's exit status.
 func run(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
 	o, err := parseOptions(args, getenv, stderr)
 	if errors.Is(err, flag.ErrHelp) {
@@ -219,11 +339,37 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	if err != nil {
 		return &exitError{code: exitUsage, err: err}
 	}
-	tr, err := newTrust(o, getenv)
+	u := newUI(stdout, stderr, o.json, o.user)
+	home, err := resolveHome(o, getenv)
+	if err != nil && (o.user != "" || o.pin == nil) {
+		return err
+	}
+	if o.cmd != cmdChat {
+		a := &account{o: o, ui: u, home: home, pw: &passwordSource{file: o.passwordFile, getenv: getenv, stdin: stdin, ui: u}}
+		switch o.cmd {
+		case cmdRegister:
+			return a.register(ctx)
+		case cmdLogin:
+			return a.login(ctx)
+		default:
+			return a.fingerprint(ctx)
+		}
+	}
+
+	var id *client.Identity
+	if o.user != "" {
+		if id, err = loadProfile(u, home, o.user); err != nil {
+			return err
+		}
+		if o.name != "" {
+			u.status("note: -name is ignored with -user: you speak as %s", o.user)
+		}
+	}
+	tr, err := newTrust(o, home)
 	if err != nil {
 		return err
 	}
-	s := &session{o: o, ui: newUI(stdout, stderr, o.json), trust: tr, quiet: o.sendSet}
+	s := &session{o: o, ui: u, trust: tr, id: id, quiet: o.sendSet}
 	if err := s.connect(ctx); err != nil {
 		return err
 	}

@@ -30,7 +30,8 @@ type session struct {
 	o     *options
 	ui    *ui
 	trust *trust
-	quiet bool // -send: pushed events are not shown
+	id    *client.Identity // -user's keys; nil for an anonymous session
+	quiet bool             // pushed events are not shown (-send, account commands)
 
 	conn    *client.Conn
 	pumped  chan struct{} // closed when conn's pump has printed everything
@@ -47,22 +48,19 @@ func (s *session) dial(ctx context.Context, resume *client.Ticket) (*client.Conn
 		Suites:         s.o.suites,
 		Resume:         resume,
 	})
+	if check.learned {
+		// Recorded once the server proved the key, even if the rest of
+		// the handshake then failed.
+		s.ui.status("pinned %s %s in %s", s.trust.host, check.presented, s.trust.kh.Path)
+	}
 	if err != nil {
 		return nil, s.trust.explain(&check, err)
-	}
-	learned, err := s.trust.commit(&check)
-	if err != nil {
-		conn.Close()
-		return nil, err
-	}
-	if learned {
-		s.ui.status("pinned %s %s in %s", s.trust.host, check.presented, s.trust.kh.Path)
 	}
 	return conn, nil
 }
 
-// connect makes the first connection.
-func (s *session) connect(ctx context.Context) error {
+// open makes the first connection, without signing in.
+func (s *session) open(ctx context.Context) error {
 	conn, err := s.dial(ctx, nil)
 	if err != nil {
 		if exitCode(err) == exitIdentity {
@@ -71,12 +69,57 @@ func (s *session) connect(ctx context.Context) error {
 		return fmt.Errorf("connect: %w", err)
 	}
 	s.attach(conn)
+	return nil
+}
+
+// connect makes the first connection and signs in with -user's keys.
+func (s *session) connect(ctx context.Context) error {
+	if err := s.open(ctx); err != nil {
+		return err
+	}
 	name := s.o.name
 	if name == "" {
-		name = conn.Session().Name
+		name = s.conn.Session().Name
 	}
-	s.ui.status("connected to %s as %s (session %s), fingerprint %s", s.o.server, clean(name), conn.SessionID()[:8], conn.Fingerprint())
+	if s.id != nil {
+		if err := s.authenticate(ctx); err != nil {
+			s.close()
+			return err
+		}
+		name = s.id.User
+	}
+	s.ui.status("connected to %s as %s (session %s), fingerprint %s", s.o.server, clean(name), s.conn.SessionID()[:8], s.conn.Fingerprint())
 	return nil
+}
+
+// authenticate signs the connection in as s.id.User (auth: a signature
+// by the profile's keys, no password).
+func (s *session) authenticate(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	r, err := s.conn.Auth(ctx, s.id)
+	if r != nil {
+		s.ui.reply(r)
+	}
+	if err != nil {
+		u := s.id.User
+		return accountError("sign in as "+u, err, fmt.Sprintf("the server does not accept the keys in your profile for %s; if you replaced them on another device, run chat login -user %s -new-keys here too", u, u))
+	}
+	return nil
+}
+
+// accountError explains a failed register, login, auth or lookup; its
+// exit status is 1. hint is added to an auth_failed error.
+func accountError(what string, err error, hint string) error {
+	switch {
+	case errors.Is(err, protocol.CodeAuthFailed) && hint != "":
+		err = fmt.Errorf("%s: %w\n%s", what, err, hint)
+	case errors.Is(err, protocol.CodeRateLimited):
+		err = fmt.Errorf("%s: %w\ntoo many failed attempts: wait, then try again", what, err)
+	default:
+		err = fmt.Errorf("%s: %w", what, err)
+	}
+	return &exitError{code: exitRuntime, err: err}
 }
 
 // attach makes conn the current connection and starts printing what it
@@ -119,8 +162,15 @@ func (s *session) request(ctx context.Context, m *protocol.Message) (*protocol.M
 // join joins room (again, if already in it) under the -name given, and
 // returns the room's name as the server spells it.
 func (s *session) join(ctx context.Context, room string) (string, error) {
-	r, err := s.request(ctx, &protocol.Message{Type: protocol.MsgJoin, Room: room, Name: s.o.name})
+	name := s.o.name
+	if s.id != nil {
+		name = "" // a signed-in session speaks as its account
+	}
+	r, err := s.request(ctx, &protocol.Message{Type: protocol.MsgJoin, Room: room, Name: name})
 	if err != nil {
+		if s.id == nil && errors.Is(err, protocol.CodeUnauthenticated) {
+			s.ui.status("the server requires an account: chat register -user NAME")
+		}
 		return "", fmt.Errorf("join #%s: %w", room, err)
 	}
 	if r.Room != "" {
@@ -321,8 +371,9 @@ func retryable(err error) bool {
 }
 
 // recover handles the end of the current connection: it redials with the
-// session's ticket, with backoff, and rejoins the rooms. It returns an
-// error when the failure is fatal or the attempts are used up.
+// session's ticket, with backoff, signs in again unless the session was
+// resumed, and rejoins the rooms. It returns an error when the failure is
+// fatal or the attempts are used up.
 func (s *session) recover(ctx context.Context) error {
 	<-s.pumped
 	cause := s.conn.Err()
@@ -355,6 +406,23 @@ func (s *session) recover(ctx context.Context) error {
 		how := "session resumed"
 		if !conn.Session().Resumed {
 			how = "new session " + conn.SessionID()[:8] + "; the server no longer had the old one"
+		}
+		// A resumed session keeps its user; a new one must sign in.
+		if s.id != nil && conn.Session().User != s.id.User {
+			if err := s.authenticate(ctx); err != nil {
+				if ctx.Err() != nil {
+					return nil // a signal
+				}
+				if !retryable(err) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, protocol.CodeUnavailable) {
+					return err // auth_failed, rate_limited, …
+				}
+				conn.Close()
+				<-s.pumped
+				last = err
+				s.ui.status("reconnect attempt %d/%d failed: %s", attempt, reconnectAttempts, describe(err))
+				continue
+			}
+			how += "; signed in again as " + s.id.User
 		}
 		s.ui.status("reconnected to %s (%s); messages said meanwhile are not replayed", s.o.server, how)
 		s.rejoin(ctx)

@@ -24,10 +24,20 @@ type ui struct {
 	errOut  io.Writer
 	enc     *json.Encoder // nil for text output
 	current string        // the room lines go to; others' traffic is tagged
+	self    string        // -user; "" when anonymous
+
+	// keyChanges are the key changes shown, so that one announced in
+	// several shared rooms shows once.
+	keyChanges map[keyChange]bool
 }
 
-func newUI(out, errOut io.Writer, asJSON bool) *ui {
-	u := &ui{out: out, errOut: errOut}
+type keyChange struct {
+	user, fingerprint string
+	version           int
+}
+
+func newUI(out, errOut io.Writer, asJSON bool, self string) *ui {
+	u := &ui{out: out, errOut: errOut, self: self, keyChanges: map[keyChange]bool{}}
 	if asJSON {
 		u.enc = json.NewEncoder(out)
 		u.enc.SetEscapeHTML(false)
@@ -42,7 +52,7 @@ func (u *ui) setCurrent(room string) {
 }
 
 // event shows one message the server pushed: a room message, a presence
-// change or a non-fatal error.
+// change, a contact's key change or a non-fatal error.
 func (u *ui) event(m *protocol.Message) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
@@ -58,6 +68,12 @@ func (u *ui) event(m *protocol.Message) {
 		fmt.Fprintln(u.out, formatMessage(m, u.current))
 	case protocol.MsgPresence:
 		fmt.Fprintln(u.out, formatPresence(m))
+	case protocol.MsgKeyChange:
+		k := keyChange{m.User, m.Fingerprint, m.Version}
+		if !u.keyChanges[k] {
+			u.keyChanges[k] = true
+			fmt.Fprintln(u.out, formatKeyChange(m, u.self))
+		}
 	}
 }
 
@@ -82,6 +98,20 @@ func (u *ui) status(format string, args ...any) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	fmt.Fprintf(u.errOut, format+"\n", args...)
+}
+
+// result prints a command's result, one line on stdout.
+func (u *ui) result(line string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	fmt.Fprintln(u.out, line)
+}
+
+// prompt asks for input on stderr, without a line ending.
+func (u *ui) prompt(text string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	fmt.Fprint(u.errOut, text)
 }
 
 // problem prints a non-fatal error as "error: <code>: <reason>".
@@ -149,6 +179,17 @@ func formatPresence(m *protocol.Message) string {
 		verb = "left"
 	}
 	return fmt.Sprintf("* %s %s #%s", clean(m.From), verb, clean(m.Room))
+}
+
+// formatKeyChange renders a key_change event: user published new keys,
+// which the people who talk to them should check.
+func formatKeyChange(m *protocol.Message, self string) string {
+	if m.User == self {
+		return fmt.Sprintf("! your keys changed (version %d, fingerprint %s): if you did not replace them on another device, someone else has your password",
+			m.Version, clean(m.Fingerprint))
+	}
+	return fmt.Sprintf("! %s's keys changed (version %d, fingerprint %s): compare with them before trusting",
+		clean(m.User), m.Version, clean(m.Fingerprint))
 }
 
 func stamp(ms int64) string {

@@ -10,6 +10,23 @@ import (
 	"github.com/secure-messenger/messenger/pkg/protocol"
 )
 
+// resolveHome returns chat's home directory: -home, or else
+// $XDG_CONFIG_HOME/messenger (the user configuration directory). It holds
+// known_hosts and the profiles; it is not created here.
+func resolveHome(o *options, getenv func(string) string) (string, error) {
+	if o.home != "" {
+		return o.home, nil
+	}
+	dir := getenv("XDG_CONFIG_HOME")
+	if dir == "" {
+		var err error
+		if dir, err = os.UserConfigDir(); err != nil {
+			return "", fmt.Errorf("home directory: %w (set -home or MESSENGER_CHAT_HOME)", err)
+		}
+	}
+	return filepath.Join(dir, "messenger"), nil
+}
+
 // trust decides whether the server's identity key is the expected one:
 // the -pin fingerprint, or else the one known_hosts records for the host,
 // learned on first use.
@@ -20,21 +37,10 @@ type trust struct {
 }
 
 // newTrust prepares the home directory (0700) when known_hosts is used.
-func newTrust(o *options, getenv func(string) string) (*trust, error) {
+func newTrust(o *options, home string) (*trust, error) {
 	t := &trust{host: o.host, pin: o.pin}
 	if o.pin != nil {
 		return t, nil
-	}
-	home := o.home
-	if home == "" {
-		dir := getenv("XDG_CONFIG_HOME")
-		if dir == "" {
-			var err error
-			if dir, err = os.UserConfigDir(); err != nil {
-				return nil, fmt.Errorf("home directory: %w (set -home or MESSENGER_CHAT_HOME)", err)
-			}
-		}
-		home = filepath.Join(dir, "messenger")
 	}
 	if err := os.MkdirAll(home, 0o700); err != nil {
 		return nil, fmt.Errorf("home directory: %w", err)
@@ -46,46 +52,21 @@ func newTrust(o *options, getenv func(string) string) (*trust, error) {
 // identityCheck is what one handshake's identity check saw.
 type identityCheck struct {
 	presented protocol.Fingerprint
-	firstUse  bool // the host is not in known_hosts yet
+	learned   bool // known_hosts did not list the host and now does
 }
 
 // verifier returns the client.Config.VerifyIdentity function for one
-// handshake, recording what it saw in c.
-//
-// For a host known_hosts does not list yet it accepts the key without
-// recording it: client.KnownHosts.Verifier would write it at once, but the
-// handshake asks before the server has proved it holds the key (its
-// signature comes later). commit records it once the handshake completed.
+// handshake, recording what it saw in c. The client asks it only once the
+// server has proved it holds the key, so known_hosts never records a key
+// nobody proved.
 func (t *trust) verifier(c *identityCheck) func(protocol.Fingerprint) error {
 	return func(got protocol.Fingerprint) error {
 		c.presented = got
 		if t.pin != nil {
 			return client.Pin(*t.pin)(got)
 		}
-		_, known, err := t.kh.Lookup(t.host)
-		if err != nil {
-			return err
-		}
-		if !known {
-			c.firstUse = true
-			return nil
-		}
-		return t.kh.Verifier(t.host, nil)(got)
+		return t.kh.Verifier(t.host, func(protocol.Fingerprint) { c.learned = true })(got)
 	}
-}
-
-// commit runs after a completed handshake. On first use it records the
-// server's fingerprint in known_hosts and reports whether it did (another
-// process may have recorded the same one meanwhile).
-func (t *trust) commit(c *identityCheck) (learned bool, err error) {
-	if !c.firstUse {
-		return false, nil
-	}
-	err = t.kh.Verifier(t.host, func(protocol.Fingerprint) { learned = true })(c.presented)
-	if err != nil {
-		return false, t.explain(c, err)
-	}
-	return learned, nil
 }
 
 // explain turns a fingerprint mismatch into an identityError with exit

@@ -1,0 +1,261 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/secure-messenger/messenger/pkg/client"
+	"github.com/secure-messenger/messenger/pkg/protocol"
+)
+
+// A profile is a user's private keys on this machine:
+// <home>/profiles/<user>/, a 0700 directory holding the 0600 PEM files
+// client.Identity.Save writes. Keys replaced by login -new-keys move to an
+// old-<UTC timestamp>/ directory inside it. User names are validated
+// (protocol.ValidUserName) before they get here, so they are safe path
+// elements: no "/", and no leading ".".
+
+// keyFiles are the file names client.Identity.Save writes. pkg/client does
+// not export them; chat needs them to tell whether a profile has keys and
+// to move replaced keys aside.
+var keyFiles = []string{"signing.pem", "encryption.pem"}
+
+// profileDir is where user's keys live.
+func profileDir(home, user string) string {
+	return filepath.Join(home, "profiles", user)
+}
+
+// hasKeys reports whether dir holds any key file.
+func hasKeys(dir string) (bool, error) {
+	for _, f := range keyFiles {
+		_, err := os.Lstat(filepath.Join(dir, f))
+		if err == nil {
+			return true, nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return false, fmt.Errorf("profile: %w", err)
+		}
+	}
+	return false, nil
+}
+
+// noProfileError is the error for a -user without keys: exit status 2.
+func noProfileError(user, dir string) error {
+	return &exitError{code: exitUsage, err: fmt.Errorf("no keys for %s in %s: run chat register -user %s or chat login -user %s -new-keys", user, dir, user, user)}
+}
+
+// loadProfile reads user's keys, warning about files others can read.
+func loadProfile(u *ui, home, user string) (*client.Identity, error) {
+	dir := profileDir(home, user)
+	id, err := client.LoadIdentity(dir, user)
+	if errors.Is(err, client.ErrNoIdentity) {
+		return nil, noProfileError(user, dir)
+	}
+	if err != nil {
+		return nil, &exitError{code: exitRuntime, err: fmt.Errorf("keys for %s: %w", user, err)}
+	}
+	warnIfShared(u, dir)
+	for _, f := range keyFiles {
+		warnIfShared(u, filepath.Join(dir, f))
+	}
+	return id, nil
+}
+
+// warnIfShared warns when path is open to the group or others.
+func warnIfShared(u *ui, path string) {
+	fi, err := os.Stat(path)
+	if err == nil && fi.Mode().Perm()&0o077 != 0 {
+		u.status("warning: %s has mode %v: others on this machine may read it; chmod go-rwx it", path, fi.Mode().Perm())
+	}
+}
+
+// stageKeys saves id into a fresh directory next to the profiles, from
+// which installKeys moves them into the profile once the server accepted
+// them: a refused registration leaves no keys behind, and a registered
+// account never lacks its keys.
+func stageKeys(home string, id *client.Identity) (string, error) {
+	profiles := filepath.Join(home, "profiles")
+	if err := os.MkdirAll(profiles, 0o700); err != nil {
+		return "", fmt.Errorf("profiles: %w", err)
+	}
+	dir, err := os.MkdirTemp(profiles, "."+id.User+".new-") // 0700
+	if err != nil {
+		return "", fmt.Errorf("profiles: %w", err)
+	}
+	if err := id.Save(dir); err != nil {
+		os.RemoveAll(dir)
+		return "", err
+	}
+	return dir, nil
+}
+
+// installKeys moves the staged keys into the profile dir, never replacing
+// a key file there, and removes the staging directory.
+func installKeys(staged, dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	for _, f := range keyFiles {
+		// A link fails if the name exists, where a rename would replace it.
+		if err := os.Link(filepath.Join(staged, f), filepath.Join(dir, f)); err != nil {
+			return err
+		}
+	}
+	return os.RemoveAll(staged)
+}
+
+// retireKeys moves the key files in dir to a new dir/old-<UTC time>/ and
+// returns its path.
+func retireKeys(dir string, now time.Time) (string, error) {
+	base := filepath.Join(dir, "old-"+now.UTC().Format("20060102T150405Z"))
+	old := base
+	for i := 2; ; i++ {
+		err := os.Mkdir(old, 0o700)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, fs.ErrExist) || i > 100 {
+			return "", err
+		}
+		old = fmt.Sprintf("%s-%d", base, i)
+	}
+	for _, f := range keyFiles {
+		err := os.Rename(filepath.Join(dir, f), filepath.Join(old, f))
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return "", err
+		}
+	}
+	return old, nil
+}
+
+// minPasswordRunes is the server's minimum password length (see
+// internal/password), checked here too so that register fails before
+// generating keys rather than after.
+const minPasswordRunes = 8
+
+// passwordSource reads the account password, never echoing it anywhere:
+// from -password-file (its first line), else MESSENGER_PASSWORD, else
+// standard input.
+type passwordSource struct {
+	file   string
+	getenv func(string) string
+	stdin  io.Reader
+	ui     *ui
+}
+
+// read returns the password for user. With confirm (register) a password
+// typed at a terminal is asked for twice and must be long enough.
+func (p *passwordSource) read(ctx context.Context, user string, confirm bool) (string, error) {
+	pw, err := p.get(ctx, user, confirm)
+	if err != nil {
+		return "", err
+	}
+	switch {
+	case pw == "":
+		return "", &exitError{code: exitUsage, err: errors.New("the password is empty")}
+	case len(pw) > protocol.MaxPasswordLen:
+		return "", &exitError{code: exitUsage, err: fmt.Errorf("the password is over %d bytes", protocol.MaxPasswordLen)}
+	case !utf8.ValidString(pw):
+		return "", &exitError{code: exitUsage, err: errors.New("the password is not valid UTF-8")}
+	case confirm && utf8.RuneCountInString(pw) < minPasswordRunes:
+		return "", &exitError{code: exitUsage, err: fmt.Errorf("the password is too short: at least %d characters", minPasswordRunes)}
+	}
+	return pw, nil
+}
+
+func (p *passwordSource) get(ctx context.Context, user string, confirm bool) (string, error) {
+	if p.file != "" {
+		warnIfShared(p.ui, p.file)
+		f, err := os.Open(p.file)
+		if err != nil {
+			return "", &exitError{code: exitUsage, err: fmt.Errorf("-password-file: %w", err)}
+		}
+		defer f.Close()
+		line, err := readLine(bufio.NewReader(f))
+		if err != nil {
+			return "", &exitError{code: exitUsage, err: fmt.Errorf("-password-file %s: %w", p.file, err)}
+		}
+		return line, nil
+	}
+	if pw := p.getenv("MESSENGER_PASSWORD"); pw != "" {
+		return pw, nil
+	}
+	br := bufio.NewReader(p.stdin)
+	if !isTerminal(p.stdin) {
+		return p.readLine(ctx, br, "")
+	}
+	// golang.org/x/term (which could turn echo off) is not among this
+	// module's requirements, so what is typed shows.
+	p.ui.status("note: the password shows as you type it: check that nobody watches (or use -password-file)")
+	pw, err := p.readLine(ctx, br, fmt.Sprintf("password for %s: ", user))
+	if err != nil || !confirm {
+		return pw, err
+	}
+	again, err := p.readLine(ctx, br, "the same password again: ")
+	if err != nil {
+		return "", err
+	}
+	if again != pw {
+		return "", &exitError{code: exitUsage, err: errors.New("the two passwords differ")}
+	}
+	return pw, nil
+}
+
+// readLine prompts (on stderr) and reads one line, giving up when ctx ends
+// (a signal) although the read itself cannot be interrupted.
+func (p *passwordSource) readLine(ctx context.Context, br *bufio.Reader, prompt string) (string, error) {
+	if prompt != "" {
+		p.ui.prompt(prompt)
+	}
+	type result struct {
+		line string
+		err  error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		line, err := readLine(br)
+		ch <- result{line, err}
+	}()
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			return "", &exitError{code: exitUsage, err: fmt.Errorf("password from standard input: %w (or use -password-file)", r.err)}
+		}
+		return r.line, nil
+	case <-ctx.Done():
+		return "", &exitError{code: exitRuntime, err: errors.New("interrupted")}
+	}
+}
+
+// readLine returns the first line of br without its line ending. A last
+// line without a newline counts; no line at all is an error.
+func readLine(br *bufio.Reader) (string, error) {
+	line, err := br.ReadString('\n')
+	if err != nil && !(errors.Is(err, io.EOF) && line != "") {
+		if errors.Is(err, io.EOF) {
+			return "", errors.New("no password: end of input")
+		}
+		return "", err
+	}
+	return strings.TrimRight(line, "\r\n"), nil
+}
+
+// isTerminal reports whether r is a terminal (a character device: also
+// true of /dev/null, which then reads as end of input).
+func isTerminal(r io.Reader) bool {
+	f, ok := r.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
