@@ -15,6 +15,7 @@ import (
 
 	"github.com/secure-messenger/messenger/pkg/client"
 	"github.com/secure-messenger/messenger/pkg/protocol"
+	"golang.org/x/term"
 )
 
 // A profile is a user's private keys on this machine:
@@ -189,18 +190,15 @@ func (p *passwordSource) get(ctx context.Context, user string, confirm bool) (st
 	if pw := p.getenv("MESSENGER_PASSWORD"); pw != "" {
 		return pw, nil
 	}
-	br := bufio.NewReader(p.stdin)
-	if !isTerminal(p.stdin) {
-		return p.readLine(ctx, br, "")
+	f, tty := p.stdin.(*os.File)
+	if !tty || !term.IsTerminal(int(f.Fd())) {
+		return p.readLine(ctx, bufio.NewReader(p.stdin), "")
 	}
-	// golang.org/x/term (which could turn echo off) is not among this
-	// module's requirements, so what is typed shows.
-	p.ui.status("note: the password shows as you type it: check that nobody watches (or use -password-file)")
-	pw, err := p.readLine(ctx, br, fmt.Sprintf("password for %s: ", user))
+	pw, err := p.readHidden(ctx, f, fmt.Sprintf("password for %s: ", user))
 	if err != nil || !confirm {
 		return pw, err
 	}
-	again, err := p.readLine(ctx, br, "the same password again: ")
+	again, err := p.readHidden(ctx, f, "the same password again: ")
 	if err != nil {
 		return "", err
 	}
@@ -208,6 +206,31 @@ func (p *passwordSource) get(ctx context.Context, user string, confirm bool) (st
 		return "", &exitError{code: exitUsage, err: errors.New("the two passwords differ")}
 	}
 	return pw, nil
+}
+
+// readHidden prompts (on stderr) and reads one line from the terminal f
+// with echo off.
+func (p *passwordSource) readHidden(ctx context.Context, f *os.File, prompt string) (string, error) {
+	p.ui.prompt(prompt)
+	type result struct {
+		pw  []byte
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		pw, err := term.ReadPassword(int(f.Fd()))
+		ch <- result{pw, err}
+	}()
+	select {
+	case r := <-ch:
+		p.ui.status("")
+		if r.err != nil {
+			return "", &exitError{code: exitUsage, err: fmt.Errorf("password from the terminal: %w (or use -password-file)", r.err)}
+		}
+		return string(r.pw), nil
+	case <-ctx.Done():
+		return "", &exitError{code: exitRuntime, err: errors.New("interrupted")}
+	}
 }
 
 // readLine prompts (on stderr) and reads one line, giving up when ctx ends
@@ -247,15 +270,4 @@ func readLine(br *bufio.Reader) (string, error) {
 		return "", err
 	}
 	return strings.TrimRight(line, "\r\n"), nil
-}
-
-// isTerminal reports whether r is a terminal (a character device: also
-// true of /dev/null, which then reads as end of input).
-func isTerminal(r io.Reader) bool {
-	f, ok := r.(*os.File)
-	if !ok {
-		return false
-	}
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
