@@ -25,10 +25,9 @@ import (
 // (protocol.ValidUserName) before they get here, so they are safe path
 // elements: no "/", and no leading ".".
 
-// keyFiles are the file names client.Identity.Save writes. pkg/client does
-// not export them; chat needs them to tell whether a profile has keys and
-// to move replaced keys aside.
-var keyFiles = []string{"signing.pem", "encryption.pem"}
+// keyFiles are the file names client.Identity.Save writes; chat moves them
+// aside when keys are replaced.
+var keyFiles = client.IdentityFiles[:]
 
 // profileDir is where user's keys live.
 func profileDir(home, user string) string {

@@ -128,7 +128,12 @@ func publicReason(code protocol.Code, err error) string {
 	if code == protocol.CodeInternal || code == protocol.CodeUnavailable || err == nil {
 		return code.String()
 	}
-	return err.Error()
+	// The code travels in its own field; do not repeat it in the text.
+	reason := strings.TrimSuffix(err.Error(), ": "+code.Error())
+	if reason == code.Error() {
+		return code.String()
+	}
+	return reason
 }
 
 // writeLoop seals and writes queued messages, sends pings, and performs

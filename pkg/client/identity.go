@@ -66,20 +66,34 @@ const (
 )
 
 // Save writes the keys into dir (created 0700) as PKCS#8 PEM files with
-// 0600 permissions. It refuses to overwrite existing keys.
-func (id *Identity) Save(dir string) error {
+// 0600 permissions. It refuses to overwrite existing keys, and on failure
+// removes what it wrote, so a profile holds both keys or none.
+func (id *Identity) Save(dir string) (err error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("client: profile: %w", err)
 	}
-	for name, k := range map[string]*rsa.PrivateKey{signingFile: id.Signing, encryptionFile: id.Encryption} {
-		der, err := x509.MarshalPKCS8PrivateKey(k)
+	var written []string
+	defer func() {
+		if err != nil {
+			for _, p := range written {
+				os.Remove(p)
+			}
+		}
+	}()
+	for _, k := range []struct {
+		name string
+		key  *rsa.PrivateKey
+	}{{signingFile, id.Signing}, {encryptionFile, id.Encryption}} {
+		der, err := x509.MarshalPKCS8PrivateKey(k.key)
 		if err != nil {
 			return fmt.Errorf("client: profile: %w", err)
 		}
-		f, err := os.OpenFile(filepath.Join(dir, name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		path := filepath.Join(dir, k.name)
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 		if err != nil {
 			return fmt.Errorf("client: profile: %w", err)
 		}
+		written = append(written, path)
 		if err := pem.Encode(f, &pem.Block{Type: "PRIVATE KEY", Bytes: der}); err != nil {
 			f.Close()
 			return fmt.Errorf("client: profile: %w", err)
@@ -89,6 +103,20 @@ func (id *Identity) Save(dir string) error {
 		}
 	}
 	return nil
+}
+
+// IdentityFiles are the names of the files Save writes in a profile
+// directory: the signing key and the encryption key.
+var IdentityFiles = [2]string{signingFile, encryptionFile}
+
+// HasIdentity reports whether dir holds any identity key file.
+func HasIdentity(dir string) bool {
+	for _, name := range IdentityFiles {
+		if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // ErrNoIdentity means a profile directory holds no keys.
