@@ -14,6 +14,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/secure-messenger/messenger/internal/password"
 	"github.com/secure-messenger/messenger/internal/store"
 	"github.com/secure-messenger/messenger/pkg/client"
 	"github.com/secure-messenger/messenger/pkg/protocol"
@@ -314,5 +315,35 @@ func TestClientIP(t *testing.T) {
 		if got := clientIP(r, trusted); got != tc.want {
 			t.Errorf("clientIP(%s, %q) = %s, want %s", tc.remote, tc.xff, got, tc.want)
 		}
+	}
+}
+
+// TestPasswordHashUpgradedAtLogin: raising the Argon2id parameters takes
+// effect for an existing account at its next login.
+func TestPasswordHashUpgradedAtLogin(t *testing.T) {
+	old := authServer(t)
+	alice := identity(t, "alice", 0)
+	if _, err := old.dial(t).Register(ctxT(t), alice, "alice password"); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := old.store.UserByName(ctxT(t), "alice")
+	if !strings.Contains(before.PasswordHash, "m=1024,t=1,") {
+		t.Fatalf("registered hash %q, want the test's small parameters", before.PasswordHash)
+	}
+	// A second server on the same database with stronger parameters.
+	stronger := authServer(t, func(_ *Config, d *Deps) {
+		d.Store = old.store
+		d.Hasher = password.NewHasher(password.Params{Memory: 2048, Time: 2}, 2)
+	})
+	if _, err := stronger.dial(t).Login(ctxT(t), alice, "alice password", false); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := old.store.UserByName(ctxT(t), "alice")
+	if !strings.Contains(after.PasswordHash, "m=2048,t=2,") {
+		t.Fatalf("hash after login %q, want it upgraded to m=2048,t=2", after.PasswordHash)
+	}
+	// And the upgraded hash still checks out, on either server.
+	if _, err := old.dial(t).Login(ctxT(t), alice, "alice password", false); err != nil {
+		t.Fatalf("login after upgrade: %v", err)
 	}
 }
