@@ -264,6 +264,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		SendQueue:          o.sendQueue,
 		AllowedOrigins:     origins,
 		AllowAnonymous:     o.anonymous,
+		TrustedProxies:     proxies,
 	}, deps)
 	if err != nil {
 		return err

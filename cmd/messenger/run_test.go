@@ -339,3 +339,30 @@ func TestRunAccountsSurviveRestart(t *testing.T) {
 		t.Fatalf("after restart alice sees bob as %s, want %s", got.Fingerprint, want)
 	}
 }
+
+// TestRunTrustedProxies: behind a trusted proxy the client address comes
+// from X-Forwarded-For; from anyone else the header is ignored.
+func TestRunTrustedProxies(t *testing.T) {
+	for _, tc := range []struct {
+		trusted string
+		want    bool
+	}{{"127.0.0.1", true}, {"10.9.9.9/32", false}} {
+		n := start(t, map[string]string{"MESSENGER_DATA": t.TempDir(), "MESSENGER_IDENTITY_BITS": "2048", "MESSENGER_LOG_FORMAT": "json"},
+			"-addr", "127.0.0.1:0", "-trusted-proxies", tc.trusted)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		c, err := client.Dial(ctx, client.Config{URL: "ws://" + n.addr + "/ws", VerifyIdentity: client.Pin(n.fp),
+			Header: http.Header{"X-Forwarded-For": {"198.51.100.7"}}})
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+		deadline := time.Now().Add(5 * time.Second)
+		for !strings.Contains(n.logs.String(), "handshake complete") && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if got := strings.Contains(n.logs.String(), `"client":"198.51.100.7"`); got != tc.want {
+			t.Errorf("trusted %s: client from X-Forwarded-For = %v, want %v\n%s", tc.trusted, got, tc.want, n.logs.String())
+		}
+	}
+}

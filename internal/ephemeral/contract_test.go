@@ -216,6 +216,34 @@ func testSessionStore(t *testing.T, newStore func(t *testing.T) (SessionStore, e
 		})
 	})
 
+	t.Run("Replace", func(t *testing.T) {
+		s, _ := newStore(t)
+		if err := s.Replace(ctx, "none", []byte("x"), longTTL); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("Replace of an unknown id: err = %v, want ErrNotFound", err)
+		}
+		if _, err := s.Get(ctx, "none"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("Replace of an unknown id created it: Get err = %v", err)
+		}
+		if err := s.Put(ctx, "a", []byte("one"), longTTL); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Replace(ctx, "a", []byte("two"), longTTL); err != nil {
+			t.Fatalf("Replace of a live id: %v", err)
+		}
+		if got, err := s.Get(ctx, "a"); err != nil || string(got) != "two" {
+			t.Fatalf("after Replace: %q, %v", got, err)
+		}
+		if err := s.Delete(ctx, "a"); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Replace(ctx, "a", []byte("three"), longTTL); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("Replace after Delete: err = %v, want ErrNotFound", err)
+		}
+		if _, err := s.Get(ctx, "a"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("Replace after Delete brought the record back: %v", err)
+		}
+	})
+
 	t.Run("TouchMissing", func(t *testing.T) {
 		s, elapse := newStore(t)
 		if err := s.Touch(ctx, "never-put", longTTL); !errors.Is(err, ErrNotFound) {

@@ -34,6 +34,10 @@ type SessionStore interface {
 	// Touch sets the remaining time to live of id to ttl (which may extend or
 	// shorten it). It returns ErrNotFound when there is no such session.
 	Touch(ctx context.Context, id string, ttl time.Duration) error
+	// Replace stores record under id for ttl only if id has a live record,
+	// atomically; otherwise it returns ErrNotFound and stores nothing. A
+	// session deleted (ended) meanwhile is never brought back by a refresh.
+	Replace(ctx context.Context, id string, record []byte, ttl time.Duration) error
 	// Delete removes id. Deleting an unknown id is not an error.
 	Delete(ctx context.Context, id string) error
 }

@@ -150,14 +150,15 @@ func TestRedisUnavailable(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for name, call := range map[string]func() error{
-		"SessionStore.Put":    func() error { return sessions.Put(ctx, secret, []byte(secret), time.Minute) },
-		"SessionStore.Get":    func() error { _, err := sessions.Get(ctx, secret); return err },
-		"SessionStore.Touch":  func() error { return sessions.Touch(ctx, secret, time.Minute) },
-		"SessionStore.Delete": func() error { return sessions.Delete(ctx, secret) },
-		"NonceSet.Add":        func() error { return nonces.Add(ctx, secret, time.Minute) },
-		"Limiter.Hit":         func() error { _, err := limiter.Hit(ctx, secret, time.Minute); return err },
-		"Limiter.Count":       func() error { _, err := limiter.Count(ctx, secret); return err },
-		"Limiter.Reset":       func() error { return limiter.Reset(ctx, secret) },
+		"SessionStore.Put":     func() error { return sessions.Put(ctx, secret, []byte(secret), time.Minute) },
+		"SessionStore.Get":     func() error { _, err := sessions.Get(ctx, secret); return err },
+		"SessionStore.Touch":   func() error { return sessions.Touch(ctx, secret, time.Minute) },
+		"SessionStore.Replace": func() error { return sessions.Replace(ctx, secret, []byte(secret), time.Minute) },
+		"SessionStore.Delete":  func() error { return sessions.Delete(ctx, secret) },
+		"NonceSet.Add":         func() error { return nonces.Add(ctx, secret, time.Minute) },
+		"Limiter.Hit":          func() error { _, err := limiter.Hit(ctx, secret, time.Minute); return err },
+		"Limiter.Count":        func() error { _, err := limiter.Count(ctx, secret); return err },
+		"Limiter.Reset":        func() error { return limiter.Reset(ctx, secret) },
 	} {
 		t.Run(name, func(t *testing.T) {
 			err := call()

@@ -38,6 +38,23 @@ func (s *MemorySessionStore) Put(_ context.Context, id string, record []byte, tt
 	return nil
 }
 
+// Replace stores record under id for ttl if id has a live record, else
+// returns ErrNotFound.
+func (s *MemorySessionStore) Replace(_ context.Context, id string, record []byte, ttl time.Duration) error {
+	if err := checkTTL("replace session", ttl); err != nil {
+		return err
+	}
+	rec := append([]byte(nil), record...)
+	s.t.mu.Lock()
+	defer s.t.mu.Unlock()
+	now := s.t.now()
+	if _, ok := s.t.getLocked(id, now); !ok {
+		return ErrNotFound
+	}
+	s.t.entries[id] = memoryEntry[[]byte]{value: rec, expires: now.Add(ttl)}
+	return nil
+}
+
 // Get returns a copy of the record stored under id, or ErrNotFound.
 func (s *MemorySessionStore) Get(_ context.Context, id string) ([]byte, error) {
 	s.t.mu.Lock()

@@ -38,6 +38,22 @@ func (s *RedisSessionStore) Put(ctx context.Context, id string, record []byte, t
 	return nil
 }
 
+// Replace stores record under id for ttl if id has a live record (SET …
+// XX), else returns ErrNotFound.
+func (s *RedisSessionStore) Replace(ctx context.Context, id string, record []byte, ttl time.Duration) error {
+	if err := checkTTL("replace session", ttl); err != nil {
+		return err
+	}
+	err := s.client.SetArgs(ctx, s.key(id), record, redis.SetArgs{Mode: "XX", TTL: redisTTL(ttl)}).Err()
+	if errors.Is(err, redis.Nil) {
+		return ErrNotFound
+	}
+	if err != nil {
+		return unavailable("redis replace session", err)
+	}
+	return nil
+}
+
 // Get returns the record stored under id, or ErrNotFound.
 func (s *RedisSessionStore) Get(ctx context.Context, id string) ([]byte, error) {
 	rec, err := s.client.Get(ctx, s.key(id)).Bytes()

@@ -213,7 +213,7 @@ func (c *peer) resetThrottle(ctx context.Context, kind, user string) {
 func (c *peer) authenticated(ctx context.Context, m *protocol.Message, u store.User, ks store.KeySet) error {
 	st := c.session
 	st.user = u.ID
-	if err := c.srv.sessions.put(ctx, c.sessionID, st); err != nil {
+	if err := c.srv.sessions.refresh(ctx, c.sessionID, st); err != nil {
 		return storeError(err)
 	}
 	c.session = st

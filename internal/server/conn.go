@@ -52,7 +52,8 @@ type peer struct {
 	nameMu sync.Mutex
 	name   string
 
-	lastTouch time.Time // reader goroutine only
+	lastTouch   time.Time // reader goroutine only
+	sessionGone bool      // reader goroutine only: the session record is gone for good
 
 	dropped bool // hub goroutine only
 }
@@ -225,7 +226,7 @@ func (c *peer) readLoop(ctx context.Context) {
 			if len(data) > 0 && data[0] != protocol.TypeRecord {
 				code = protocol.CodeUnexpectedMessage
 			}
-			c.fail(code, err.Error())
+			c.fail(code, publicReason(code, err))
 			return
 		}
 		rctx, cancel := context.WithTimeout(ctx, requestTimeout)
@@ -320,8 +321,20 @@ func (c *peer) keepAlive(ctx context.Context) {
 	if time.Since(c.lastTouch) < c.srv.cfg.SessionTTL/4 {
 		return
 	}
-	if err := c.srv.sessions.refresh(ctx, c.sessionID, c.session); err != nil {
-		c.log.Warn().Err(err).Msg("session touch failed")
+	if c.sessionGone {
+		return
+	}
+	err := c.srv.sessions.refresh(ctx, c.sessionID, c.session)
+	if errors.Is(err, protocol.CodeSessionUnknown) {
+		// Ended by another connection of the session, expired, or past its
+		// lifetime: this connection goes on, but the session cannot be
+		// resumed any more.
+		c.sessionGone = true
+		c.log.Info().Msg("session can no longer be resumed")
+		return
+	}
+	if err != nil {
+		c.log.Warn().Err(err).Msg("session refresh failed")
 		return
 	}
 	c.lastTouch = time.Now()

@@ -248,7 +248,12 @@ func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
 		s.log.Info().Err(err).Str("remote", r.RemoteAddr).Msg("websocket upgrade refused")
 		return
 	}
-	log := s.log.With().Str("remote", r.RemoteAddr).Logger()
+	remoteIP := clientIP(r, s.cfg.TrustedProxies)
+	logc := s.log.With().Str("remote", r.RemoteAddr)
+	if remoteIP != hostOf(r.RemoteAddr) {
+		logc = logc.Str("client", remoteIP) // as named by a trusted proxy
+	}
+	log := logc.Logger()
 
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.HandshakeTimeout)
@@ -271,7 +276,7 @@ func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
 		resumed:   hs.resumed,
 		exporter:  hs.exporter,
 		session:   hs.state,
-		remoteIP:  clientIP(r, s.cfg.TrustedProxies),
+		remoteIP:  remoteIP,
 		seal:      hs.seal,
 		open:      hs.open,
 		send:      make(chan []byte, s.cfg.SendQueue),

@@ -73,12 +73,24 @@ type sessionState struct {
 // recordVersion starts every sealed record's plaintext.
 const recordVersion = 1
 
-// put stores st under id, sealed, valid for one TTL from now. The record is
+// put stores st under id, sealed, valid for one TTL from now (see seal).
+func (s *sessions) put(ctx context.Context, id [protocol.SessionIDSize]byte, st sessionState) error {
+	record, err := s.seal(id, st)
+	if err != nil {
+		return err
+	}
+	if err := s.store.Put(ctx, sessionKey(id), record, s.ttl); err != nil {
+		return fmt.Errorf("server: store session: %w", err)
+	}
+	return nil
+}
+
+// seal returns the sealed record of st, valid for one TTL from now. It is
 // nonce ‖ AES-256-GCM(plaintext), additional data "messenger v1 session
 // record " ‖ session id, where plaintext is: version (1 byte, 1) ‖ created
 // (8, Unix ms, big-endian) ‖ expires (8) ‖ secret (32) ‖ user id (16,
 // absent while anonymous).
-func (s *sessions) put(ctx context.Context, id [protocol.SessionIDSize]byte, st sessionState) error {
+func (s *sessions) seal(id [protocol.SessionIDSize]byte, st sessionState) ([]byte, error) {
 	plain := make([]byte, 0, 1+16+len(st.secret)+16)
 	plain = append(plain, recordVersion)
 	plain = binary.BigEndian.AppendUint64(plain, uint64(st.created.UnixMilli()))
@@ -89,13 +101,9 @@ func (s *sessions) put(ctx context.Context, id [protocol.SessionIDSize]byte, st 
 	}
 	nonce := make([]byte, s.aead.NonceSize(), s.aead.NonceSize()+len(plain)+s.aead.Overhead())
 	if _, err := rand.Read(nonce); err != nil {
-		return fmt.Errorf("server: session nonce: %w", err)
+		return nil, fmt.Errorf("server: session nonce: %w", err)
 	}
-	record := s.aead.Seal(nonce, nonce, plain, s.ad(id))
-	if err := s.store.Put(ctx, sessionKey(id), record, s.ttl); err != nil {
-		return fmt.Errorf("server: store session: %w", err)
-	}
-	return nil
+	return s.aead.Seal(nonce, nonce, plain, s.ad(id)), nil
 }
 
 // load returns the state of a live session and extends it by one TTL. An
@@ -137,12 +145,25 @@ func (s *sessions) load(ctx context.Context, id [protocol.SessionIDSize]byte) (s
 }
 
 // refresh extends a live session by one TTL, re-sealing its record with
-// the new expiry. A session past its maximum lifetime is not extended.
+// the new expiry (and st's user). A session past its maximum lifetime is
+// not extended, and one that was ended or expired meanwhile is not brought
+// back: both are protocol.CodeSessionUnknown.
 func (s *sessions) refresh(ctx context.Context, id [protocol.SessionIDSize]byte, st sessionState) error {
 	if s.now().Sub(st.created) >= s.maxLifetime {
 		return fmt.Errorf("server: session past its maximum lifetime: %w", protocol.CodeSessionUnknown)
 	}
-	return s.put(ctx, id, st)
+	record, err := s.seal(id, st)
+	if err != nil {
+		return err
+	}
+	err = s.store.Replace(ctx, sessionKey(id), record, s.ttl)
+	if errors.Is(err, ephemeral.ErrNotFound) {
+		return fmt.Errorf("server: refresh: session ended or expired: %w", protocol.CodeSessionUnknown)
+	}
+	if err != nil {
+		return fmt.Errorf("server: refresh session: %w", err)
+	}
+	return nil
 }
 
 // end forgets a session: it can no longer be resumed.

@@ -71,6 +71,23 @@ func TestSessionRecords(t *testing.T) {
 			t.Fatalf("restored expired record: %v, want session_unknown", err)
 		}
 	})
+	t.Run("refresh does not revive an ended session", func(t *testing.T) {
+		id, _ := newSessionID()
+		st := sessionState{secret: secret, created: now}
+		if err := s.put(ctx, id, st); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.end(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+		// Another connection of the same session refreshes afterwards.
+		if err := s.refresh(ctx, id, st); !errors.Is(err, protocol.CodeSessionUnknown) {
+			t.Fatalf("refresh after end: %v, want session_unknown", err)
+		}
+		if _, err := store.Get(ctx, sessionKey(id)); !errors.Is(err, ephemeral.ErrNotFound) {
+			t.Fatalf("refresh brought the ended session back: %v", err)
+		}
+	})
 	t.Run("maximum lifetime", func(t *testing.T) {
 		id, _ := newSessionID()
 		st := sessionState{secret: secret, created: now}
