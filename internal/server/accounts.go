@@ -49,22 +49,29 @@ const (
 )
 
 // throttleKeys are the limiter keys of an attempt: per account and per
-// client address.
-func (c *peer) throttleKeys(kind, user string) [2]string {
-	return [2]string{kind + ":user:" + user, kind + ":addr:" + c.remoteIP}
+// client address for password logins; per address only for signature
+// auths, since a signature cannot be guessed and a per-account limit would
+// only let anyone lock a user's devices out with worthless signatures.
+func (c *peer) throttleKeys(kind, user string) []string {
+	if kind == throttleAuth {
+		return []string{kind + ":addr:" + c.remoteIP}
+	}
+	return []string{kind + ":user:" + user, kind + ":addr:" + c.remoteIP}
 }
 
 // throttled reports whether attempts of kind for user from this address
 // are currently refused.
 func (c *peer) throttled(ctx context.Context, kind, user string) error {
-	keys := c.throttleKeys(kind, user)
-	limits := [2]int{c.srv.cfg.LoginFailuresPerUser, c.srv.cfg.LoginFailuresPerAddr}
-	for i, k := range keys {
+	for _, k := range c.throttleKeys(kind, user) {
+		limit := c.srv.cfg.LoginFailuresPerUser
+		if strings.Contains(k, ":addr:") {
+			limit = c.srv.cfg.LoginFailuresPerAddr
+		}
 		n, err := c.srv.limiter.Count(ctx, k)
 		if err != nil {
 			return storeError(err)
 		}
-		if n >= int64(limits[i]) {
+		if n >= int64(limit) {
 			return fmt.Errorf("too many failed logins, retry within %s: %w", c.srv.cfg.LoginWindow, protocol.CodeRateLimited)
 		}
 	}
@@ -203,6 +210,9 @@ func (c *peer) verifyIdentity(ctx context.Context, u store.User, sig []byte) (st
 }
 
 func (c *peer) resetThrottle(ctx context.Context, kind, user string) {
+	if kind != throttleLogin {
+		return // per-address counters are not cleared by one success
+	}
 	if err := c.srv.limiter.Reset(ctx, c.throttleKeys(kind, user)[0]); err != nil {
 		c.log.Warn().Err(err).Msg("login throttle reset")
 	}

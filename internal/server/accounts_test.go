@@ -163,14 +163,33 @@ func TestLoginPasswordAndThrottle(t *testing.T) {
 	if _, err := c.Auth(ctxT(t), alice); err != nil {
 		t.Fatalf("auth during a password lockout: %v", err)
 	}
-	// ...and failed signatures have their own limit.
-	c2 := ts.dial(t)
+}
+
+// TestAuthThrottlePerAddress: failed signatures are limited per client
+// address, so an attacker elsewhere cannot lock out a user's devices.
+func TestAuthThrottlePerAddress(t *testing.T) {
+	ts := authServer(t, func(c *Config, _ *Deps) {
+		c.LoginFailuresPerAddr = 3
+		c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+	})
+	alice, mallory := identity(t, "alice", 0), identity(t, "alice", 1)
+	if _, err := ts.dial(t).Register(ctxT(t), alice, "alice password"); err != nil {
+		t.Fatal(err)
+	}
+	from := func(addr string) func(*client.Config) {
+		return func(cfg *client.Config) { cfg.Header = http.Header{"X-Forwarded-For": {addr}} }
+	}
+	attacker := ts.dial(t, from("203.0.113.66"))
 	for range 3 {
-		_, err = c2.Auth(ctxT(t), &client.Identity{User: "alice", Signing: idKeys[2], Encryption: idKeys[3]})
+		_, err := attacker.Auth(ctxT(t), mallory)
 		wantCode(t, err, protocol.CodeAuthFailed)
 	}
-	_, err = c2.Auth(ctxT(t), alice)
+	_, err := attacker.Auth(ctxT(t), alice)
 	wantCode(t, err, protocol.CodeRateLimited)
+	// Alice's device, elsewhere, is not locked out.
+	if _, err := ts.dial(t, from("198.51.100.5")).Auth(ctxT(t), alice); err != nil {
+		t.Fatalf("alice's device after an attacker's failures: %v", err)
+	}
 }
 
 func TestKeyChangeReachesContacts(t *testing.T) {

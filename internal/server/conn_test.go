@@ -440,3 +440,27 @@ func TestEndNeedsSealedConfirmation(t *testing.T) {
 		t.Fatal("session was not resumable")
 	}
 }
+
+// TestFailedResumeDoesNotExtend: resume attempts by someone who saw the
+// session id but lacks the secret do not keep the session alive.
+func TestFailedResumeDoesNotExtend(t *testing.T) {
+	ts := startServer(t, func(c *Config, _ *Deps) { c.SessionTTL = time.Second })
+	c := ts.dial(t)
+	ticket := c.Ticket()
+	c.Close()
+	forged := client.Ticket{ID: ticket.ID, Secret: make([]byte, protocol.SecretSize)}
+	start := time.Now()
+	for time.Since(start) < 1500*time.Millisecond {
+		cfg := ts.clientConfig()
+		cfg.Resume, cfg.ResumeOnly = &forged, true
+		if _, err := client.Dial(ctxT(t), cfg); !errors.Is(err, protocol.CodeBadFinished) && !errors.Is(err, protocol.CodeSessionUnknown) {
+			t.Fatalf("forged resume: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	cfg := ts.clientConfig()
+	cfg.Resume, cfg.ResumeOnly = &ticket, true
+	if _, err := client.Dial(ctxT(t), cfg); !errors.Is(err, protocol.CodeSessionUnknown) {
+		t.Fatalf("real resume after one idle TTL of forged attempts: %v, want session_unknown", err)
+	}
+}

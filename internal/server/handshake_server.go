@@ -195,6 +195,15 @@ func (hs *serverHandshake) establish() error {
 		return err
 	}
 	hs.exporter = hs.ks.Exporter(hs.io.Transcript.Sum())
+	if hs.resumed {
+		// The client proved the secret: now the session is extended.
+		if err := hs.cfg.sessions.refresh(hs.ctx, hs.sessionID, hs.state); err != nil {
+			if errors.Is(err, ephemeral.ErrUnavailable) {
+				return fmt.Errorf("server handshake: %w: %w", protocol.CodeUnavailable, err)
+			}
+			return err
+		}
+	}
 	if !hs.resumed {
 		hs.state = sessionState{secret: hs.secret, created: time.Now()}
 		if err := hs.cfg.sessions.put(hs.ctx, hs.sessionID, hs.state); err != nil {

@@ -106,9 +106,10 @@ func (s *sessions) seal(id [protocol.SessionIDSize]byte, st sessionState) ([]byt
 	return s.aead.Seal(nonce, nonce, plain, s.ad(id)), nil
 }
 
-// load returns the state of a live session and extends it by one TTL. An
-// unknown, expired, too old or unopenable record is
-// protocol.CodeSessionUnknown.
+// load returns the state of a live session. An unknown, expired, too old or
+// unopenable record is protocol.CodeSessionUnknown. It does not extend the
+// session: only a client that proved the secret does (the handshake
+// refreshes after the client's Finished).
 func (s *sessions) load(ctx context.Context, id [protocol.SessionIDSize]byte) (sessionState, error) {
 	var st sessionState
 	record, err := s.store.Get(ctx, sessionKey(id))
@@ -137,9 +138,6 @@ func (s *sessions) load(ctx context.Context, id [protocol.SessionIDSize]byte) (s
 	st.secret = plain[head : head+protocol.SecretSize]
 	if len(plain) > head+protocol.SecretSize {
 		copy(st.user[:], plain[head+protocol.SecretSize:])
-	}
-	if err := s.refresh(ctx, id, st); err != nil {
-		return sessionState{}, err
 	}
 	return st, nil
 }
