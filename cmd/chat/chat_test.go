@@ -122,8 +122,8 @@ func TestInteractiveRooms(t *testing.T) {
 
 	alice.typeLine("hello bob")
 	waitFor(t, "bob stdout", bob.stdout, "<alice> hello bob")
-	if !regexp.MustCompile(`(?m)^` + lineStamp + `<alice> hello bob$`).MatchString(bob.stdout.String()) {
-		t.Errorf("bob stdout, want [hh:mm:ss] <alice> hello bob:\n%s", bob.stdout)
+	if !regexp.MustCompile(`(?m)^\(anon\) ` + lineStamp + `<alice> hello bob$`).MatchString(bob.stdout.String()) {
+		t.Errorf("bob stdout, want (anon) [hh:mm:ss] <alice> hello bob:\n%s", bob.stdout)
 	}
 
 	// /join switches the room lines go to; only members of "other" see them.
@@ -549,5 +549,23 @@ func TestFormat(t *testing.T) {
 	p := &protocol.Message{Type: protocol.MsgPresence, Room: "general", From: "bob", Event: "leave"}
 	if got, want := formatPresence(p), "* bob left #general"; got != want {
 		t.Errorf("formatPresence = %q, want %q", got, want)
+	}
+}
+
+func TestFormatAnonymous(t *testing.T) {
+	m := &protocol.Message{Type: protocol.MsgMessage, TS: 1700000000000, Room: "general", From: "alice", Anon: true, Body: "hi\nthere"}
+	got := formatMessage(m, "general")
+	stamp := "[" + time.UnixMilli(1700000000000).Format("15:04:05") + "] "
+	want := "(anon) " + stamp + "<alice> hi\n" + strings.Repeat(" ", len("(anon) ")+len(stamp)) + "there"
+	if got != want {
+		t.Fatalf("formatMessage(anon) =\n%q\nwant\n%q", got, want)
+	}
+	p := &protocol.Message{Type: protocol.MsgPresence, Room: "general", From: "alice", Event: "join", Anon: true}
+	if got := formatPresence(p); got != "* alice joined #general (anon)" {
+		t.Fatalf("formatPresence(anon) = %q", got)
+	}
+	p.Anon = false
+	if got := formatPresence(p); got != "* alice joined #general" {
+		t.Fatalf("formatPresence = %q", got)
 	}
 }

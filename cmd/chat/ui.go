@@ -149,12 +149,23 @@ func describe(err error) string {
 // which continuation lines of a multi-line body are indented.
 const stampWidth = len("[15:04:05] ")
 
+// anonMark starts the line of a message from a connection that has not
+// logged in, and ends its presence lines.
+const anonMark = "(anon) "
+
 // formatMessage renders a room message as "[15:04:05] <from> body", with
+// anonMark first when the sender is anonymous and
 // "#room " before the sender when the room is not the current one. The
 // time is the sender's, in local time. Continuation lines of the body are
 // indented, so that no body can pass for another message.
 func formatMessage(m *protocol.Message, current string) string {
 	var b strings.Builder
+	indent := stampWidth
+	if m.Anon {
+		// Not an account: a display name anyone could have chosen.
+		b.WriteString(anonMark)
+		indent += len(anonMark)
+	}
 	b.WriteString("[" + stamp(m.TS) + "] ")
 	if m.Room != current {
 		b.WriteString("#" + clean(m.Room) + " ")
@@ -162,7 +173,7 @@ func formatMessage(m *protocol.Message, current string) string {
 	b.WriteString("<" + clean(m.From) + "> ")
 	for i, line := range strings.Split(m.Body, "\n") {
 		if i > 0 {
-			b.WriteString("\n" + strings.Repeat(" ", stampWidth))
+			b.WriteString("\n" + strings.Repeat(" ", indent))
 		}
 		b.WriteString(clean(line))
 	}
@@ -178,7 +189,11 @@ func formatPresence(m *protocol.Message) string {
 	case "leave":
 		verb = "left"
 	}
-	return fmt.Sprintf("* %s %s #%s", clean(m.From), verb, clean(m.Room))
+	line := fmt.Sprintf("* %s %s #%s", clean(m.From), verb, clean(m.Room))
+	if m.Anon {
+		line += " " + strings.TrimSpace(anonMark)
+	}
+	return line
 }
 
 // formatKeyChange renders a key_change event: user published new keys,
