@@ -14,8 +14,11 @@ build:
 run:
 	$(GO) run ./cmd/messenger -addr $(ADDR) -data $(DATA)
 
-## test: vet, then every test with the race detector.
+## test: vet, then every test with the race detector. Tests that need a
+## Redis or PostgreSQL that is not there skip themselves; servicecheck says
+## which before they run.
 test: vet
+	@$(GO) run ./internal/servicecheck
 	$(GO) test -race -count=1 ./...
 
 vet:

@@ -14,9 +14,9 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/secure-messenger/messenger/internal/pgtest"
+	"github.com/secure-messenger/messenger/internal/redistest"
 	"github.com/secure-messenger/messenger/pkg/client"
 	"github.com/secure-messenger/messenger/pkg/protocol"
 )
@@ -198,23 +198,9 @@ func TestRunBadConfiguration(t *testing.T) {
 // TestRunTwoNodesBehindOneRedis: two servers sharing one Redis (and the
 // same data directory keys) route a room across nodes.
 func TestRunTwoNodesBehindOneRedis(t *testing.T) {
-	rc := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
-	defer rc.Close()
-	pctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	if err := rc.Ping(pctx).Err(); err != nil {
-		t.Skipf("redis not reachable at 127.0.0.1:6379: %v", err)
-	}
-	prefix := "msgrtest:" + uuid.NewString() + ":"
-	t.Cleanup(func() {
-		ctx := context.Background()
-		keys, _ := rc.Keys(ctx, prefix+"*").Result()
-		if len(keys) > 0 {
-			rc.Del(ctx, keys...)
-		}
-	})
+	rc, prefix := redistest.Client(t) // skips when no Redis; cleans up its prefix
 	dir := t.TempDir()
-	env := map[string]string{"MESSENGER_DATA": dir, "MESSENGER_REDIS": "redis://127.0.0.1:6379/0", "MESSENGER_REDIS_PREFIX": prefix, "MESSENGER_IDENTITY_BITS": "2048", "MESSENGER_ANONYMOUS": "true"}
+	env := map[string]string{"MESSENGER_DATA": dir, "MESSENGER_REDIS": "redis://" + redistest.Addr() + "/0", "MESSENGER_REDIS_PREFIX": prefix, "MESSENGER_IDENTITY_BITS": "2048", "MESSENGER_ANONYMOUS": "true"}
 	n1 := start(t, env, "-addr", "127.0.0.1:0")
 	n2 := start(t, env, "-addr", "127.0.0.1:0")
 	a, b := n1.dial(t), n2.dial(t)
