@@ -9,10 +9,10 @@ import (
 	"io"
 	"net"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
+	"github.com/secure-messenger/messenger/internal/envflag"
 	"github.com/secure-messenger/messenger/pkg/client"
 	"github.com/secure-messenger/messenger/pkg/protocol"
 )
@@ -100,46 +100,9 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 		fs.PrintDefaults()
 		fs.SetOutput(io.Discard)
 	}
-	env := func(name, def string) string {
-		if v := getenv(name); v != "" {
-			return v
-		}
-		return def
-	}
+	ev := envflag.New(getenv)
+	env := ev.String
 	var errs []error
-	envBool := func(name string) bool {
-		v := getenv(name)
-		if v == "" {
-			return false
-		}
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", name, err))
-		}
-		return b
-	}
-	envDur := func(name string) time.Duration {
-		v := getenv(name)
-		if v == "" {
-			return 0
-		}
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", name, err))
-		}
-		return d
-	}
-	envInt := func(name string, def int) int {
-		v := getenv(name)
-		if v == "" {
-			return def
-		}
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", name, err))
-		}
-		return n
-	}
 	var pin, suite string
 	fs.StringVar(&o.user, "user", env("MESSENGER_USER", ""), "your account; its keys are in the profile <home>/profiles/USER (MESSENGER_USER)")
 	fs.StringVar(&o.server, "server", env("MESSENGER_SERVER", "ws://127.0.0.1:8080/ws"), "server WebSocket URL (MESSENGER_SERVER)")
@@ -150,12 +113,12 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	case cmdChat:
 		fs.StringVar(&o.room, "room", env("MESSENGER_ROOM", "general"), "room to join (MESSENGER_ROOM)")
 		fs.StringVar(&o.name, "name", env("MESSENGER_NAME", ""), "display name without -user; empty lets the server assign anon-xxxx (MESSENGER_NAME)")
-		fs.BoolVar(&o.json, "json", envBool("MESSENGER_JSON"), "print every received event as one JSON line on stdout (MESSENGER_JSON)")
-		fs.DurationVar(&o.listen, "listen", envDur("MESSENGER_LISTEN"), "do not read commands: stay joined this long, then exit; 0 means until end of input or a signal (MESSENGER_LISTEN)")
+		fs.BoolVar(&o.json, "json", ev.Bool("MESSENGER_JSON", false), "print every received event as one JSON line on stdout (MESSENGER_JSON)")
+		fs.DurationVar(&o.listen, "listen", ev.Duration("MESSENGER_LISTEN", 0), "do not read commands: stay joined this long, then exit; 0 means until end of input or a signal (MESSENGER_LISTEN)")
 		fs.StringVar(&o.send, "send", "", "join, say `TEXT`, wait for the server's acknowledgement and exit")
 	case cmdRegister, cmdLogin:
 		fs.StringVar(&o.passwordFile, "password-file", env("MESSENGER_PASSWORD_FILE", ""), "read the password from the first line of this `file` (MESSENGER_PASSWORD_FILE)")
-		fs.IntVar(&o.keyBits, "key-bits", envInt("MESSENGER_KEY_BITS", client.DefaultIdentityBits), "size of new RSA keys (MESSENGER_KEY_BITS)")
+		fs.IntVar(&o.keyBits, "key-bits", ev.Int("MESSENGER_KEY_BITS", client.DefaultIdentityBits), "size of new RSA keys (MESSENGER_KEY_BITS)")
 		if o.cmd == cmdLogin {
 			fs.BoolVar(&o.newKeys, "new-keys", false, "generate new keys and publish them in place of the old ones (a new device, or a reset); the old ones move to the profile's old-TIME/")
 		}
@@ -171,7 +134,10 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 			o.listenSet = true
 		}
 	})
-	if o.cmd == cmdChat && getenv("MESSENGER_LISTEN") != "" {
+	if err := ev.Err(); err != nil {
+		errs = append(errs, err)
+	}
+	if o.cmd == cmdChat && ev.Set("MESSENGER_LISTEN") {
 		o.listenSet = true
 	}
 	rest := fs.Args()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/hkdf"
 	"crypto/sha256"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -13,7 +12,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -21,6 +19,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/secure-messenger/messenger/internal/broker"
+	"github.com/secure-messenger/messenger/internal/envflag"
 	"github.com/secure-messenger/messenger/internal/ephemeral"
 	"github.com/secure-messenger/messenger/internal/keyfile"
 	"github.com/secure-messenger/messenger/internal/password"
@@ -57,35 +56,8 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	o := &options{}
 	fs := flag.NewFlagSet("messenger", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	env := func(name, def string) string {
-		if v := getenv(name); v != "" {
-			return v
-		}
-		return def
-	}
-	var errs []error
-	envDur := func(name string, def time.Duration) time.Duration {
-		v := getenv(name)
-		if v == "" {
-			return def
-		}
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", name, err))
-		}
-		return d
-	}
-	envInt := func(name string, def int) int {
-		v := getenv(name)
-		if v == "" {
-			return def
-		}
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", name, err))
-		}
-		return n
-	}
+	ev := envflag.New(getenv)
+	env, envDur, envInt := ev.String, ev.Duration, ev.Int
 	fs.StringVar(&o.addr, "addr", env("MESSENGER_ADDR", "127.0.0.1:8080"), "listen address (MESSENGER_ADDR)")
 	fs.StringVar(&o.dataDir, "data", env("MESSENGER_DATA", "./data"), "data directory: identity key, storage key, SQLite file (MESSENGER_DATA)")
 	fs.StringVar(&o.redisURL, "redis", env("MESSENGER_REDIS", ""), "Redis URL, e.g. redis://127.0.0.1:6379/0; empty keeps sessions and nonces in memory (MESSENGER_REDIS)")
@@ -101,7 +73,7 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	fs.IntVar(&o.identityBits, "identity-bits", envInt("MESSENGER_IDENTITY_BITS", keyfile.DefaultRSABits), "size of a newly created identity key (MESSENGER_IDENTITY_BITS)")
 	fs.IntVar(&o.sendQueue, "send-queue", envInt("MESSENGER_SEND_QUEUE", 256), "messages queued per connection before it is dropped as too slow (MESSENGER_SEND_QUEUE)")
 	fs.StringVar(&o.dbURL, "db", env("MESSENGER_DB", ""), "database: empty for SQLite in the data directory, postgres://… for PostgreSQL, sqlite:///path for another SQLite file (MESSENGER_DB)")
-	fs.BoolVar(&o.anonymous, "anonymous", env("MESSENGER_ANONYMOUS", "") == "true", "let connections that have not logged in join rooms and talk (MESSENGER_ANONYMOUS=true)")
+	fs.BoolVar(&o.anonymous, "anonymous", ev.Bool("MESSENGER_ANONYMOUS", false), "let connections that have not logged in join rooms and talk (MESSENGER_ANONYMOUS=true)")
 	fs.IntVar(&o.argonMemory, "argon2-memory", envInt("MESSENGER_ARGON2_MEMORY", 19456), "Argon2id memory per password hash in KiB, at least 19456 (MESSENGER_ARGON2_MEMORY)")
 	fs.IntVar(&o.argonTime, "argon2-time", envInt("MESSENGER_ARGON2_TIME", 2), "Argon2id passes, at least 2 (MESSENGER_ARGON2_TIME)")
 	fs.IntVar(&o.hashConcurrency, "hash-concurrency", envInt("MESSENGER_HASH_CONCURRENCY", 0), "password hashes computed at once; 0 means one per CPU (MESSENGER_HASH_CONCURRENCY)")
@@ -111,7 +83,7 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
-	if err := errors.Join(errs...); err != nil {
+	if err := ev.Err(); err != nil {
 		return nil, err
 	}
 	if o.identityBits < 2048 {
