@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"crypto/hmac"
 	"crypto/rand"
 	"crypto/rsa"
 	"errors"
@@ -166,24 +165,11 @@ func (hs *serverHandshake) sendServerVerify() error {
 }
 
 func (hs *serverHandshake) sendServerFinished() error {
-	f := &protocol.Finished{VerifyData: hs.ks.FinishedMAC(protocol.LabelServerFinished, hs.keyTH, hs.io.Transcript.Sum())}
-	return hs.io.Write(f.Marshal())
+	return hs.io.WriteFinished(hs.ks, protocol.LabelServerFinished, hs.keyTH)
 }
 
 func (hs *serverHandshake) readClientFinished() error {
-	want := hs.ks.FinishedMAC(protocol.LabelClientFinished, hs.keyTH, hs.io.Transcript.Sum())
-	frame, err := hs.io.Read(protocol.TypeFinished)
-	if err != nil {
-		return err
-	}
-	f, err := protocol.UnmarshalFinished(frame)
-	if err != nil {
-		return err
-	}
-	if !hmac.Equal(f.VerifyData[:], want[:]) {
-		return fmt.Errorf("server handshake: client finished: %w", protocol.CodeBadFinished)
-	}
-	return nil
+	return hs.io.ReadFinished(hs.ks, protocol.LabelClientFinished, hs.keyTH)
 }
 
 // establish derives the traffic keys and, for a new session, stores it:

@@ -1,7 +1,6 @@
 package client
 
 import (
-	"crypto/hmac"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
@@ -140,22 +139,9 @@ func (hs *clientHandshake) readServerVerify() error {
 }
 
 func (hs *clientHandshake) readServerFinished() error {
-	want := hs.ks.FinishedMAC(protocol.LabelServerFinished, hs.keyTH, hs.io.Transcript.Sum())
-	frame, err := hs.io.Read(protocol.TypeFinished)
-	if err != nil {
-		return err
-	}
-	f, err := protocol.UnmarshalFinished(frame)
-	if err != nil {
-		return err
-	}
-	if !hmac.Equal(f.VerifyData[:], want[:]) {
-		return fmt.Errorf("client handshake: server finished: %w", protocol.CodeBadFinished)
-	}
-	return nil
+	return hs.io.ReadFinished(hs.ks, protocol.LabelServerFinished, hs.keyTH)
 }
 
 func (hs *clientHandshake) sendClientFinished() error {
-	f := &protocol.Finished{VerifyData: hs.ks.FinishedMAC(protocol.LabelClientFinished, hs.keyTH, hs.io.Transcript.Sum())}
-	return hs.io.Write(f.Marshal())
+	return hs.io.WriteFinished(hs.ks, protocol.LabelClientFinished, hs.keyTH)
 }

@@ -1,6 +1,9 @@
 package protocol
 
-import "fmt"
+import (
+	"crypto/hmac"
+	"fmt"
+)
 
 // FrameIO is what a handshake reads from and writes to: whole frames, one
 // per WebSocket message.
@@ -46,4 +49,31 @@ func (h *HandshakeIO) Read(want byte) ([]byte, error) {
 func (h *HandshakeIO) Write(frame []byte) error {
 	h.Transcript.Add(frame)
 	return h.Conn.WriteFrame(frame)
+}
+
+// WriteFinished sends this side's Finished: the MAC keyed by label's
+// Finished key (bound to keyTranscript, the hash after ServerHello) over
+// the transcript so far.
+func (h *HandshakeIO) WriteFinished(ks *KeySchedule, label string, keyTranscript []byte) error {
+	f := &Finished{VerifyData: ks.FinishedMAC(label, keyTranscript, h.Transcript.Sum())}
+	return h.Write(f.Marshal())
+}
+
+// ReadFinished reads the peer's Finished and compares it, in constant
+// time, with the MAC of label over the transcript before it. A mismatch
+// is CodeBadFinished.
+func (h *HandshakeIO) ReadFinished(ks *KeySchedule, label string, keyTranscript []byte) error {
+	want := ks.FinishedMAC(label, keyTranscript, h.Transcript.Sum())
+	frame, err := h.Read(TypeFinished)
+	if err != nil {
+		return err
+	}
+	f, err := UnmarshalFinished(frame)
+	if err != nil {
+		return err
+	}
+	if !hmac.Equal(f.VerifyData[:], want[:]) {
+		return fmt.Errorf("protocol: %s: %w", label, CodeBadFinished)
+	}
+	return nil
 }
