@@ -464,3 +464,18 @@ func TestFailedResumeDoesNotExtend(t *testing.T) {
 		t.Fatalf("real resume after one idle TTL of forged attempts: %v, want session_unknown", err)
 	}
 }
+
+// TestDeadRedisSessionStore: with the session store's Redis gone, a
+// handshake ends with an "unavailable" alert and no session is half made.
+func TestDeadRedisSessionStore(t *testing.T) {
+	rc := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", DialTimeout: 100 * time.Millisecond, MaxRetries: -1})
+	t.Cleanup(func() { rc.Close() })
+	ts := startServer(t, func(_ *Config, d *Deps) {
+		d.Sessions = ephemeral.NewRedisSessionStore(rc, ephemeral.RedisConfig{Prefix: "dead:"})
+	})
+	_, err := client.Dial(ctxT(t), ts.clientConfig())
+	if !errors.Is(err, protocol.CodeUnavailable) {
+		t.Fatalf("handshake with a dead session store: %v, want unavailable", err)
+	}
+	waitLog(t, ts, `"code":"unavailable"`)
+}
