@@ -37,7 +37,9 @@ func storeError(err error) error {
 		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return fmt.Errorf("%w: %w", protocol.CodeUnavailable, err)
 	}
-	return fmt.Errorf("%w: %w", protocol.CodeInternal, err)
+	// Anything else is the database failing (gone, full, timing out): the
+	// request was not carried out and may be retried.
+	return fmt.Errorf("%w: %w", protocol.CodeUnavailable, err)
 }
 
 // Throttle kinds: failed password logins and failed signature

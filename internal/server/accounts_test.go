@@ -10,6 +10,7 @@ import (
 	"errors"
 	"net/http"
 	"net/netip"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -364,5 +365,27 @@ func TestPasswordHashUpgradedAtLogin(t *testing.T) {
 	// And the upgraded hash still checks out, on either server.
 	if _, err := old.dial(t).Login(ctxT(t), alice, "alice password", false); err != nil {
 		t.Fatalf("login after upgrade: %v", err)
+	}
+}
+
+// TestDatabaseDown: with the database gone, account requests get
+// "unavailable", nothing crashes, and the session goes on.
+func TestDatabaseDown(t *testing.T) {
+	db, err := store.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "down.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := authServer(t, func(_ *Config, d *Deps) { d.Store = db })
+	c := ts.dial(t)
+	db.Close()
+	alice := identity(t, "alice", 0)
+	_, err = c.Register(ctxT(t), alice, "alice password")
+	wantCode(t, err, protocol.CodeUnavailable)
+	_, err = c.Login(ctxT(t), alice, "alice password", false)
+	wantCode(t, err, protocol.CodeUnavailable)
+	_, err = c.Auth(ctxT(t), alice)
+	wantCode(t, err, protocol.CodeUnavailable)
+	if c.Err() != nil {
+		t.Fatalf("session ended: %v", c.Err())
 	}
 }

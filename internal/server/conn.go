@@ -307,7 +307,7 @@ func (c *peer) handle(ctx context.Context, plaintext []byte) bool {
 		return false
 	}
 	if err != nil {
-		if protocol.CodeOf(err) == protocol.CodeInternal {
+		if code := protocol.CodeOf(err); code == protocol.CodeInternal || code == protocol.CodeUnavailable {
 			c.log.Error().Err(err).Str("type", m.Type).Msg("request failed")
 		}
 		c.replyError(m.ID, err)
