@@ -11,7 +11,6 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/secure-messenger/messenger/internal/ephemeral"
 	"github.com/secure-messenger/messenger/internal/password"
 	"github.com/secure-messenger/messenger/internal/store"
 	"github.com/secure-messenger/messenger/pkg/protocol"
@@ -24,22 +23,34 @@ import (
 // exporter (protocol.SignClientAuth): that binds the login to this
 // connection and is the client's half of mutual authentication.
 
-// storeError maps a store error to the code a client sees.
+// requestError is a request's failure as the client sees it: a code and a
+// text fit to show, with the cause kept for the server's log only.
+type requestError struct {
+	code  protocol.Code
+	text  string
+	cause error
+}
+
+func (e *requestError) Error() string   { return e.text }
+func (e *requestError) Unwrap() []error { return []error{e.code, e.cause} }
+
+// storeError maps a store (or backend) error to the code a client sees,
+// with a text that carries no database detail.
 func storeError(err error) error {
+	var fe *store.FieldError
 	switch {
 	case errors.Is(err, store.ErrConflict):
-		return fmt.Errorf("%w: %w", protocol.CodeConflict, err)
+		return &requestError{protocol.CodeConflict, "already exists", err}
 	case errors.Is(err, store.ErrNotFound):
-		return fmt.Errorf("%w: %w", protocol.CodeNotFound, err)
+		return &requestError{protocol.CodeNotFound, "not found", err}
+	case errors.As(err, &fe):
+		return &requestError{protocol.CodeBadRequest, fe.Error(), err}
 	case errors.Is(err, store.ErrInvalid):
-		return fmt.Errorf("%w: %w", protocol.CodeBadRequest, err)
-	case errors.Is(err, password.ErrBusy), errors.Is(err, ephemeral.ErrUnavailable),
-		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
-		return fmt.Errorf("%w: %w", protocol.CodeUnavailable, err)
+		return &requestError{protocol.CodeBadRequest, "invalid value", err}
 	}
-	// Anything else is the database failing (gone, full, timing out): the
+	// Anything else is a backend failing (gone, busy, timing out): the
 	// request was not carried out and may be retried.
-	return fmt.Errorf("%w: %w", protocol.CodeUnavailable, err)
+	return &requestError{protocol.CodeUnavailable, "unavailable", err}
 }
 
 // Throttle kinds: failed password logins and failed signature
@@ -110,11 +121,10 @@ func (c *peer) register(ctx context.Context, m *protocol.Message) error {
 	if err != nil {
 		return storeError(err)
 	}
-	u, err := c.srv.store.CreateUser(ctx, store.User{Name: m.User, PasswordHash: hash})
-	if err != nil {
-		return storeError(err)
+	u, ks, err := c.srv.store.CreateUserWithKeys(ctx, store.User{Name: m.User, PasswordHash: hash}, keySet(uuid.Nil, m.Keys))
+	if errors.Is(err, store.ErrConflict) {
+		return &requestError{protocol.CodeConflict, "user name taken", err}
 	}
-	ks, err := c.srv.store.PublishKeys(ctx, keySet(u.ID, m.Keys))
 	if err != nil {
 		return storeError(err)
 	}
@@ -225,7 +235,13 @@ func (c *peer) resetThrottle(ctx context.Context, kind, user string) {
 func (c *peer) authenticated(ctx context.Context, m *protocol.Message, u store.User, ks store.KeySet) error {
 	st := c.session
 	st.user = u.ID
-	if err := c.srv.sessions.refresh(ctx, c.sessionID, st); err != nil {
+	switch err := c.srv.sessions.refresh(ctx, c.sessionID, st); {
+	case errors.Is(err, protocol.CodeSessionUnknown):
+		// The session record is gone (ended by another connection, or past
+		// its lifetime): this connection is logged in all the same, but
+		// its session cannot be resumed.
+		c.sessionGone = true
+	case err != nil:
 		return storeError(err)
 	}
 	c.session = st

@@ -308,6 +308,9 @@ func TestRegisterBadInput(t *testing.T) {
 	// A duplicate name is a conflict and leaves the first account alone.
 	_, err := ts.dial(t).Register(ctxT(t), other, "another password")
 	wantCode(t, err, protocol.CodeConflict)
+	if low := strings.ToLower(err.Error()); strings.Contains(low, "constraint") || strings.Contains(low, "sql") {
+		t.Fatalf("conflict answer leaks database text: %v", err)
+	}
 	if _, err := ts.dial(t).Auth(ctxT(t), alice); err != nil {
 		t.Fatalf("first alice after duplicate: %v", err)
 	}
@@ -387,5 +390,30 @@ func TestDatabaseDown(t *testing.T) {
 	wantCode(t, err, protocol.CodeUnavailable)
 	if c.Err() != nil {
 		t.Fatalf("session ended: %v", c.Err())
+	}
+}
+
+// TestLoginAfterSessionEnded: a connection whose session another
+// connection ended can still log in; only resuming is gone.
+func TestLoginAfterSessionEnded(t *testing.T) {
+	ts := authServer(t)
+	alice := identity(t, "alice", 0)
+	first := ts.dial(t)
+	ticket := first.Ticket()
+	other := ts.dial(t, func(cfg *client.Config) { cfg.Resume = &ticket; cfg.ResumeOnly = true })
+	if err := other.End(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	r, err := first.Register(ctxT(t), alice, "alice password")
+	if err != nil || r.User != "alice" {
+		t.Fatalf("register on a connection whose session ended: %+v, %v", r, err)
+	}
+	if _, err := first.Join(ctxT(t), "general", ""); err != nil {
+		t.Fatal(err)
+	}
+	cfg := ts.clientConfig()
+	cfg.Resume, cfg.ResumeOnly = &ticket, true
+	if _, err := client.Dial(ctxT(t), cfg); !errors.Is(err, protocol.CodeSessionUnknown) {
+		t.Fatalf("the ended session resumed after a login: %v", err)
 	}
 }

@@ -308,7 +308,12 @@ func (c *peer) handle(ctx context.Context, plaintext []byte) bool {
 	}
 	if err != nil {
 		if code := protocol.CodeOf(err); code == protocol.CodeInternal || code == protocol.CodeUnavailable {
-			c.log.Error().Err(err).Str("type", m.Type).Msg("request failed")
+			ev := c.log.Error().Str("type", m.Type)
+			var re *requestError
+			if errors.As(err, &re) {
+				ev = ev.AnErr("cause", re.cause)
+			}
+			ev.Err(err).Msg("request failed")
 		}
 		c.replyError(m.ID, err)
 	}

@@ -45,6 +45,7 @@ var contractCases = []struct {
 	{"SetPasswordHash", testSetPasswordHash},
 	{"UnknownIDs", testUnknownIDs},
 	{"PublishKeys", testPublishKeys},
+	{"CreateUserWithKeys", testCreateUserWithKeys},
 	{"NoKeysYet", testNoKeysYet},
 	{"InvalidKeys", testInvalidKeys},
 	{"ConcurrentPublishKeys", testConcurrentPublishKeys},
@@ -874,5 +875,48 @@ func testPing(t *testing.T, s Store) {
 	cancel()
 	if err := s.Ping(ctx); err == nil {
 		t.Error("Ping with a cancelled context succeeded")
+	}
+}
+
+// testCreateUserWithKeys: the user and the first key version are stored
+// together or not at all.
+func testCreateUserWithKeys(t *testing.T, s Store) {
+	ctx := context.Background()
+	u, k, err := s.CreateUserWithKeys(ctx, User{Name: "Carol", PasswordHash: testHash}, testKeys(uuid.Nil, "c1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.Name != "carol" || u.ID == uuid.Nil || k.UserID != u.ID || k.Version != 1 {
+		t.Fatalf("created %+v with keys v%d for %v", u, k.Version, k.UserID)
+	}
+	cur, err := s.CurrentKeys(ctx, u.ID)
+	if err != nil || cur.Version != 1 || string(cur.SigningKey) != "signing-key-c1" {
+		t.Fatalf("current keys: %+v, %v", cur, err)
+	}
+	users, keys := countRows(t, s, "users"), countRows(t, s, "key_sets")
+
+	// A taken name: neither the user nor the keys are written.
+	if _, _, err := s.CreateUserWithKeys(ctx, User{Name: "carol", PasswordHash: testHash}, testKeys(uuid.Nil, "c2")); !errors.Is(err, ErrConflict) {
+		t.Fatalf("duplicate: %v, want ErrConflict", err)
+	}
+	// Invalid keys: nothing written either, not even the (valid) user.
+	bad := testKeys(uuid.Nil, "d")
+	bad.SigningKey = nil
+	if _, _, err := s.CreateUserWithKeys(ctx, User{Name: "dave", PasswordHash: testHash}, bad); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("invalid keys: %v, want ErrInvalid", err)
+	}
+	if _, err := s.UserByName(ctx, "dave"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("user with invalid keys was stored: %v", err)
+	}
+	if got := countRows(t, s, "users"); got != users {
+		t.Fatalf("users: %d rows, want %d", got, users)
+	}
+	if got := countRows(t, s, "key_sets"); got != keys {
+		t.Fatalf("key_sets: %d rows, want %d", got, keys)
+	}
+	// Later versions follow on as usual.
+	k2, err := s.PublishKeys(ctx, testKeys(u.ID, "c3"))
+	if err != nil || k2.Version != 2 {
+		t.Fatalf("next version: %+v, %v", k2, err)
 	}
 }

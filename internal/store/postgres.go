@@ -114,6 +114,35 @@ func (p *Postgres) CreateUser(ctx context.Context, u User) (User, error) {
 	return u, nil
 }
 
+// CreateUserWithKeys implements Store.
+func (p *Postgres) CreateUserWithKeys(ctx context.Context, u User, k KeySet) (User, KeySet, error) {
+	u, err := prepareUser(u)
+	if err != nil {
+		return User{}, KeySet{}, fmt.Errorf("store: create user with keys: %w", err)
+	}
+	k.UserID = u.ID
+	if k, err = prepareKeySet(k); err != nil {
+		return User{}, KeySet{}, fmt.Errorf("store: create user with keys: %w", err)
+	}
+	k.Version = 1
+	err = p.inTx(ctx, "create user with keys", func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx,
+			`INSERT INTO users (id, name, password_hash, created_at) VALUES ($1, $2, $3, $4)`,
+			u.ID, u.Name, []byte(u.PasswordHash), u.CreatedAt); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `
+			INSERT INTO key_sets (user_id, version, signing_key, encryption_key, self_signature, created_at)
+			VALUES ($1, 1, $2, $3, $4, $5)`,
+			k.UserID, k.SigningKey, k.EncryptionKey, k.SelfSignature, k.CreatedAt)
+		return err
+	})
+	if err != nil {
+		return User{}, KeySet{}, err
+	}
+	return u, k, nil
+}
+
 // UserByName implements Store.
 func (p *Postgres) UserByName(ctx context.Context, name string) (User, error) {
 	name, err := normalizeName("user.name", name, MaxUserNameLen)

@@ -135,6 +135,39 @@ func (s *SQLite) CreateUser(ctx context.Context, u User) (User, error) {
 	return u, nil
 }
 
+// CreateUserWithKeys implements Store.
+func (s *SQLite) CreateUserWithKeys(ctx context.Context, u User, k KeySet) (User, KeySet, error) {
+	u, err := prepareUser(u)
+	if err != nil {
+		return User{}, KeySet{}, fmt.Errorf("store: create user with keys: %w", err)
+	}
+	k.UserID = u.ID
+	if k, err = prepareKeySet(k); err != nil {
+		return User{}, KeySet{}, fmt.Errorf("store: create user with keys: %w", err)
+	}
+	k.Version = 1
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return User{}, KeySet{}, sqliteErr("create user with keys", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
+	if _, err := tx.ExecContext(ctx,
+		`INSERT INTO users (id, name, password_hash, created_at) VALUES (?, ?, ?, ?)`,
+		u.ID, u.Name, []byte(u.PasswordHash), u.CreatedAt.UnixMicro()); err != nil {
+		return User{}, KeySet{}, sqliteErr("create user with keys", err)
+	}
+	if _, err := tx.ExecContext(ctx, `
+		INSERT INTO key_sets (user_id, version, signing_key, encryption_key, self_signature, created_at)
+		VALUES (?, 1, ?, ?, ?, ?)`,
+		k.UserID, k.SigningKey, k.EncryptionKey, k.SelfSignature, k.CreatedAt.UnixMicro()); err != nil {
+		return User{}, KeySet{}, sqliteErr("create user with keys", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return User{}, KeySet{}, sqliteErr("create user with keys", err)
+	}
+	return u, k, nil
+}
+
 // UserByName implements Store.
 func (s *SQLite) UserByName(ctx context.Context, name string) (User, error) {
 	name, err := normalizeName("user.name", name, MaxUserNameLen)

@@ -119,6 +119,10 @@ type Store interface {
 	// CreateUser stores a new user and returns it with ID and CreatedAt
 	// filled in and Name lower-cased. ErrConflict if the name (or ID) is taken.
 	CreateUser(ctx context.Context, u User) (User, error)
+	// CreateUserWithKeys creates u and publishes k (UserID is ignored and
+	// set to the new user's; Version becomes 1) in one transaction: either
+	// both are stored or neither. Errors as CreateUser and PublishKeys.
+	CreateUserWithKeys(ctx context.Context, u User, k KeySet) (User, KeySet, error)
 	// UserByName finds a user by name, case-insensitively. A name that could
 	// never be valid is ErrInvalid rather than ErrNotFound.
 	UserByName(ctx context.Context, name string) (User, error)
