@@ -216,8 +216,8 @@ does not match the pinned one.
 
 const passwordText = `
 The password comes from -password-file (its first line), else from
-MESSENGER_PASSWORD, else from standard input: typed at a terminal (it
-shows as you type) or the first line of a pipe. Prefer the file: on some
+MESSENGER_PASSWORD, else from standard input: typed at a terminal (not
+echoed) or the first line of a pipe. Prefer the file: on some
 systems other local users can read a process's environment (/proc, ps),
 and it ends up in shell history and logs. chat never prints it.
 `
