@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -23,6 +22,7 @@ import (
 	"github.com/secure-messenger/messenger/internal/password"
 	"github.com/secure-messenger/messenger/internal/server"
 	"github.com/secure-messenger/messenger/internal/store"
+	"github.com/secure-messenger/messenger/internal/syncbuf"
 	"github.com/secure-messenger/messenger/pkg/protocol"
 )
 
@@ -52,31 +52,13 @@ func identityKeys(t testing.TB) (a, b *rsa.PrivateKey) {
 	return keyA, keyB
 }
 
-// syncBuffer is a goroutine-safe bytes.Buffer.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // testServer is a real server on an httptest listener, with in-memory
 // sessions and nonces.
 type testServer struct {
 	url  string
 	host string
 	fp   protocol.Fingerprint
-	logs *syncBuffer
+	logs *syncbuf.Buffer
 	db   store.Store // accounts, keys and rooms
 	stop func()      // shuts the server down (closing clients with going_away); idempotent
 }
@@ -103,7 +85,7 @@ func accountServer(t *testing.T, identity *rsa.PrivateKey) *testServer {
 // startServerOn starts a server on the store db, which it leaves open.
 func startServerOn(t *testing.T, identity *rsa.PrivateKey, db store.Store, configure ...func(*server.Config)) *testServer {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	sessionKey := make([]byte, 32)
 	_, _ = rand.Read(sessionKey)
 	ss := ephemeral.NewMemorySessionStore(ephemeral.MemoryConfig{})
@@ -161,8 +143,8 @@ func (ts *testServer) env(t *testing.T) map[string]string {
 type instance struct {
 	t      *testing.T
 	stdin  *io.PipeWriter
-	stdout *syncBuffer
-	stderr *syncBuffer
+	stdout *syncbuf.Buffer
+	stderr *syncbuf.Buffer
 	done   chan struct{}
 	err    error // set before done closes
 }
@@ -172,7 +154,7 @@ type instance struct {
 func start(t *testing.T, env map[string]string, args ...string) *instance {
 	t.Helper()
 	pr, pw := io.Pipe()
-	in := &instance{t: t, stdin: pw, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
+	in := &instance{t: t, stdin: pw, stdout: &syncbuf.Buffer{}, stderr: &syncbuf.Buffer{}, done: make(chan struct{})}
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
 		defer close(in.done)
@@ -199,7 +181,7 @@ func runOnce(t *testing.T, env map[string]string, args ...string) (stdout, stder
 // runInput runs chat to completion with input on its stdin.
 func runInput(t *testing.T, env map[string]string, input string, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
-	var out, errOut syncBuffer
+	var out, errOut syncbuf.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
 	err = run(ctx, args, func(k string) string { return env[k] }, strings.NewReader(input), &out, &errOut)
@@ -227,13 +209,13 @@ func (in *instance) wait() error {
 }
 
 // waitFor polls buf until it contains want.
-func waitFor(t *testing.T, what string, buf *syncBuffer, want string) {
+func waitFor(t *testing.T, what string, buf *syncbuf.Buffer, want string) {
 	t.Helper()
 	waitUntil(t, what, buf, func(s string) bool { return strings.Contains(s, want) }, "no "+want)
 }
 
 // waitForAfter polls buf until it contains want after the first after.
-func waitForAfter(t *testing.T, what string, buf *syncBuffer, after, want string) {
+func waitForAfter(t *testing.T, what string, buf *syncbuf.Buffer, after, want string) {
 	t.Helper()
 	waitUntil(t, what, buf, func(s string) bool {
 		_, rest, ok := strings.Cut(s, after)
@@ -242,7 +224,7 @@ func waitForAfter(t *testing.T, what string, buf *syncBuffer, after, want string
 }
 
 // waitUntil polls buf until ok holds for its contents.
-func waitUntil(t *testing.T, what string, buf *syncBuffer, ok func(string) bool, failure string) {
+func waitUntil(t *testing.T, what string, buf *syncbuf.Buffer, ok func(string) bool, failure string) {
 	t.Helper()
 	deadline := time.Now().Add(waitTimeout)
 	for !ok(buf.String()) {

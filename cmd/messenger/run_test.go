@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,26 +16,10 @@ import (
 
 	"github.com/secure-messenger/messenger/internal/pgtest"
 	"github.com/secure-messenger/messenger/internal/redistest"
+	"github.com/secure-messenger/messenger/internal/syncbuf"
 	"github.com/secure-messenger/messenger/pkg/client"
 	"github.com/secure-messenger/messenger/pkg/protocol"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 var (
 	listenRE = regexp.MustCompile(`listening on (\S+)`)
@@ -46,7 +29,7 @@ var (
 type node struct {
 	addr string
 	fp   protocol.Fingerprint
-	logs *syncBuffer
+	logs *syncbuf.Buffer
 	done chan error
 }
 
@@ -55,7 +38,7 @@ type node struct {
 func start(t *testing.T, env map[string]string, args ...string) *node {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	out, logs := &syncBuffer{}, &syncBuffer{}
+	out, logs := &syncbuf.Buffer{}, &syncbuf.Buffer{}
 	n := &node{logs: logs, done: make(chan error, 1)}
 	go func() { n.done <- run(ctx, args, func(k string) string { return env[k] }, out, logs) }()
 	t.Cleanup(func() {
@@ -147,10 +130,10 @@ func TestRunKeepsIdentityAcrossRestarts(t *testing.T) {
 	dir := t.TempDir()
 	env := map[string]string{"MESSENGER_DATA": dir, "MESSENGER_IDENTITY_BITS": "2048"}
 	ctx, cancel := context.WithCancel(context.Background())
-	out := &syncBuffer{}
+	out := &syncbuf.Buffer{}
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"-addr", "127.0.0.1:0"}, func(k string) string { return env[k] }, out, &syncBuffer{})
+		done <- run(ctx, []string{"-addr", "127.0.0.1:0"}, func(k string) string { return env[k] }, out, &syncbuf.Buffer{})
 	}()
 	for !fpRE.MatchString(out.String()) {
 		time.Sleep(20 * time.Millisecond)
@@ -187,7 +170,7 @@ func TestRunBadConfiguration(t *testing.T) {
 			args := append([]string{"-data", t.TempDir(), "-addr", "127.0.0.1:0", "-identity-bits", "2048"}, tc.args...)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			err := run(ctx, args, func(k string) string { return tc.env[k] }, &syncBuffer{}, &syncBuffer{})
+			err := run(ctx, args, func(k string) string { return tc.env[k] }, &syncbuf.Buffer{}, &syncbuf.Buffer{})
 			if err == nil {
 				t.Fatal("run accepted a bad configuration")
 			}
@@ -276,10 +259,10 @@ func TestRunAccountsSurviveRestart(t *testing.T) {
 	defer cancel()
 	func() {
 		srvCtx, stop := context.WithCancel(context.Background())
-		out := &syncBuffer{}
+		out := &syncbuf.Buffer{}
 		done := make(chan error, 1)
 		go func() {
-			done <- run(srvCtx, []string{"-addr", "127.0.0.1:0"}, func(k string) string { return env[k] }, out, &syncBuffer{})
+			done <- run(srvCtx, []string{"-addr", "127.0.0.1:0"}, func(k string) string { return env[k] }, out, &syncbuf.Buffer{})
 		}()
 		defer func() {
 			stop()

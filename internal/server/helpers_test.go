@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -17,6 +16,7 @@ import (
 	"github.com/secure-messenger/messenger/internal/ephemeral"
 	"github.com/secure-messenger/messenger/internal/password"
 	"github.com/secure-messenger/messenger/internal/store"
+	"github.com/secure-messenger/messenger/internal/syncbuf"
 	"github.com/secure-messenger/messenger/pkg/client"
 	"github.com/secure-messenger/messenger/pkg/protocol"
 )
@@ -44,31 +44,12 @@ func keys(t testing.TB) (identity, impostor *rsa.PrivateKey) {
 	return testKey, otherKey
 }
 
-// syncBuffer is a goroutine-safe log sink, so tests can read what the
-// server logged.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // testServer is a server on a real httptest listener.
 type testServer struct {
 	*Server
 	http *httptest.Server
 	url  string
-	logs *syncBuffer
+	logs *syncbuf.Buffer
 }
 
 type serverOption func(*Config, *Deps)
@@ -77,7 +58,7 @@ type serverOption func(*Config, *Deps)
 func startServer(t testing.TB, opts ...serverOption) *testServer {
 	t.Helper()
 	identity, _ := keys(t)
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	sessionKey := make([]byte, 32)
 	_, _ = rand.Read(sessionKey)
 	ss := ephemeral.NewMemorySessionStore(ephemeral.MemoryConfig{})
