@@ -116,15 +116,10 @@ func (p *Postgres) CreateUser(ctx context.Context, u User) (User, error) {
 
 // CreateUserWithKeys implements Store.
 func (p *Postgres) CreateUserWithKeys(ctx context.Context, u User, k KeySet) (User, KeySet, error) {
-	u, err := prepareUser(u)
+	u, k, err := prepareUserWithKeys(u, k)
 	if err != nil {
-		return User{}, KeySet{}, fmt.Errorf("store: create user with keys: %w", err)
+		return User{}, KeySet{}, err
 	}
-	k.UserID = u.ID
-	if k, err = prepareKeySet(k); err != nil {
-		return User{}, KeySet{}, fmt.Errorf("store: create user with keys: %w", err)
-	}
-	k.Version = 1
 	err = p.inTx(ctx, "create user with keys", func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx,
 			`INSERT INTO users (id, name, password_hash, created_at) VALUES ($1, $2, $3, $4)`,

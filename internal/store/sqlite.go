@@ -137,15 +137,10 @@ func (s *SQLite) CreateUser(ctx context.Context, u User) (User, error) {
 
 // CreateUserWithKeys implements Store.
 func (s *SQLite) CreateUserWithKeys(ctx context.Context, u User, k KeySet) (User, KeySet, error) {
-	u, err := prepareUser(u)
+	u, k, err := prepareUserWithKeys(u, k)
 	if err != nil {
-		return User{}, KeySet{}, fmt.Errorf("store: create user with keys: %w", err)
+		return User{}, KeySet{}, err
 	}
-	k.UserID = u.ID
-	if k, err = prepareKeySet(k); err != nil {
-		return User{}, KeySet{}, fmt.Errorf("store: create user with keys: %w", err)
-	}
-	k.Version = 1
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return User{}, KeySet{}, sqliteErr("create user with keys", err)

@@ -274,6 +274,21 @@ func prepareKeySet(k KeySet) (KeySet, error) {
 	return k, nil
 }
 
+// prepareUserWithKeys validates u and k for CreateUserWithKeys: k becomes
+// the new user's version 1.
+func prepareUserWithKeys(u User, k KeySet) (User, KeySet, error) {
+	u, err := prepareUser(u)
+	if err != nil {
+		return User{}, KeySet{}, fmt.Errorf("store: create user with keys: %w", err)
+	}
+	k.UserID = u.ID
+	if k, err = prepareKeySet(k); err != nil {
+		return User{}, KeySet{}, fmt.Errorf("store: create user with keys: %w", err)
+	}
+	k.Version = 1
+	return u, k, nil
+}
+
 // prepareRoom validates r and fills in the defaults CreateRoom promises.
 func prepareRoom(r Room) (Room, error) {
 	name, err := normalizeName("room.name", r.Name, MaxRoomNameLen)
