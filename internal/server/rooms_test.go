@@ -3,6 +3,7 @@ package server
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -136,5 +137,62 @@ drain:
 	// socket; if it did, the code is slow_consumer.
 	if err := slow.Err(); !errors.Is(err, protocol.CodeSlowConsumer) && !errors.Is(err, client.ErrClosed) {
 		t.Fatalf("slow client ended with %v", err)
+	}
+}
+
+// TestNoGoroutineLeak: connections that come and go (joining, talking,
+// closing, failing) leave no goroutines behind.
+func TestNoGoroutineLeak(t *testing.T) {
+	ts := startServer(t)
+	warm := ts.dial(t) // let the server start its long-lived goroutines
+	if _, err := warm.Join(ctxT(t), "warm", ""); err != nil {
+		t.Fatal(err)
+	}
+	warm.Close()
+	settle := func() int {
+		n := runtime.NumGoroutine()
+		for range 50 {
+			time.Sleep(20 * time.Millisecond)
+			m := runtime.NumGoroutine()
+			if m == n {
+				return m
+			}
+			n = m
+		}
+		return n
+	}
+	before := settle()
+	for i := range 20 {
+		c, err := client.Dial(ctxT(t), ts.clientConfig())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Join(ctxT(t), fmt.Sprintf("room-%d", i%3), ""); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Send(ctxT(t), fmt.Sprintf("room-%d", i%3), "hi"); err != nil {
+			t.Fatal(err)
+		}
+		switch i % 3 {
+		case 0:
+			c.Close()
+		case 1:
+			_ = c.End(ctxT(t))
+		case 2: // a record the server rejects
+			_ = c.WriteRaw([]byte{protocol.TypeRecord, 0, 0})
+			<-c.Done()
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		after := settle()
+		if after <= before {
+			return
+		}
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			n := runtime.Stack(buf, true)
+			t.Fatalf("goroutines: %d before, %d after 20 connections\n%s", before, after, buf[:n])
+		}
 	}
 }
