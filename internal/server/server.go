@@ -289,47 +289,59 @@ func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
 	c.log.Info().Bool("resumed", hs.resumed).Stringer("suite", hs.suite).
 		Dur("handshake", time.Since(start)).Msg("handshake complete")
 
+	s.serve(r.Context(), c, hs)
+}
+
+// serve runs an established connection until it ends: it restores a
+// resumed session's user, sends "ready", reads requests, and on the way out
+// leaves the connection's rooms and waits for its writer.
+func (s *Server) serve(ctx context.Context, c *peer, hs *serverHandshake) {
+	defer func() { c.log.Info().Msg("connection closed") }()
+	tracked := s.track(c)
+	defer s.untrack(c)
+	go c.writeLoop()
+	defer func() {
+		c.fail(0, "")
+		<-c.writerEnd
+	}()
+	if !tracked {
+		c.fail(protocol.CodeGoingAway, "server shutting down")
+		return
+	}
 	if hs.state.user != uuid.Nil {
 		// A resumed session keeps its user.
-		u, err := s.store.UserByID(r.Context(), hs.state.user)
+		u, err := s.store.UserByID(ctx, hs.state.user)
 		switch {
 		case errors.Is(err, store.ErrNotFound):
 			c.log.Warn().Msg("resumed session's account is gone")
 			c.fail(protocol.CodeSessionUnknown, "the session's account is gone")
+			return
 		case err != nil:
 			c.log.Error().Err(err).Msg("resumed session's user")
 			c.fail(protocol.CodeUnavailable, "database unavailable; retry")
-		default:
-			u.PasswordHash = ""
-			c.user = &u
-			c.name = u.Name
-			c.log = c.log.With().Str("user", u.Name).Logger()
+			return
 		}
+		u.PasswordHash = ""
+		c.user = &u
+		c.setName(u.Name)
+		c.log = c.log.With().Str("user", u.Name).Logger()
 	}
-	if !s.track(c) {
-		c.fail(protocol.CodeGoingAway, "server shutting down")
-	}
-	go c.writeLoop()
 	c.reply(&protocol.Message{Type: protocol.MsgReady, Session: &protocol.SessionInfo{
 		ID:         sessionKey(hs.sessionID),
 		TTL:        int(s.cfg.SessionTTL / time.Second),
 		Resumed:    hs.resumed,
-		Name:       c.name,
+		Name:       c.displayName(),
 		User:       c.userName(),
 		ServerTime: time.Now().UnixMilli(),
 		Window:     int(s.cfg.TimestampWindow / time.Second),
 	}})
 
-	c.readLoop(r.Context())
+	c.readLoop(ctx)
 
-	rooms := s.hub.LeaveAll(context.WithoutCancel(r.Context()), c)
-	for _, room := range rooms {
-		c.presence(context.WithoutCancel(r.Context()), room, "leave")
+	bg := context.WithoutCancel(ctx)
+	for _, room := range s.hub.LeaveAll(bg, c) {
+		c.presence(bg, room, "leave")
 	}
-	c.fail(0, "")
-	<-c.writerEnd
-	s.untrack(c)
-	c.log.Info().Msg("connection closed")
 }
 
 // abortHandshake sends an Alert for err and closes.
