@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -68,8 +69,9 @@ func TestRooms(t *testing.T) {
 // TestSlowConsumerIsDropped: a member that stops reading is disconnected
 // with slow_consumer while the others keep receiving every message.
 func TestSlowConsumerIsDropped(t *testing.T) {
+	const queue = 64
 	ts := startServer(t, func(c *Config, _ *Deps) {
-		c.SendQueue = 8
+		c.SendQueue = queue
 		c.WriteTimeout = time.Second
 	})
 	sender := ts.dial(t)
@@ -82,39 +84,55 @@ func TestSlowConsumerIsDropped(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	const n = 600
+	// Enough data to fill the slow client's socket buffers and its queue.
+	const n = 1500
 	body := strings.Repeat("x", 8<<10)
-	received := make([]int, len(fast))
+	// Every reader that keeps up: the fast clients and the sender (which
+	// gets its own echoes). The sender never runs more than a window ahead
+	// of the slowest of them, so on a busy machine they are never more
+	// than half a queue behind: only the client that stops reading is.
+	readers := append([]*client.Conn{sender}, fast...)
+	received := make([]atomic.Int64, len(readers))
 	var wg sync.WaitGroup
-	for i, c := range fast {
+	for i, c := range readers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for received[i] < n {
+			for received[i].Load() < n {
 				m, ok := <-c.Messages()
 				if !ok {
-					t.Errorf("fast client %d ended: %v", i, c.Err())
+					t.Errorf("reader %d ended: %v", i, c.Err())
 					return
 				}
 				if m.Type == protocol.MsgMessage && m.From == "m0" {
-					received[i]++
+					received[i].Add(1)
 				}
 			}
 		}()
 	}
-	go func() {
-		for range sender.Messages() { // the sender reads its own echoes
+	slowest := func() int64 {
+		low := received[0].Load()
+		for i := range received {
+			low = min(low, received[i].Load())
 		}
-	}()
+		return low
+	}
 	for i := range n {
+		deadline := time.Now().Add(10 * time.Second)
+		for int64(i)-slowest() > queue/2 {
+			if time.Now().After(deadline) {
+				t.Fatalf("readers stalled at %d of %d", slowest(), i)
+			}
+			time.Sleep(time.Millisecond)
+		}
 		if _, err := sender.Send(ctxT(t), "busy", fmt.Sprint(i, body)); err != nil {
 			t.Fatalf("send %d: %v", i, err)
 		}
 	}
 	wg.Wait()
-	for i, got := range received {
-		if got != n {
-			t.Fatalf("fast client %d received %d of %d", i, got, n)
+	for i := range received {
+		if got := received[i].Load(); got != n {
+			t.Fatalf("reader %d received %d of %d", i, got, n)
 		}
 	}
 	waitLog(t, ts, "disconnecting slow consumer")
