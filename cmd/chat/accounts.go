@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/secure-messenger/messenger/pkg/client"
@@ -107,7 +108,7 @@ func (a *account) register(ctx context.Context) error {
 	// The account now exists with these keys: keep them whatever happens.
 	installed = true
 	if err := installKeys(staged, dir); err != nil {
-		return &exitError{code: exitRuntime, err: fmt.Errorf("registered %s, but saving the keys in %s failed: %w\nthey are in %s: move signing.pem and encryption.pem into %s", user, dir, err, staged, dir)}
+		return saveFailed("registered "+user, dir, staged, err)
 	}
 	a.ui.status("registered %s (key version %d); keys saved in %s", user, r.Version, dir)
 	a.ui.status("compare this fingerprint with what the people you talk to get from: chat fingerprint -user THEM %s", user)
@@ -185,7 +186,7 @@ func (a *account) login(ctx context.Context) error {
 			err = installKeys(staged, dir)
 		}
 		if err != nil {
-			return &exitError{code: exitRuntime, err: fmt.Errorf("published new keys for %s, but saving them in %s failed: %w\nthey are in %s: move signing.pem and encryption.pem into %s", user, dir, err, staged, dir)}
+			return saveFailed("published new keys for "+user, dir, staged, err)
 		}
 		if old != "" {
 			a.ui.status("the old keys are in %s", old)
@@ -234,4 +235,11 @@ func (a *account) fingerprint(ctx context.Context) error {
 	a.ui.status("%s's keys as the server hands them out (self-signature and fingerprint checked here): compare the fingerprint with %s", c.User, c.User)
 	a.printKeys(c.User, c.Fingerprint.String(), c.Version)
 	return nil
+}
+
+// saveFailed reports keys the server now holds that could not be moved
+// from their staging directory into the profile: it says where they are.
+func saveFailed(what, dir, staged string, err error) error {
+	return &exitError{code: exitRuntime, err: fmt.Errorf("%s, but saving the keys in %s failed: %w\nthey are in %s: move %s into %s",
+		what, dir, err, staged, strings.Join(keyFiles, " and "), dir)}
 }
