@@ -76,6 +76,15 @@ const (
 	CodeUnauthenticated Code = 25
 	// CodeNotFound: no such user (key lookups). Not fatal.
 	CodeNotFound Code = 26
+	// CodeSessionRevoked: the account's password or keys changed, which
+	// revoked every session that was logged in before the change. The
+	// session cannot be resumed; log in again.
+	CodeSessionRevoked Code = 27
+	// CodeLimitReached: a configured limit on a resource was reached
+	// (connections or handshakes per address or in total, rooms per
+	// connection, members per room). Fatal when it refuses a connection or
+	// a handshake; not fatal as the answer to a request.
+	CodeLimitReached Code = 28
 )
 
 var codeNames = map[Code]string{
@@ -105,6 +114,8 @@ var codeNames = map[Code]string{
 	CodeConflict:           "conflict",
 	CodeUnauthenticated:    "unauthenticated",
 	CodeNotFound:           "not_found",
+	CodeSessionRevoked:     "session_revoked",
+	CodeLimitReached:       "limit_reached",
 }
 
 // String returns the code's documented name, e.g. "bad_signature".
@@ -126,7 +137,8 @@ func (c Code) Error() string { return "protocol: " + c.String() }
 func (c Code) Fatal() bool {
 	switch c {
 	case CodeReplayedID, CodeStaleTimestamp, CodeBadRequest, CodeTooLarge, CodeUnavailable,
-		CodeAuthFailed, CodeRateLimited, CodeConflict, CodeUnauthenticated, CodeNotFound:
+		CodeAuthFailed, CodeRateLimited, CodeConflict, CodeUnauthenticated, CodeNotFound,
+		CodeLimitReached:
 		return false
 	}
 	return true

@@ -44,6 +44,8 @@ func TestCodeNumbers(t *testing.T) {
 		{protocol.CodeConflict, 24, "conflict", false},
 		{protocol.CodeUnauthenticated, 25, "unauthenticated", false},
 		{protocol.CodeNotFound, 26, "not_found", false},
+		{protocol.CodeSessionRevoked, 27, "session_revoked", true},
+		{protocol.CodeLimitReached, 28, "limit_reached", false},
 	}
 	for _, c := range cases {
 		if uint16(c.code) != c.num || c.code.String() != c.name || c.code.Fatal() != c.fatal {
