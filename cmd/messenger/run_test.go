@@ -218,16 +218,28 @@ func TestRunTwoNodesBehindOneRedis(t *testing.T) {
 	if !r.Session().Resumed {
 		t.Fatal("not resumed")
 	}
-	// A message id used on node one is a replay on node two.
-	id := uuid.NewString()
-	if _, err := b.Request(ctx, &protocol.Message{Type: protocol.MsgSend, ID: id, Room: "across", Body: "x"}); err != nil {
+	// A record of node one's connection, replayed to node two, is refused:
+	// records are sealed under per-connection keys with sequence numbers,
+	// so a captured request cannot be carried out twice anywhere.
+	req := &protocol.Message{Type: protocol.MsgSend, ID: uuid.NewString(), TS: time.Now().UnixMilli(), Room: "across", Body: "x"}
+	plain, err := req.Encode()
+	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.Join(ctx, "across", ""); err != nil {
+	frame, err := b.SealRaw(plain)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.Request(ctx, &protocol.Message{Type: protocol.MsgSend, ID: id, Room: "across", Body: "x"}); !errors.Is(err, protocol.CodeReplayedID) {
-		t.Fatalf("replay across nodes: %v", err)
+	if err := r.WriteRaw(frame); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-r.Done():
+		if err := r.Err(); !errors.Is(err, protocol.CodeBadRecord) && !errors.Is(err, protocol.CodeBadSequence) {
+			t.Fatalf("replayed record on node two: %v, want bad_sequence or bad_record", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("node two kept a connection that sent another connection's record")
 	}
 	// Nothing readable in Redis: no session secret, no message text.
 	keys, _ := rc.Keys(ctx, prefix+"*").Result()

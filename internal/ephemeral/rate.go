@@ -3,6 +3,8 @@ package ephemeral
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -34,10 +36,19 @@ func (r Rate) normal() Rate {
 	return r
 }
 
-// String renders r as "10/s burst 20".
+// Interval is the time in which one token refills (Per / Limit).
+func (r Rate) Interval() time.Duration {
+	n := r.normal()
+	return n.Per / time.Duration(max(n.Limit, 1))
+}
+
+// BucketSize is the burst, Limit when Burst is zero.
+func (r Rate) BucketSize() int { return r.normal().Burst }
+
+// String renders r in the syntax ParseRate reads, e.g. "10/s:30".
 func (r Rate) String() string {
 	if r.Unlimited() {
-		return "unlimited"
+		return "off"
 	}
 	n := r.normal()
 	per := n.Per.String()
@@ -49,7 +60,7 @@ func (r Rate) String() string {
 	case time.Hour:
 		per = "h"
 	}
-	return fmt.Sprintf("%d/%s burst %d", n.Limit, per, n.Burst)
+	return fmt.Sprintf("%d/%s:%d", n.Limit, per, n.Burst)
 }
 
 // RateLimiter decides, per key, whether one more event fits a token bucket
@@ -63,4 +74,42 @@ type RateLimiter interface {
 	// backend that cannot answer returns an error wrapping ErrUnavailable;
 	// callers refuse the event then.
 	Allow(ctx context.Context, key string, r Rate) (bool, time.Duration, error)
+}
+
+// ParseRate reads a Rate written as "N/UNIT" or "N/UNIT:BURST", with UNIT
+// one of s, min, h (so "10/s:30" is ten a second with a burst of 30, and
+// "600/min" is ten a second with a burst of 600); "N" alone is per second.
+// "0" and "off" mean unlimited, returned as a Rate whose Limit is -1 (the
+// zero Rate stands for "the default" in configurations).
+func ParseRate(s string) (Rate, error) {
+	s = strings.TrimSpace(s)
+	if s == "0" || strings.EqualFold(s, "off") {
+		return Rate{Limit: -1}, nil
+	}
+	spec, burstText, hasBurst := strings.Cut(s, ":")
+	num, unit, _ := strings.Cut(spec, "/")
+	r := Rate{Per: time.Second}
+	n, err := strconv.Atoi(strings.TrimSpace(num))
+	if err != nil || n <= 0 {
+		return Rate{}, fmt.Errorf("rate %q: want N/s, N/min or N/h, optionally :BURST, or off", s)
+	}
+	r.Limit = n
+	switch strings.TrimSpace(unit) {
+	case "", "s":
+	case "min", "m":
+		r.Per = time.Minute
+	case "h":
+		r.Per = time.Hour
+	default:
+		return Rate{}, fmt.Errorf("rate %q: unit %q, want s, min or h", s, unit)
+	}
+	r.Burst = n
+	if hasBurst {
+		b, err := strconv.Atoi(strings.TrimSpace(burstText))
+		if err != nil || b <= 0 {
+			return Rate{}, fmt.Errorf("rate %q: burst must be a positive integer", s)
+		}
+		r.Burst = b
+	}
+	return r, nil
 }

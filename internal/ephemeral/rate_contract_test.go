@@ -165,3 +165,32 @@ func TestRedisRateLimiterUnavailable(t *testing.T) {
 		t.Fatalf("ok=%v err=%v, want refused with ErrUnavailable", ok, err)
 	}
 }
+
+func TestParseRate(t *testing.T) {
+	for in, want := range map[string]Rate{
+		"10/s:30":  {Limit: 10, Per: time.Second, Burst: 30},
+		"10":       {Limit: 10, Per: time.Second, Burst: 10},
+		"600/min":  {Limit: 600, Per: time.Minute, Burst: 600},
+		"5/h:1":    {Limit: 5, Per: time.Hour, Burst: 1},
+		"off":      {Limit: -1},
+		"0":        {Limit: -1},
+		" 2/s:4 ":  {Limit: 2, Per: time.Second, Burst: 4},
+		"100/m:10": {Limit: 100, Per: time.Minute, Burst: 10},
+	} {
+		got, err := ParseRate(in)
+		if err != nil || got != want {
+			t.Errorf("ParseRate(%q) = %+v, %v; want %+v", in, got, err, want)
+		}
+		if err == nil && !got.Unlimited() {
+			back, err := ParseRate(got.String())
+			if err != nil || back != got {
+				t.Errorf("%q: String %q does not parse back: %+v, %v", in, got.String(), back, err)
+			}
+		}
+	}
+	for _, bad := range []string{"", "-1/s", "x/s", "10/d", "10/s:0", "10/s:x", "1.5/s"} {
+		if _, err := ParseRate(bad); err == nil {
+			t.Errorf("ParseRate(%q) accepted", bad)
+		}
+	}
+}

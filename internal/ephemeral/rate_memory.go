@@ -28,8 +28,7 @@ func (l *MemoryRateLimiter) Allow(_ context.Context, key string, r Rate) (bool, 
 	if r.Unlimited() {
 		return true, 0, nil
 	}
-	r = r.normal()
-	every := r.Per / time.Duration(r.Limit)
+	every, burst := r.Interval(), r.BucketSize()
 	l.t.mu.Lock()
 	defer l.t.mu.Unlock()
 	now := l.t.now()
@@ -38,11 +37,11 @@ func (l *MemoryRateLimiter) Allow(_ context.Context, key string, r Rate) (bool, 
 		if err := l.t.roomLocked("rate limiter allow", now); err != nil {
 			return false, 0, err
 		}
-		e.value = rate.NewLimiter(rate.Every(every), r.Burst)
+		e.value = rate.NewLimiter(rate.Every(every), burst)
 	}
 	lim := e.value
 	lim.SetLimitAt(now, rate.Every(every))
-	lim.SetBurstAt(now, r.Burst)
+	lim.SetBurstAt(now, burst)
 	res := lim.ReserveN(now, 1)
 	delay := res.DelayFrom(now)
 	if delay > 0 {
@@ -50,7 +49,7 @@ func (l *MemoryRateLimiter) Allow(_ context.Context, key string, r Rate) (bool, 
 	}
 	// A bucket is full again (and so no different from a new one) once
 	// every token taken has been refilled.
-	missing := float64(r.Burst) - lim.TokensAt(now)
+	missing := float64(burst) - lim.TokensAt(now)
 	e.expires = now.Add(time.Duration(missing*float64(every)) + every)
 	l.t.entries[key] = e
 	if delay > 0 {

@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"regexp"
@@ -109,11 +110,21 @@ type SessionInfo struct {
 	Window int `json:"window"`
 }
 
-// Encode returns the JSON encoding of m.
+// Encode returns the JSON encoding of m, without HTML escaping (so '<',
+// '>' and '&' stay one byte each). An encoding longer than MaxPlaintext,
+// which no record could carry, is an error wrapping CodeTooLarge: a body
+// within MaxBody can still grow past it through JSON escapes (a control
+// character is six bytes).
 func (m *Message) Encode() ([]byte, error) {
-	b, err := json.Marshal(m)
-	if err != nil {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(m); err != nil {
 		return nil, fmt.Errorf("protocol: encode %s: %w", m.Type, err)
+	}
+	b := bytes.TrimSuffix(buf.Bytes(), []byte{'\n'})
+	if len(b) > MaxPlaintext {
+		return nil, fmt.Errorf("protocol: encode %s: %d bytes encoded, limit %d: %w", m.Type, len(b), MaxPlaintext, CodeTooLarge)
 	}
 	return b, nil
 }
