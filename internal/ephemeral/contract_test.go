@@ -307,95 +307,6 @@ func testSessionStore(t *testing.T, newStore func(t *testing.T) (SessionStore, e
 	})
 }
 
-func testNonceSet(t *testing.T, newSet func(t *testing.T) (NonceSet, elapseFunc)) {
-	ctx := context.Background()
-
-	t.Run("SecondAddIsReplay", func(t *testing.T) {
-		n, _ := newSet(t)
-		if err := n.Add(ctx, "m1", longTTL); err != nil {
-			t.Fatalf("first Add: %v", err)
-		}
-		for i := range 3 {
-			if err := n.Add(ctx, "m1", longTTL); !errors.Is(err, ErrReplay) {
-				t.Fatalf("Add #%d of the same id: err = %v, want ErrReplay", i+2, err)
-			}
-		}
-	})
-
-	t.Run("IdsAreIndependent", func(t *testing.T) {
-		n, _ := newSet(t)
-		for _, id := range []string{"m1", "m2", "m1:x", ""} {
-			if err := n.Add(ctx, id, longTTL); err != nil {
-				t.Fatalf("Add(%q): %v", id, err)
-			}
-		}
-	})
-
-	t.Run("ReusableAfterExpiry", func(t *testing.T) {
-		n, elapse := newSet(t)
-		if err := n.Add(ctx, "m1", shortTTL); err != nil {
-			t.Fatalf("Add: %v", err)
-		}
-		elapse(shortTTL)
-		waitFor(t, "id can be added again after it expired", func() (bool, error) {
-			err := n.Add(ctx, "m1", longTTL)
-			if err != nil && !errors.Is(err, ErrReplay) {
-				return false, err
-			}
-			return err == nil, nil
-		})
-		if err := n.Add(ctx, "m1", longTTL); !errors.Is(err, ErrReplay) {
-			t.Fatalf("Add after re-adding: err = %v, want ErrReplay", err)
-		}
-	})
-
-	t.Run("SubMillisecondTTL", func(t *testing.T) {
-		n, _ := newSet(t)
-		if err := n.Add(ctx, "m1", 300*time.Microsecond); err != nil {
-			t.Fatalf("Add with a 300µs ttl: %v", err)
-		}
-	})
-
-	t.Run("ConcurrentAddsOfOneId", func(t *testing.T) {
-		n, _ := newSet(t)
-		const goroutines = 20
-		errs := make([]error, goroutines)
-		start := make(chan struct{})
-		var wg sync.WaitGroup
-		for i := range goroutines {
-			wg.Go(func() {
-				<-start
-				errs[i] = n.Add(ctx, "same", longTTL)
-			})
-		}
-		close(start)
-		wg.Wait()
-		ok := 0
-		for i, err := range errs {
-			switch {
-			case err == nil:
-				ok++
-			case errors.Is(err, ErrReplay):
-			default:
-				t.Errorf("goroutine %d: unexpected error %v", i, err)
-			}
-		}
-		if ok != 1 {
-			t.Fatalf("%d of %d concurrent Adds succeeded, want exactly 1", ok, goroutines)
-		}
-	})
-
-	t.Run("InvalidTTL", func(t *testing.T) {
-		n, _ := newSet(t)
-		if err := n.Add(ctx, "m1", 0); !errors.Is(err, ErrInvalidTTL) {
-			t.Fatalf("Add with ttl 0: err = %v, want ErrInvalidTTL", err)
-		}
-		if err := n.Add(ctx, "m1", longTTL); err != nil {
-			t.Fatalf("a rejected Add recorded the id: %v", err)
-		}
-	})
-}
-
 func testLimiter(t *testing.T, newLimiter func(t *testing.T) (Limiter, elapseFunc)) {
 	ctx := context.Background()
 
@@ -523,11 +434,6 @@ func memoryFactory[T interface{ Close() error }](newT func(MemoryConfig) T) func
 func TestMemorySessionStore(t *testing.T) {
 	f := memoryFactory(NewMemorySessionStore)
 	testSessionStore(t, func(t *testing.T) (SessionStore, elapseFunc) { return f(t) })
-}
-
-func TestMemoryNonceSet(t *testing.T) {
-	f := memoryFactory(NewMemoryNonceSet)
-	testNonceSet(t, func(t *testing.T) (NonceSet, elapseFunc) { return f(t) })
 }
 
 func TestMemoryLimiter(t *testing.T) {

@@ -12,9 +12,6 @@ import (
 var (
 	// ErrNotFound reports that a session id is unknown or has expired.
 	ErrNotFound = errors.New("ephemeral: not found")
-	// ErrReplay reports that a NonceSet has already recorded an id and it has
-	// not expired yet.
-	ErrReplay = errors.New("ephemeral: id already seen")
 	// ErrUnavailable reports that the backend could not serve the request: a
 	// Redis connection failure, or a memory backend that is full. The error
 	// wrapping it also wraps the cause, if any.
@@ -40,14 +37,6 @@ type SessionStore interface {
 	Replace(ctx context.Context, id string, record []byte, ttl time.Duration) error
 	// Delete removes id. Deleting an unknown id is not an error.
 	Delete(ctx context.Context, id string) error
-}
-
-// NonceSet remembers message ids for replay protection.
-type NonceSet interface {
-	// Add records id for ttl. It returns ErrReplay if id was already recorded
-	// and has not expired. Of several concurrent Adds of one id, exactly one
-	// succeeds.
-	Add(ctx context.Context, id string, ttl time.Duration) error
 }
 
 // Limiter counts events per key in a fixed window (login throttling per

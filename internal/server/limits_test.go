@@ -408,4 +408,3 @@ func TestRecentIDsBounded(t *testing.T) {
 		t.Fatal("an id past its time was refused")
 	}
 }
-
