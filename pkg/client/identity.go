@@ -26,13 +26,17 @@ type Identity struct {
 // DefaultIdentityBits is the size of new identity keys.
 const DefaultIdentityBits = 3072
 
-// NewIdentity generates keys for user. bits zero means DefaultIdentityBits.
+// NewIdentity generates keys for user. bits must be one of
+// protocol.RSAKeySizes; zero means DefaultIdentityBits.
 func NewIdentity(user string, bits int) (*Identity, error) {
 	if !protocol.ValidUserName(user) {
 		return nil, fmt.Errorf("client: user name %q: lower-case letters, digits, '_', '.', '-', at most %d", user, protocol.MaxUserLen)
 	}
 	if bits == 0 {
 		bits = DefaultIdentityBits
+	}
+	if !protocol.ValidRSAKeySize(bits) {
+		return nil, fmt.Errorf("client: %d-bit keys: the server accepts only %v", bits, protocol.RSAKeySizes)
 	}
 	s, err := rsa.GenerateKey(rand.Reader, bits)
 	if err != nil {
