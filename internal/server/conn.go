@@ -39,7 +39,8 @@ type peer struct {
 	session   sessionState // to re-seal the record on login and refresh
 	remoteIP  string
 
-	user *store.User // reader goroutine only; nil while anonymous
+	user      *store.User   // reader goroutine only; nil while anonymous
+	challenge *keyChallenge // reader goroutine only; the outstanding key challenge
 
 	seal *protocol.RecordLayer // writer goroutine only
 	open *protocol.RecordLayer // reader goroutine only
@@ -296,6 +297,8 @@ func (c *peer) handle(ctx context.Context, plaintext []byte) bool {
 		err = c.auth(ctx, m)
 	case protocol.MsgLookup:
 		err = c.lookup(ctx, m)
+	case protocol.MsgKeyChallenge:
+		err = c.keyChallenge(ctx, m)
 	case protocol.MsgEnd:
 		if err := c.srv.sessions.end(ctx, c.sessionID); err != nil {
 			c.log.Error().Err(err).Msg("end session")
