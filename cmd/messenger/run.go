@@ -26,6 +26,7 @@ import (
 	"github.com/secure-messenger/messenger/internal/password"
 	"github.com/secure-messenger/messenger/internal/server"
 	"github.com/secure-messenger/messenger/internal/store"
+	"github.com/secure-messenger/messenger/pkg/protocol"
 	"github.com/secure-messenger/messenger/web"
 )
 
@@ -75,7 +76,7 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	fs.DurationVar(&o.sessionMax, "session-max-lifetime", envDur("MESSENGER_SESSION_MAX_LIFETIME", 24*time.Hour), "longest a session lives however active; then a full handshake (MESSENGER_SESSION_MAX_LIFETIME)")
 	fs.DurationVar(&o.window, "ts-window", envDur("MESSENGER_TS_WINDOW", 5*time.Minute), "accepted clock skew of message timestamps (MESSENGER_TS_WINDOW)")
 	fs.DurationVar(&o.handshakeTimeout, "handshake-timeout", envDur("MESSENGER_HANDSHAKE_TIMEOUT", 10*time.Second), "time allowed for a handshake (MESSENGER_HANDSHAKE_TIMEOUT)")
-	fs.IntVar(&o.identityBits, "identity-bits", envInt("MESSENGER_IDENTITY_BITS", keyfile.DefaultRSABits), "size of a newly created identity key (MESSENGER_IDENTITY_BITS)")
+	fs.IntVar(&o.identityBits, "identity-bits", envInt("MESSENGER_IDENTITY_BITS", keyfile.DefaultRSABits), "size of a newly created identity key: 2048, 3072 or 4096 (MESSENGER_IDENTITY_BITS)")
 	fs.IntVar(&o.sendQueue, "send-queue", envInt("MESSENGER_SEND_QUEUE", 256), "messages queued per connection before it is dropped as too slow (MESSENGER_SEND_QUEUE)")
 	fs.StringVar(&o.dbURL, "db", env("MESSENGER_DB", ""), "database: empty for SQLite in the data directory, postgres://… for PostgreSQL, sqlite:///path for another SQLite file (MESSENGER_DB)")
 	fs.BoolVar(&o.anonymous, "anonymous", ev.Bool("MESSENGER_ANONYMOUS", false), "let connections that have not logged in join rooms and talk (MESSENGER_ANONYMOUS=true)")
@@ -131,8 +132,8 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	if err := ev.Err(); err != nil {
 		return nil, err
 	}
-	if o.identityBits < 2048 {
-		return nil, fmt.Errorf("-identity-bits %d: at least 2048", o.identityBits)
+	if !protocol.ValidRSAKeySize(o.identityBits) {
+		return nil, fmt.Errorf("-identity-bits %d: want one of %v, the sizes clients accept", o.identityBits, protocol.RSAKeySizes)
 	}
 	if o.argonMemory < 19456 || o.argonTime < 2 {
 		return nil, fmt.Errorf("-argon2-memory %d / -argon2-time %d: OWASP's floor is 19456 KiB and 2 passes", o.argonMemory, o.argonTime)

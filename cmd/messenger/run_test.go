@@ -157,6 +157,7 @@ func TestRunBadConfiguration(t *testing.T) {
 		"unknown flag":        {args: []string{"-nope"}},
 		"bad duration env":    {env: map[string]string{"MESSENGER_SESSION_TTL": "soon"}},
 		"weak identity":       {args: []string{"-identity-bits", "1024"}},
+		"odd identity size":   {args: []string{"-identity-bits", "2560"}},
 		"bad log level":       {args: []string{"-log-level", "loud"}},
 		"unreachable redis":   {args: []string{"-redis", "redis://127.0.0.1:1/0"}},
 		"malformed redis url": {args: []string{"-redis", "http://x"}},

@@ -104,6 +104,7 @@ func (c *peer) failedLogin(ctx context.Context, kind, user, why string) error {
 }
 
 func (c *peer) register(ctx context.Context, m *protocol.Message) error {
+	challenge := c.takeChallenge()
 	if c.user != nil {
 		return fmt.Errorf("already logged in as %s: %w", c.user.Name, protocol.CodeBadRequest)
 	}
@@ -115,6 +116,9 @@ func (c *peer) register(ctx context.Context, m *protocol.Message) error {
 		return err
 	}
 	if err := protocol.VerifyClientAuth(signing, c.exporter, m.User, m.Sig); err != nil {
+		return err
+	}
+	if err := challenge.verify(time.Now(), c.exporter, m.User, m.Keys.Encryption, m.Proof); err != nil {
 		return err
 	}
 	hash, err := c.srv.hasher.Hash(ctx, m.Password)
@@ -133,6 +137,10 @@ func (c *peer) register(ctx context.Context, m *protocol.Message) error {
 }
 
 func (c *peer) login(ctx context.Context, m *protocol.Message) error {
+	var challenge *keyChallenge
+	if m.Keys != nil {
+		challenge = c.takeChallenge()
+	}
 	if err := c.throttled(ctx, throttleLogin, m.User); err != nil {
 		return err
 	}
@@ -162,6 +170,9 @@ func (c *peer) login(ctx context.Context, m *protocol.Message) error {
 		}
 		if err := protocol.VerifyClientAuth(signing, c.exporter, u.Name, m.Sig); err != nil {
 			return c.failedLogin(ctx, throttleLogin, m.User, "signature by the new keys")
+		}
+		if err := challenge.verify(time.Now(), c.exporter, u.Name, m.Keys.Encryption, m.Proof); err != nil {
+			return err // not a failed password: not counted
 		}
 		if ks, err = c.srv.store.PublishKeys(ctx, keySet(u.ID, m.Keys)); err != nil {
 			return storeError(err)

@@ -43,7 +43,8 @@ type peer struct {
 	requests  *rate.Limiter // this connection's requests; nil: unlimited
 	ids       recentIDs     // reader goroutine only
 
-	user *store.User // reader goroutine only; nil while anonymous
+	user      *store.User   // reader goroutine only; nil while anonymous
+	challenge *keyChallenge // reader goroutine only; the outstanding key challenge
 
 	seal *protocol.RecordLayer // writer goroutine only
 	open *protocol.RecordLayer // reader goroutine only
@@ -316,6 +317,8 @@ func (c *peer) handle(ctx context.Context, plaintext []byte) bool {
 		err = c.auth(ctx, m)
 	case protocol.MsgLookup:
 		err = c.lookup(ctx, m)
+	case protocol.MsgKeyChallenge:
+		err = c.keyChallenge(ctx, m)
 	case protocol.MsgEnd:
 		if err := c.srv.sessions.end(ctx, c.sessionID); err != nil {
 			c.log.Error().Err(err).Msg("end session")

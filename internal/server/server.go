@@ -137,7 +137,9 @@ func (c *Config) setDefaults() {
 type Deps struct {
 	// Log receives connection and handshake events. Never keys or content.
 	Log zerolog.Logger
-	// Identity is the server's long-term RSA key (at least 2048 bits).
+	// Identity is the server's long-term RSA key, which must follow the
+	// protocol's RSA key rule (protocol.CheckRSAPublicKey: 2048, 3072 or
+	// 4096 bits, exponent 65537).
 	Identity *rsa.PrivateKey
 	// SessionKey (32 bytes) seals session secrets in the session store.
 	SessionKey []byte
@@ -184,8 +186,11 @@ type Server struct {
 // New returns a server. Call Run to start its hub.
 func New(cfg Config, d Deps) (*Server, error) {
 	cfg.setDefaults()
-	if d.Identity == nil || d.Identity.N.BitLen() < protocol.MinRSABits {
-		return nil, errors.New("server: identity key missing or shorter than 2048 bits")
+	if d.Identity == nil {
+		return nil, errors.New("server: identity key missing")
+	}
+	if err := protocol.CheckRSAPublicKey(&d.Identity.PublicKey); err != nil {
+		return nil, fmt.Errorf("server: identity key: %w", err)
 	}
 	if d.Sessions == nil || d.Limiter == nil || d.Store == nil || d.Hasher == nil {
 		return nil, errors.New("server: session store, limiter, store and hasher are required")
