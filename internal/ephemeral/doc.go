@@ -16,7 +16,8 @@
 //
 //	<prefix>session:<id>   the sealed session record (SET, PEXPIRE)
 //	<prefix>nonce:<id>     "1" (SET NX)
-//	<prefix>limit:<key>    the window's count (INCR + PEXPIRE, one Lua script)
+//	<prefix>limit:<key>    the window's count (GET/INCR/DECR + PEXPIRE, in Lua
+//	                       scripts, so that Reserve checks and counts atomically)
 //
 // where the prefix defaults to "msgr:". The Redis client is owned by the
 // caller; the Redis backends have no Close.
