@@ -67,9 +67,9 @@ const (
 // only let anyone lock a user's devices out with worthless signatures.
 func (c *peer) throttleKeys(kind, user string) []string {
 	if kind == throttleAuth {
-		return []string{kind + ":addr:" + c.remoteIP}
+		return []string{kind + ":addr:" + remoteAddrKey(c.remoteIP)}
 	}
-	return []string{kind + ":user:" + user, kind + ":addr:" + c.remoteIP}
+	return []string{kind + ":user:" + user, kind + ":addr:" + remoteAddrKey(c.remoteIP)}
 }
 
 // throttled reports whether attempts of kind for user from this address
