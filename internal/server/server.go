@@ -61,11 +61,14 @@ type Config struct {
 	// and send, under a server-assigned "anon-…" name. False requires
 	// register, login or auth first.
 	AllowAnonymous bool
-	// LoginFailuresPerUser is how many failed logins an account may have
-	// within LoginWindow before further attempts are refused. Zero means 10.
+	// LoginFailuresPerUser is how many password logins an account may have
+	// failed or under way within LoginWindow before further attempts are
+	// refused; each attempt is counted before its password is checked.
+	// Zero means 10.
 	LoginFailuresPerUser int
-	// LoginFailuresPerAddr is the same limit per client address. Zero
-	// means 50.
+	// LoginFailuresPerAddr is the same limit per client address (an IPv6
+	// client: its /64), for password logins and, counted apart, for
+	// signature auths. Zero means 50.
 	LoginFailuresPerAddr int
 	// LoginWindow is the throttling window. Zero means 15 minutes.
 	LoginWindow time.Duration
@@ -127,12 +130,22 @@ type Deps struct {
 	Store store.Store
 	// Hasher hashes and checks passwords.
 	Hasher *password.Hasher
-	// Limiter counts failed logins.
+	// Limiter counts login, auth and register attempts.
 	Limiter ephemeral.Limiter
 	// NewBroker builds the broker the hub publishes through, given the
 	// hub's delivery handler. Nil means an in-memory broker (one node).
 	NewBroker func(broker.Handler) (broker.Broker, error)
 }
+
+// passwordHasher is what the server uses of *password.Hasher, so that tests
+// can count the password work a request does.
+type passwordHasher interface {
+	Hash(ctx context.Context, pw string) (string, error)
+	Verify(ctx context.Context, encoded, pw string) (needsRehash bool, err error)
+	DummyVerify(ctx context.Context, pw string) error
+}
+
+var _ passwordHasher = (*password.Hasher)(nil)
 
 // Server serves the messenger's WebSocket endpoint.
 type Server struct {
@@ -142,7 +155,7 @@ type Server struct {
 	sessions *sessions
 	nonces   ephemeral.NonceSet
 	store    store.Store
-	hasher   *password.Hasher
+	hasher   passwordHasher
 	limiter  ephemeral.Limiter
 	hub      *Hub
 	upgrader websocket.Upgrader
