@@ -50,6 +50,7 @@ type options struct {
 	argonMemory      int
 	argonTime        int
 	hashConcurrency  int
+	registerPerAddr  int
 }
 
 func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (*options, error) {
@@ -77,6 +78,7 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	fs.IntVar(&o.argonMemory, "argon2-memory", envInt("MESSENGER_ARGON2_MEMORY", 19456), "Argon2id memory per password hash in KiB, at least 19456 (MESSENGER_ARGON2_MEMORY)")
 	fs.IntVar(&o.argonTime, "argon2-time", envInt("MESSENGER_ARGON2_TIME", 2), "Argon2id passes, at least 2 (MESSENGER_ARGON2_TIME)")
 	fs.IntVar(&o.hashConcurrency, "hash-concurrency", envInt("MESSENGER_HASH_CONCURRENCY", 0), "password hashes computed at once; 0 means one per CPU (MESSENGER_HASH_CONCURRENCY)")
+	fs.IntVar(&o.registerPerAddr, "register-per-addr", envInt("MESSENGER_REGISTER_PER_ADDR", 10), "register requests allowed per client address (IPv6: per /64) per hour (MESSENGER_REGISTER_PER_ADDR)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -94,6 +96,9 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	}
 	if o.hashConcurrency < 0 {
 		return nil, fmt.Errorf("-hash-concurrency %d: want 0 or more", o.hashConcurrency)
+	}
+	if o.registerPerAddr < 1 {
+		return nil, fmt.Errorf("-register-per-addr %d: want 1 or more", o.registerPerAddr)
 	}
 	return o, nil
 }
@@ -237,6 +242,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		AllowedOrigins:     origins,
 		AllowAnonymous:     o.anonymous,
 		TrustedProxies:     proxies,
+		RegisterPerAddr:    o.registerPerAddr,
 	}, deps)
 	if err != nil {
 		return err

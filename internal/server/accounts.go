@@ -55,11 +55,16 @@ func storeError(err error) error {
 
 // Throttle kinds: failed password logins and failed signature
 // authentications are counted apart, so that someone guessing a user's
-// password cannot also lock out the user's own devices.
+// password cannot also lock out the user's own devices. Registrations are
+// counted per address.
 const (
-	throttleLogin = "login"
-	throttleAuth  = "auth"
+	throttleLogin    = "login"
+	throttleAuth     = "auth"
+	throttleRegister = "register"
 )
+
+// registerWindow is the window of Config.RegisterPerAddr.
+const registerWindow = time.Hour
 
 // throttleKey is one limiter key an attempt counts against.
 type throttleKey struct {
@@ -72,13 +77,16 @@ type throttleKey struct {
 // throttleKeys are the limiter keys of an attempt: per client address and
 // per account for password logins; per address only for signature auths,
 // since a signature cannot be guessed and a per-account limit would only let
-// anyone lock a user's devices out with worthless signatures. The address
-// comes first, so that an address over its
+// anyone lock a user's devices out with worthless signatures; per address
+// for registrations. The address comes first, so that an address over its
 // limit uses up none of an account's attempts.
 func (c *peer) throttleKeys(kind, user string) []throttleKey {
 	cfg := &c.srv.cfg
 	addr := kind + ":addr:" + remoteAddrKey(c.remoteIP)
-	if kind == throttleAuth {
+	switch kind {
+	case throttleRegister:
+		return []throttleKey{{key: addr, limit: cfg.RegisterPerAddr, window: registerWindow}}
+	case throttleAuth:
 		return []throttleKey{{key: addr, limit: cfg.LoginFailuresPerAddr, window: cfg.LoginWindow}}
 	}
 	return []throttleKey{
@@ -107,6 +115,9 @@ func (c *peer) reserveAttempt(ctx context.Context, kind, user string) error {
 		if err != nil {
 			return &requestError{protocol.CodeUnavailable, "unavailable", fmt.Errorf("%s throttle: %w", kind, err)}
 		}
+		if kind == throttleRegister {
+			return fmt.Errorf("too many registrations from this address, retry within %s: %w", k.window, protocol.CodeRateLimited)
+		}
 		return fmt.Errorf("too many failed logins, retry within %s: %w", k.window, protocol.CodeRateLimited)
 	}
 	return nil
@@ -117,7 +128,7 @@ func (c *peer) reserveAttempt(ctx context.Context, kind, user string) error {
 //
 //   - success: a login clears the account's counter, and a login or auth
 //     gives its attempt back to the address, whose other attempts stay
-//     counted;
+//     counted; a registration stays counted;
 //   - unavailable: the attempt was not judged (a backend failed), so it is
 //     given back to every key;
 //   - anything else (auth_failed above all) stays counted.
@@ -125,6 +136,7 @@ func (c *peer) endAttempt(ctx context.Context, kind, user string, err error) {
 	ctx = context.WithoutCancel(ctx) // also after the request's deadline
 	keys := c.throttleKeys(kind, user)
 	switch {
+	case err == nil && kind == throttleRegister:
 	case err == nil:
 		for _, k := range keys {
 			if !k.perUser {
@@ -155,7 +167,7 @@ func (c *peer) failedLogin(_ context.Context, kind, user, why string) error {
 	return fmt.Errorf("wrong user name, password or key: %w", protocol.CodeAuthFailed)
 }
 
-func (c *peer) register(ctx context.Context, m *protocol.Message) error {
+func (c *peer) register(ctx context.Context, m *protocol.Message) (err error) {
 	if c.user != nil {
 		return fmt.Errorf("already logged in as %s: %w", c.user.Name, protocol.CodeBadRequest)
 	}
@@ -168,6 +180,19 @@ func (c *peer) register(ctx context.Context, m *protocol.Message) error {
 	}
 	if err := protocol.VerifyClientAuth(signing, c.exporter, m.User, m.Sig); err != nil {
 		return err
+	}
+	// Each registration costs a password hash: count it per address first.
+	if err := c.reserveAttempt(ctx, throttleRegister, m.User); err != nil {
+		return err
+	}
+	defer func() { c.endAttempt(ctx, throttleRegister, m.User, err) }()
+	// A taken name costs no hash; the transaction below still catches a
+	// name taken meanwhile.
+	switch _, err := c.srv.store.UserByName(ctx, m.User); {
+	case err == nil:
+		return &requestError{protocol.CodeConflict, "user name taken", store.ErrConflict}
+	case !errors.Is(err, store.ErrNotFound):
+		return storeError(err)
 	}
 	hash, err := c.srv.hasher.Hash(ctx, m.Password)
 	if err != nil {

@@ -72,6 +72,11 @@ type Config struct {
 	LoginFailuresPerAddr int
 	// LoginWindow is the throttling window. Zero means 15 minutes.
 	LoginWindow time.Duration
+	// RegisterPerAddr is how many register requests one client address
+	// (an IPv6 client: its /64) may make per hour, successful or not,
+	// before further ones are refused. Zero means 10; a negative value
+	// refuses every registration.
+	RegisterPerAddr int
 	// TrustedProxies lists the reverse proxies whose X-Forwarded-For header
 	// names the real client address (for per-address login throttling).
 	// Empty means none: the connection's peer address counts.
@@ -111,6 +116,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.LoginWindow == 0 {
 		c.LoginWindow = 15 * time.Minute
+	}
+	if c.RegisterPerAddr == 0 {
+		c.RegisterPerAddr = 10
 	}
 }
 

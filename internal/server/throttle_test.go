@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/secure-messenger/messenger/internal/ephemeral"
 	"github.com/secure-messenger/messenger/internal/redistest"
+	"github.com/secure-messenger/messenger/internal/store"
 	"github.com/secure-messenger/messenger/pkg/client"
 	"github.com/secure-messenger/messenger/pkg/protocol"
 )
@@ -187,10 +190,10 @@ func TestConcurrentPasswordGuesses(t *testing.T) {
 	}
 }
 
-// TestLimiterFailureRefuses: a limiter that cannot count refuses login and
-// auth with unavailable; it never lets an attempt through uncounted,
-// whether nothing answers (Redis down) or it can read but not add (a full
-// memory table).
+// TestLimiterFailureRefuses: a limiter that cannot count refuses register,
+// login and auth with unavailable; it never lets an attempt through
+// uncounted, whether nothing answers (Redis down) or it can read but not add
+// (a full memory table).
 func TestLimiterFailureRefuses(t *testing.T) {
 	first := authServer(t)
 	alice := identity(t, "alice", 0)
@@ -224,12 +227,73 @@ func TestLimiterFailureRefuses(t *testing.T) {
 			wantCode(t, err, protocol.CodeUnavailable)
 			_, err = c.Auth(ctxT(t), alice)
 			wantCode(t, err, protocol.CodeUnavailable)
+			_, err = c.Register(ctxT(t), identity(t, "bob", 1), "bob password")
+			wantCode(t, err, protocol.CodeUnavailable)
 			if n, m := h.verifies.Load(), h.hashes.Load(); n+m != 0 {
 				t.Fatalf("%d verifications and %d hashes without a counted attempt", n, m)
+			}
+			if _, err := ts.store.UserByName(ctxT(t), "bob"); !errors.Is(err, store.ErrNotFound) {
+				t.Fatalf("bob registered without a counted attempt: %v", err)
 			}
 			if c.Err() != nil || c.Session().User != "" {
 				t.Fatalf("connection after refusals: err %v, user %q", c.Err(), c.Session().User)
 			}
 		})
+	}
+}
+
+// TestRegisterLimitPerAddress: register requests are limited per address
+// (an IPv6 client: per /64), counted before the password is hashed, and a
+// taken name is refused before hashing.
+func TestRegisterLimitPerAddress(t *testing.T) {
+	ts := authServer(t, func(c *Config, _ *Deps) {
+		c.RegisterPerAddr = 3
+		c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+	})
+	h := countHashes(ts, nil)
+	from := func(addr string) func(*client.Config) {
+		return func(cfg *client.Config) { cfg.Header = http.Header{"X-Forwarded-For": {addr}} }
+	}
+	register := func(addr, user string, slot int) error {
+		_, err := ts.dial(t, from(addr)).Register(ctxT(t), identity(t, user, slot), user+" password")
+		return err
+	}
+	wantHashes := func(want int64) {
+		t.Helper()
+		if n := h.hashes.Load(); n != want {
+			t.Fatalf("%d password hashes, want %d", n, want)
+		}
+	}
+
+	if err := register("2001:db8:1:1::1", "alice", 0); err != nil {
+		t.Fatal(err)
+	}
+	wantHashes(1)
+	// A taken name: conflict, without a hash, and it counts.
+	wantCode(t, register("2001:db8:1:1::1", "alice", 1), protocol.CodeConflict)
+	wantHashes(1)
+	// Another address in the same /64 shares the count.
+	if err := register("2001:db8:1:1:ffff::2", "bob", 1); err != nil {
+		t.Fatal(err)
+	}
+	wantHashes(2)
+	wantCode(t, register("2001:db8:1:1::3", "carol", 2), protocol.CodeRateLimited)
+	wantHashes(2)
+	if _, err := ts.store.UserByName(ctxT(t), "carol"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("carol registered over the limit: %v", err)
+	}
+	// Another /64 has its own count.
+	if err := register("2001:db8:1:2::1", "carol", 2); err != nil {
+		t.Fatalf("register from another /64: %v", err)
+	}
+	wantHashes(3)
+	// Bad requests are refused before they are counted.
+	c := ts.dial(t, from("192.0.2.1"))
+	for range 5 {
+		_, err := c.Register(ctxT(t), identity(t, "dave", 0), "short")
+		wantCode(t, err, protocol.CodeBadRequest)
+	}
+	if _, err := c.Register(ctxT(t), identity(t, "dave", 0), "dave password"); err != nil {
+		t.Fatalf("register after bad requests: %v", err)
 	}
 }
