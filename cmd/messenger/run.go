@@ -56,6 +56,7 @@ type options struct {
 	httpReadTimeout  time.Duration
 	httpIdleTimeout  time.Duration
 	limits           server.Limits
+	registerPerAddr  int
 }
 
 func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (*options, error) {
@@ -109,6 +110,7 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	for i, r := range rates {
 		fs.StringVar(&rateText[i], r.flag, env(r.envName, r.def.String()), r.usage+": N/s, N/min or N/h with an optional :BURST, or off ("+r.envName+")")
 	}
+	fs.IntVar(&o.registerPerAddr, "register-per-addr", envInt("MESSENGER_REGISTER_PER_ADDR", 10), "register requests allowed per client address (IPv6: per /64) per hour (MESSENGER_REGISTER_PER_ADDR)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -140,6 +142,9 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	}
 	if o.hashConcurrency < 0 {
 		return nil, fmt.Errorf("-hash-concurrency %d: want 0 or more", o.hashConcurrency)
+	}
+	if o.registerPerAddr < 1 {
+		return nil, fmt.Errorf("-register-per-addr %d: want 1 or more", o.registerPerAddr)
 	}
 	return o, nil
 }
@@ -288,6 +293,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		HTTPReadTimeout:    o.httpReadTimeout,
 		HTTPIdleTimeout:    o.httpIdleTimeout,
 		Limits:             o.limits,
+		RegisterPerAddr:    o.registerPerAddr,
 	}, deps)
 	if err != nil {
 		return err

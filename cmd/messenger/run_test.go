@@ -165,6 +165,8 @@ func TestRunBadConfiguration(t *testing.T) {
 		"unreachable db":      {args: []string{"-db", "postgres://postgres@127.0.0.1:1/x?sslmode=disable&connect_timeout=1"}},
 		"weak argon2":         {args: []string{"-argon2-memory", "1024"}},
 		"bad trusted proxy":   {args: []string{"-trusted-proxies", "10.0.0.0/99"}},
+		"no registrations":    {args: []string{"-register-per-addr", "0"}},
+		"bad register env":    {env: map[string]string{"MESSENGER_REGISTER_PER_ADDR": "many"}},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -346,5 +348,25 @@ func TestRunTrustedProxies(t *testing.T) {
 		if got := strings.Contains(n.logs.String(), `"client":"198.51.100.7"`); got != tc.want {
 			t.Errorf("trusted %s: client from X-Forwarded-For = %v, want %v\n%s", tc.trusted, got, tc.want, n.logs.String())
 		}
+	}
+}
+
+// TestRunRegisterPerAddr: MESSENGER_REGISTER_PER_ADDR reaches the server:
+// with 1, a second registration from the same address is refused.
+func TestRunRegisterPerAddr(t *testing.T) {
+	n := start(t, map[string]string{"MESSENGER_DATA": t.TempDir(), "MESSENGER_IDENTITY_BITS": "2048", "MESSENGER_REGISTER_PER_ADDR": "1"},
+		"-addr", "127.0.0.1:0")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	alice, err := client.NewIdentity("alice", 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.dial(t).Register(ctx, alice, "alice's password"); err != nil {
+		t.Fatal(err)
+	}
+	bob := &client.Identity{User: "bob", Signing: alice.Signing, Encryption: alice.Encryption}
+	if _, err := n.dial(t).Register(ctx, bob, "bob's password"); !errors.Is(err, protocol.CodeRateLimited) {
+		t.Fatalf("second registration from one address: %v, want rate_limited", err)
 	}
 }

@@ -411,8 +411,151 @@ func testLimiter(t *testing.T, newLimiter func(t *testing.T) (Limiter, elapseFun
 			if _, err := l.Hit(ctx, "k", w); !errors.Is(err, ErrInvalidTTL) {
 				t.Errorf("Hit with window %v: err = %v, want ErrInvalidTTL", w, err)
 			}
+			if _, _, err := l.Reserve(ctx, "k", 5, w); !errors.Is(err, ErrInvalidTTL) {
+				t.Errorf("Reserve with window %v: err = %v, want ErrInvalidTTL", w, err)
+			}
 		}
 		count(t, l, "k", 0)
+	})
+
+	reserve := func(t *testing.T, l Limiter, key string, limit int64, window time.Duration, wantOK bool, wantN int64) {
+		t.Helper()
+		ok, n, err := l.Reserve(ctx, key, limit, window)
+		if err != nil {
+			t.Fatalf("Reserve(%q, %d): %v", key, limit, err)
+		}
+		if ok != wantOK || n != wantN {
+			t.Fatalf("Reserve(%q, %d) = %v, %d; want %v, %d", key, limit, ok, n, wantOK, wantN)
+		}
+	}
+	release := func(t *testing.T, l Limiter, key string) {
+		t.Helper()
+		if err := l.Release(ctx, key); err != nil {
+			t.Fatalf("Release(%q): %v", key, err)
+		}
+	}
+
+	t.Run("ReserveUpToLimit", func(t *testing.T) {
+		l, _ := newLimiter(t)
+		for i := int64(1); i <= 3; i++ {
+			reserve(t, l, "k", 3, longTTL, true, i)
+		}
+		for range 3 {
+			reserve(t, l, "k", 3, longTTL, false, 3) // refused, and not counted
+		}
+		count(t, l, "k", 3)
+		reserve(t, l, "k", 4, longTTL, true, 4) // a higher limit lets one more in
+		reserve(t, l, "other", 3, longTTL, true, 1)
+	})
+
+	t.Run("ReserveSharesTheCountWithHit", func(t *testing.T) {
+		l, _ := newLimiter(t)
+		hit(t, l, "k", longTTL, 1)
+		hit(t, l, "k", longTTL, 2)
+		reserve(t, l, "k", 3, longTTL, true, 3)
+		reserve(t, l, "k", 3, longTTL, false, 3)
+		hit(t, l, "k", longTTL, 4)
+		reserve(t, l, "k", 3, longTTL, false, 4)
+	})
+
+	t.Run("ReserveLimitBelowOne", func(t *testing.T) {
+		l, _ := newLimiter(t)
+		reserve(t, l, "k", 0, longTTL, false, 0)
+		reserve(t, l, "k", -1, longTTL, false, 0)
+		count(t, l, "k", 0)
+	})
+
+	t.Run("ReserveWindowStartsAtFirstAttempt", func(t *testing.T) {
+		l, elapse := newLimiter(t)
+		reserve(t, l, "k", 2, shortTTL, true, 1)
+		// A later attempt with a longer window must not extend the window.
+		reserve(t, l, "k", 2, longTTL, true, 2)
+		reserve(t, l, "k", 2, longTTL, false, 2)
+		elapse(shortTTL)
+		waitFor(t, "window ends", func() (bool, error) {
+			n, err := l.Count(ctx, "k")
+			return n == 0, err
+		})
+		reserve(t, l, "k", 2, longTTL, true, 1) // a new window
+	})
+
+	t.Run("ConcurrentReserves", func(t *testing.T) {
+		l, _ := newLimiter(t)
+		const goroutines, limit, before = 40, 10, 3
+		for i := int64(1); i <= before; i++ {
+			reserve(t, l, "k", limit, longTTL, true, i)
+		}
+		type result struct {
+			ok bool
+			n  int64
+		}
+		results := make([]result, goroutines)
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for i := range goroutines {
+			wg.Go(func() {
+				<-start
+				ok, n, err := l.Reserve(ctx, "k", limit, longTTL)
+				if err != nil {
+					t.Errorf("Reserve: %v", err)
+				}
+				results[i] = result{ok, n}
+			})
+		}
+		close(start)
+		wg.Wait()
+		var granted []int64
+		for _, r := range results {
+			switch {
+			case r.ok:
+				granted = append(granted, r.n)
+			case r.n != limit:
+				t.Errorf("a refused Reserve returned count %d, want %d", r.n, limit)
+			}
+		}
+		sort.Slice(granted, func(i, j int) bool { return granted[i] < granted[j] })
+		if len(granted) != limit-before {
+			t.Fatalf("%d of %d concurrent Reserves were granted with %d of %d taken before; want %d",
+				len(granted), goroutines, before, limit, limit-before)
+		}
+		for i, n := range granted {
+			if n != int64(before+i+1) {
+				t.Fatalf("granted Reserves returned counts %v; want each of %d..%d once", granted, before+1, limit)
+			}
+		}
+		count(t, l, "k", limit)
+	})
+
+	t.Run("Release", func(t *testing.T) {
+		l, _ := newLimiter(t)
+		reserve(t, l, "k", 2, longTTL, true, 1)
+		reserve(t, l, "k", 2, longTTL, true, 2)
+		reserve(t, l, "k", 2, longTTL, false, 2)
+		release(t, l, "k")
+		count(t, l, "k", 1)
+		reserve(t, l, "k", 2, longTTL, true, 2) // the released attempt is free again
+		release(t, l, "k")
+		release(t, l, "k")
+		release(t, l, "k") // never below zero
+		count(t, l, "k", 0)
+		reserve(t, l, "k", 2, longTTL, true, 1)
+		release(t, l, "never-counted") // creates nothing
+		count(t, l, "never-counted", 0)
+		hit(t, l, "h", longTTL, 1)
+		release(t, l, "h") // Hit's count too
+		count(t, l, "h", 0)
+	})
+
+	t.Run("ReleaseKeepsTheWindow", func(t *testing.T) {
+		l, elapse := newLimiter(t)
+		reserve(t, l, "k", 5, shortTTL, true, 1)
+		reserve(t, l, "k", 5, shortTTL, true, 2)
+		release(t, l, "k")
+		elapse(shortTTL)
+		waitFor(t, "window ends after a Release", func() (bool, error) {
+			n, err := l.Count(ctx, "k")
+			return n == 0, err
+		})
 	})
 }
 

@@ -15,7 +15,8 @@
 // TTL:
 //
 //	<prefix>session:<id>   the sealed session record (SET, PEXPIRE)
-//	<prefix>limit:<key>    the window's count (INCR + PEXPIRE, one Lua script)
+//	<prefix>limit:<key>    the window's count (GET/INCR/DECR + PEXPIRE, in Lua
+//	                       scripts, so that Reserve checks and counts atomically)
 //	rate:<prefix>rate:<key> a token bucket's theoretical arrival time
 //	                        (github.com/go-redis/redis_rate: GCRA, one Lua
 //	                        script; the library puts "rate:" first)

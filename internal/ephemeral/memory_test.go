@@ -88,6 +88,24 @@ func TestMemoryMaxEntries(t *testing.T) {
 		}
 	})
 
+	t.Run("LimiterReserve", func(t *testing.T) {
+		clk := newFakeClock()
+		l := NewMemoryLimiter(MemoryConfig{MaxEntries: max, Now: clk.Now})
+		defer l.Close()
+		reserve := func(id string, ttl time.Duration) error {
+			ok, _, err := l.Reserve(ctx, id, 5, ttl)
+			if err == nil && !ok {
+				t.Fatalf("Reserve(%q) refused below the limit", id)
+			}
+			return err
+		}
+		fill(t, clk, reserve, l.t.len)
+		// Counting in an existing window is not adding one.
+		if ok, n, err := l.Reserve(ctx, "e1", 5, time.Hour); err != nil || !ok || n != 2 {
+			t.Fatalf("Reserve of an existing key in a full limiter = %v, %d, %v; want true, 2, nil", ok, n, err)
+		}
+	})
+
 	t.Run("DefaultIsOneMillion", func(t *testing.T) {
 		n := NewMemorySessionStore(MemoryConfig{})
 		defer n.Close()

@@ -120,6 +120,30 @@ func TestRedisLimiterRepairsCounterWithoutTTL(t *testing.T) {
 	}
 }
 
+// TestRedisLimiterReserveRepairsCounterWithoutTTL: Reserve, like Hit, gives
+// a counter left without an expiry one, whether it counts or refuses.
+func TestRedisLimiterReserveRepairsCounterWithoutTTL(t *testing.T) {
+	ctx := context.Background()
+	client, prefix := redistest.Client(t)
+	l := NewRedisLimiter(client, RedisConfig{Prefix: prefix})
+	for _, tc := range []struct {
+		limit  int64
+		wantOK bool
+		wantN  int64
+	}{{10, true, 6}, {5, false, 5}} {
+		if err := client.Set(ctx, prefix+"limit:k", 5, 0).Err(); err != nil {
+			t.Fatalf("SET: %v", err)
+		}
+		ok, n, err := l.Reserve(ctx, "k", tc.limit, time.Minute)
+		if err != nil || ok != tc.wantOK || n != tc.wantN {
+			t.Fatalf("Reserve with limit %d = %v, %d, %v; want %v, %d, nil", tc.limit, ok, n, err, tc.wantOK, tc.wantN)
+		}
+		if ttl := client.PTTL(ctx, prefix+"limit:k").Val(); ttl <= 0 {
+			t.Fatalf("PTTL after Reserve with limit %d = %v, want a positive TTL", tc.limit, ttl)
+		}
+	}
+}
+
 // TestRedisUnavailable needs no Redis: the client points at a port nothing
 // listens on, and every method must fail with ErrUnavailable while keeping
 // the network error visible and the secrets out of the message.
@@ -150,6 +174,8 @@ func TestRedisUnavailable(t *testing.T) {
 		"Limiter.Hit":          func() error { _, err := limiter.Hit(ctx, secret, time.Minute); return err },
 		"Limiter.Count":        func() error { _, err := limiter.Count(ctx, secret); return err },
 		"Limiter.Reset":        func() error { return limiter.Reset(ctx, secret) },
+		"Limiter.Reserve":      func() error { _, _, err := limiter.Reserve(ctx, secret, 10, time.Minute); return err },
+		"Limiter.Release":      func() error { return limiter.Release(ctx, secret) },
 	} {
 		t.Run(name, func(t *testing.T) {
 			err := call()

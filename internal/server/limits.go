@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"golang.org/x/time/rate"
-	"net/netip"
 	"sync"
 	"time"
 
@@ -101,22 +100,6 @@ func (l *Limits) setDefaults() {
 
 // limited reports whether a count limit is on (negative turns it off).
 func limited(limit int) bool { return limit > 0 }
-
-// addrKeyOf is the key under which per-address limits count a client
-// address: IPv4 as it is, IPv6 by its /64 (one subscriber's allocation),
-// an IPv4-mapped IPv6 address as IPv4.
-func addrKeyOf(ip string) string {
-	a, err := netip.ParseAddr(ip)
-	if err != nil {
-		return ip
-	}
-	a = a.Unmap()
-	if a.Is6() {
-		p, _ := a.Prefix(64)
-		return p.String()
-	}
-	return a.String()
-}
 
 // counter counts things in use per address and in all, up to limits.
 type counter struct {

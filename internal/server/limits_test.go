@@ -367,21 +367,6 @@ func TestHTTPTimeouts(t *testing.T) {
 	})
 }
 
-func TestAddrKey(t *testing.T) {
-	for in, want := range map[string]string{
-		"192.0.2.7":             "192.0.2.7",
-		"::ffff:192.0.2.7":      "192.0.2.7",
-		"2001:db8:1:2:3:4:5:6":  "2001:db8:1:2::/64",
-		"2001:db8:1:2:ffff::1":  "2001:db8:1:2::/64",
-		"2001:db8:1:3::1":       "2001:db8:1:3::/64",
-		"not an address at all": "not an address at all",
-	} {
-		if got := addrKeyOf(in); got != want {
-			t.Errorf("addrKeyOf(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 // TestRecentIDsBounded: one connection remembers at most maxRecentIDs ids,
 // forgetting the oldest first, and forgets an id after its time.
 func TestRecentIDsBounded(t *testing.T) {

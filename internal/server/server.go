@@ -67,14 +67,22 @@ type Config struct {
 	// and send, under a server-assigned "anon-…" name. False requires
 	// register, login or auth first.
 	AllowAnonymous bool
-	// LoginFailuresPerUser is how many failed logins an account may have
-	// within LoginWindow before further attempts are refused. Zero means 10.
+	// LoginFailuresPerUser is how many password logins an account may have
+	// failed or under way within LoginWindow before further attempts are
+	// refused; each attempt is counted before its password is checked.
+	// Zero means 10.
 	LoginFailuresPerUser int
-	// LoginFailuresPerAddr is the same limit per client address. Zero
-	// means 50.
+	// LoginFailuresPerAddr is the same limit per client address (an IPv6
+	// client: its /64), for password logins and, counted apart, for
+	// signature auths. Zero means 50.
 	LoginFailuresPerAddr int
 	// LoginWindow is the throttling window. Zero means 15 minutes.
 	LoginWindow time.Duration
+	// RegisterPerAddr is how many register requests one client address
+	// (an IPv6 client: its /64) may make per hour, successful or not,
+	// before further ones are refused. Zero means 10; a negative value
+	// refuses every registration.
+	RegisterPerAddr int
 	// TrustedProxies lists the reverse proxies whose X-Forwarded-For header
 	// names the real client address (for per-address login throttling).
 	// Empty means none: the connection's peer address counts.
@@ -131,6 +139,9 @@ func (c *Config) setDefaults() {
 		c.HTTPIdleTimeout = 2 * time.Minute
 	}
 	c.Limits.setDefaults()
+	if c.RegisterPerAddr == 0 {
+		c.RegisterPerAddr = 10
+	}
 }
 
 // Deps are the server's collaborators.
@@ -149,7 +160,7 @@ type Deps struct {
 	Store store.Store
 	// Hasher hashes and checks passwords.
 	Hasher *password.Hasher
-	// Limiter counts failed logins.
+	// Limiter counts login, auth and register attempts.
 	Limiter ephemeral.Limiter
 	// Rates keeps the token buckets of the rate limits (Config.Limits).
 	// Nil means one in this process's memory, for a single node.
@@ -159,6 +170,16 @@ type Deps struct {
 	NewBroker func(broker.Handler) (broker.Broker, error)
 }
 
+// passwordHasher is what the server uses of *password.Hasher, so that tests
+// can count the password work a request does.
+type passwordHasher interface {
+	Hash(ctx context.Context, pw string) (string, error)
+	Verify(ctx context.Context, encoded, pw string) (needsRehash bool, err error)
+	DummyVerify(ctx context.Context, pw string) error
+}
+
+var _ passwordHasher = (*password.Hasher)(nil)
+
 // Server serves the messenger's WebSocket endpoint.
 type Server struct {
 	cfg      Config
@@ -167,7 +188,7 @@ type Server struct {
 	sessions *sessions
 	rates    ephemeral.RateLimiter
 	store    store.Store
-	hasher   *password.Hasher
+	hasher   passwordHasher
 	limiter  ephemeral.Limiter
 	hub      *Hub
 	upgrader websocket.Upgrader
@@ -324,7 +345,7 @@ func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
 		logc = logc.Str("client", remoteIP) // as named by a trusted proxy
 	}
 	log := logc.Logger()
-	addr := addrKeyOf(remoteIP)
+	addr := remoteAddrKey(remoteIP)
 
 	start := time.Now()
 	lim := s.cfg.Limits

@@ -68,8 +68,8 @@ const (
 	// CodeAuthFailed: wrong user name, password or signature. The same code
 	// and the same work for an unknown user and a wrong password. Not fatal.
 	CodeAuthFailed Code = 22
-	// CodeRateLimited: too many failed logins for this account or address;
-	// retry later. Not fatal.
+	// CodeRateLimited: too many failed logins for this account or address,
+	// or too many registrations from this address; retry later. Not fatal.
 	CodeRateLimited Code = 23
 	// CodeConflict: the user name is taken. Not fatal.
 	CodeConflict Code = 24
