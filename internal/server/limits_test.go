@@ -63,9 +63,10 @@ func TestEscapedBodyReachesEveryone(t *testing.T) {
 	}
 }
 
-// TestBodyTooLargeOnceEncoded: a body within MaxBody whose JSON escapes
-// grow it past a record (control characters are six bytes each) is
-// answered too_large; nobody is disconnected and the room goes on.
+// TestBodyTooLargeOnceEncoded: a send whose request fits a record but
+// whose delivered msg does not (the msg adds "from" and "anon" to a body
+// of six-byte escapes) is answered too_large; nobody is disconnected and
+// the room goes on.
 func TestBodyTooLargeOnceEncoded(t *testing.T) {
 	ts := startServer(t)
 	a, b := ts.dial(t), ts.dial(t)
