@@ -163,7 +163,7 @@ func (c *peer) login(ctx context.Context, m *protocol.Message) error {
 		if err := protocol.VerifyClientAuth(signing, c.exporter, u.Name, m.Sig); err != nil {
 			return c.failedLogin(ctx, throttleLogin, m.User, "signature by the new keys")
 		}
-		if ks, err = c.srv.store.PublishKeys(ctx, keySet(u.ID, m.Keys)); err != nil {
+		if ks, _, err = c.srv.store.PublishKeys(ctx, keySet(u.ID, m.Keys)); err != nil {
 			return storeError(err)
 		}
 		c.log.Info().Str("user", u.Name).Int("version", ks.Version).Msg("keys changed")
