@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/secure-messenger/messenger/internal/pgtest"
@@ -256,5 +257,40 @@ func TestOpenPostgresBadDSNHidesPassword(t *testing.T) {
 		if strings.Contains(err.Error(), secret) {
 			t.Errorf("error shows the password: %v", err)
 		}
+	}
+}
+
+// TestPostgresUpgradeGivesGeneration: a database made before the
+// credential generation existed (migration 1 only) keeps its users, each
+// at generation 1, once opened by this program.
+func TestPostgresUpgradeGivesGeneration(t *testing.T) {
+	ctx := context.Background()
+	dbURL := pgtest.URL(t)
+	ms, err := loadMigrations(migrationFiles, "migrations/postgres")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := uuid.New()
+	for _, q := range []string{pgCreateMigrationsTable, ms[0].sql, `INSERT INTO schema_migrations (version) VALUES (1)`} {
+		if _, err := conn.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := conn.Exec(ctx, `INSERT INTO users (id, name, password_hash, created_at) VALUES ($1, 'old', $2, now())`,
+		id, []byte(testHash)); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close(ctx)
+
+	p := openPostgresTest(t, dbURL)
+	if u, err := p.UserByName(ctx, "old"); err != nil || u.ID != id || u.Generation != 1 {
+		t.Fatalf("after the upgrade: %+v, %v; want the old user at generation 1", u, err)
+	}
+	if g, err := p.ChangePassword(ctx, id, testHash+"-new"); err != nil || g != 2 {
+		t.Errorf("ChangePassword after the upgrade: %d, %v; want 2", g, err)
 	}
 }

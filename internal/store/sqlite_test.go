@@ -2,12 +2,15 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
 	"testing"
+
+	"github.com/google/uuid"
 )
 
 // countRows implements rowCounter for the contract test.
@@ -259,5 +262,40 @@ func TestOpenPicksSQLite(t *testing.T) {
 				t.Fatalf("Open(%q, %q) succeeded", c.dsn, c.dataDir)
 			}
 		})
+	}
+}
+
+// TestSQLiteUpgradeGivesGeneration: a database made before the credential
+// generation existed (migration 1 only) keeps its users, each at
+// generation 1, once opened by this program.
+func TestSQLiteUpgradeGivesGeneration(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "messenger.db")
+	ms, err := loadMigrations(migrationFiles, "migrations/sqlite")
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", path+"?"+sqliteWriterParams)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := applySQLite(ctx, db, ms[0]); err != nil {
+		t.Fatal(err)
+	}
+	id := uuid.New()
+	if _, err := db.ExecContext(ctx, `INSERT INTO users (id, name, password_hash, created_at) VALUES (?, 'old', ?, 0)`,
+		id, []byte(testHash)); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s := openSQLiteTest(t, path)
+	if u, err := s.UserByName(ctx, "old"); err != nil || u.ID != id || u.Generation != 1 {
+		t.Fatalf("after the upgrade: %+v, %v; want the old user at generation 1", u, err)
+	}
+	if g, err := s.ChangePassword(ctx, id, testHash+"-new"); err != nil || g != 2 {
+		t.Errorf("ChangePassword after the upgrade: %d, %v; want 2", g, err)
 	}
 }
