@@ -1172,6 +1172,9 @@ func testPruneAll(t *testing.T, e historyEnv) {
 	if err != nil || n != 5 {
 		t.Errorf("PruneAll = %d, %v; want 5", n, err)
 	}
+	if _, err := e.s.PruneAll(ctx, nil); !errors.Is(err, ErrInvalid) {
+		t.Errorf("PruneAll(nil): %v, want ErrInvalid", err)
+	}
 	// Streams exist from their first message or their conversation on.
 	if want := []string{conv.Stream(), a, b}; !reflect.DeepEqual(asked, want) {
 		t.Errorf("policy asked for %v, want %v", asked, want)

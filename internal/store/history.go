@@ -188,7 +188,11 @@ func (c Conversation) Has(user uuid.UUID) bool { return user == c.UserA || user 
 
 // ConversationKey is one version of a conversation's key, as an envelope
 // the clients made: the key wrapped to every device of both members and
-// signed. The store keeps it as it is.
+// signed. The store keeps it as it is, not sealed at rest: the key inside
+// is already encrypted to the devices' public keys, whose private halves
+// the server never has, and the clients check the signature themselves,
+// so sealing it under the storage key would protect nothing that is not
+// protected already. (Its size, and who stored it when, are in the clear.)
 type ConversationKey struct {
 	// ConversationID is the conversation.
 	ConversationID uuid.UUID
@@ -419,6 +423,22 @@ func pruneCutoff(p RetentionPolicy) time.Time {
 		return time.Time{}
 	}
 	return stamp(time.Time{}).Add(-p.MaxAge)
+}
+
+// pruneEach prunes each stream by policy, for PruneAll.
+func pruneEach(ctx context.Context, s HistoryStore, streams []string, policy func(string) RetentionPolicy) (int, error) {
+	if policy == nil {
+		return 0, fmt.Errorf("store: prune all: %w", &FieldError{Field: "retention", Reason: "no policy given"})
+	}
+	total := 0
+	for _, name := range streams {
+		n, err := s.Prune(ctx, name, policy(name))
+		total += n
+		if err != nil {
+			return total, fmt.Errorf("store: prune all: %w", err)
+		}
+	}
+	return total, nil
 }
 
 func checkRewrapBatch(batch int) (int, error) {

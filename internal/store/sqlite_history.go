@@ -227,19 +227,6 @@ func (s *SQLite) PruneAll(ctx context.Context, policy func(stream string) Retent
 	return pruneEach(ctx, s, names, policy)
 }
 
-// pruneEach prunes each stream by policy, for PruneAll.
-func pruneEach(ctx context.Context, s HistoryStore, streams []string, policy func(string) RetentionPolicy) (int, error) {
-	total := 0
-	for _, name := range streams {
-		n, err := s.Prune(ctx, name, policy(name))
-		total += n
-		if err != nil {
-			return total, fmt.Errorf("store: prune all: %w", err)
-		}
-	}
-	return total, nil
-}
-
 // Rewrap implements HistoryStore.
 func (s *SQLite) Rewrap(ctx context.Context, batch int) (int, error) {
 	if s.seal == nil {
