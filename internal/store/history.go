@@ -232,7 +232,8 @@ type HistoryStore interface {
 	// the last Seq returned. A stream that does not exist yet gives an
 	// empty page and StreamPosition{} (epoch ""). After Prune, the first
 	// message returned is the oldest kept. A stored message that fails
-	// authentication fails the call with an error matching ErrCorrupt.
+	// authentication fails the call with an error matching ErrCorrupt; one
+	// under a key the keyring lacks, with ErrUnknownKey.
 	History(ctx context.Context, stream string, q HistoryQuery) ([]StoredMessage, StreamPosition, error)
 	// StreamHead returns the stream's head: the last sequence number given
 	// out (0 before the first message) and the epoch. A stream that does
