@@ -173,9 +173,9 @@ func deriveKey(storage []byte, purpose string) []byte {
 
 // messageKeyring is the keyring that seals stored message bodies: one key,
 // derived from the storage key. Its id is derived from the storage key
-// too, so that the keys of two storage.key files get different ids
-// without a record of which is which; a storage key rotation can then
-// hold both while the store rewraps.
+// too, so that the keys of two storage.key files get different ids (but
+// for a 2^-32 chance) without a record of which is which; a storage key
+// rotation can then hold both while the store rewraps.
 func messageKeyring(storage []byte) (*store.StaticKeyring, error) {
 	id := binary.BigEndian.Uint32(deriveKey(storage, "message key id"))
 	if id == 0 {
