@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/hkdf"
 	"crypto/sha256"
+	"encoding/binary"
 	"flag"
 	"fmt"
 	"io"
@@ -175,6 +176,19 @@ func deriveKey(storage []byte, purpose string) []byte {
 	return k
 }
 
+// messageKeyring is the keyring that seals stored message bodies: one key,
+// derived from the storage key. Its id is derived from the storage key
+// too, so that the keys of two storage.key files get different ids (but
+// for a 2^-32 chance) without a record of which is which; a storage key
+// rotation can then hold both while the store rewraps.
+func messageKeyring(storage []byte) (*store.StaticKeyring, error) {
+	id := binary.BigEndian.Uint32(deriveKey(storage, "message key id"))
+	if id == 0 {
+		id = 1 // 0 is not a key id
+	}
+	return store.NewKeyring(map[uint32][]byte{id: deriveKey(storage, "stored messages")}, id)
+}
+
 // run is the whole server: it returns when ctx ends (after a graceful
 // shutdown) or on a start-up error. It prints "listening on ADDR" and the
 // identity fingerprint to stdout once it accepts connections.
@@ -244,8 +258,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		log.Info().Msg("ephemeral state in memory (no -redis)")
 	}
 
+	keyring, err := messageKeyring(storageKey)
+	if err != nil {
+		return err
+	}
 	dbctx, cancelDB := context.WithTimeout(ctx, 30*time.Second)
-	db, err := store.Open(dbctx, o.dbURL, o.dataDir)
+	db, err := store.Open(dbctx, o.dbURL, o.dataDir, store.WithKeyring(keyring))
 	cancelDB()
 	if err != nil {
 		return fmt.Errorf("database: %w", err)

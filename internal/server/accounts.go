@@ -261,7 +261,7 @@ func (c *peer) login(ctx context.Context, m *protocol.Message) (err error) {
 		if err := challenge.verify(time.Now(), c.exporter, u.Name, m.Keys.Encryption, m.Proof); err != nil {
 			return err // not a failed password: not counted
 		}
-		if ks, err = c.srv.store.PublishKeys(ctx, keySet(u.ID, m.Keys)); err != nil {
+		if ks, _, err = c.srv.store.PublishKeys(ctx, keySet(u.ID, m.Keys)); err != nil {
 			return storeError(err)
 		}
 		c.log.Info().Str("user", u.Name).Int("version", ks.Version).Msg("keys changed")

@@ -22,11 +22,17 @@ type rowCounter interface {
 }
 
 // testStore is the contract every Store implementation must meet. open
-// returns a new, empty, migrated store and arranges for it to be closed.
-func testStore(t *testing.T, open func(t *testing.T) Store) {
+// returns a new, empty, migrated store opened with opts and arranges for
+// it to be closed.
+func testStore(t *testing.T, open func(t *testing.T, opts ...Option) Store) {
 	for _, c := range contractCases {
 		t.Run(c.name, func(t *testing.T) {
 			c.run(t, open(t))
+		})
+	}
+	for _, c := range historyCases {
+		t.Run(c.name, func(t *testing.T) {
+			c.run(t, newHistoryEnv(t, open))
 		})
 	}
 }
@@ -43,6 +49,8 @@ var contractCases = []struct {
 	{"LookUpInvalidName", testLookUpInvalidName},
 	{"HostileBytesRoundTrip", testHostileBytesRoundTrip},
 	{"SetPasswordHash", testSetPasswordHash},
+	{"Generation", testGeneration},
+	{"ConcurrentCredentialChanges", testConcurrentCredentialChanges},
 	{"UnknownIDs", testUnknownIDs},
 	{"PublishKeys", testPublishKeys},
 	{"CreateUserWithKeys", testCreateUserWithKeys},
@@ -183,12 +191,12 @@ func testCreateUserKeepsGivenIDAndTime(t *testing.T, s Store) {
 	ctx := context.Background()
 	id := uuid.MustParse("0b5e6a52-2f1c-4d0e-9b7a-3c1f8e2d4a60")
 	at := time.Date(2021, 3, 4, 5, 6, 7, 123456789, time.FixedZone("UTC+1", 3600))
-	u, err := s.CreateUser(ctx, User{ID: id, Name: "carol", PasswordHash: testHash, CreatedAt: at})
+	u, err := s.CreateUser(ctx, User{ID: id, Name: "carol", PasswordHash: testHash, CreatedAt: at, Generation: 7})
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := User{ID: id, Name: "carol", PasswordHash: testHash,
-		CreatedAt: time.Date(2021, 3, 4, 4, 6, 7, 123456000, time.UTC)}
+		CreatedAt: time.Date(2021, 3, 4, 4, 6, 7, 123456000, time.UTC), Generation: 1}
 	if u != want {
 		t.Errorf("CreateUser returned %+v, want %+v", u, want)
 	}
@@ -335,7 +343,7 @@ func testHostileBytesRoundTrip(t *testing.T, s Store) {
 		EncryptionKey: hostile("enc"),
 		SelfSignature: hostile("self"),
 	}
-	published, err := s.PublishKeys(ctx, keys)
+	published, _, err := s.PublishKeys(ctx, keys)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -432,10 +440,151 @@ func testSetPasswordHash(t *testing.T, s Store) {
 			if got.PasswordHash != c.wantHash {
 				t.Errorf("hash is %q, want %q", got.PasswordHash, c.wantHash)
 			}
-			if want := (User{ID: u.ID, Name: u.Name, PasswordHash: got.PasswordHash, CreatedAt: u.CreatedAt}); got != want {
+			// A rehash is the same password: the generation stays.
+			if want := (User{ID: u.ID, Name: u.Name, PasswordHash: got.PasswordHash, CreatedAt: u.CreatedAt, Generation: 1}); got != want {
 				t.Errorf("user is %+v, want only the hash changed: %+v", got, want)
 			}
 		})
+	}
+}
+
+// testGeneration: the credential generation starts at 1 and goes up by
+// one with every password change and every key version after the first,
+// and with nothing else (a rehash of the same password included).
+func testGeneration(t *testing.T, s Store) {
+	ctx := context.Background()
+	generation := func(t *testing.T, id uuid.UUID) int64 {
+		t.Helper()
+		byID, err := s.UserByID(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		byName, err := s.UserByName(ctx, byID.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if byName.Generation != byID.Generation {
+			t.Fatalf("UserByName says generation %d, UserByID %d", byName.Generation, byID.Generation)
+		}
+		return byID.Generation
+	}
+	u := mustCreateUser(t, s, "gus")
+	if u.Generation != 1 || generation(t, u.ID) != 1 {
+		t.Fatalf("new user: generation %d, stored %d; want 1", u.Generation, generation(t, u.ID))
+	}
+	withKeys, _, err := s.CreateUserWithKeys(ctx, User{Name: "hal", PasswordHash: testHash}, testKeys(uuid.Nil, "h1"))
+	if err != nil || withKeys.Generation != 1 || generation(t, withKeys.ID) != 1 {
+		t.Fatalf("CreateUserWithKeys: %+v, %v; want generation 1", withKeys, err)
+	}
+
+	steps := []struct {
+		name string
+		do   func() (int64, error) // the generation it reports; 0 if none
+		want int64
+	}{
+		{"first keys", func() (int64, error) { _, g, err := s.PublishKeys(ctx, testKeys(u.ID, "1")); return g, err }, 1},
+		{"rehash", func() (int64, error) { return 0, s.SetPasswordHash(ctx, u.ID, testHash+"-rehashed") }, 1},
+		{"password change", func() (int64, error) { return s.ChangePassword(ctx, u.ID, testHash+"-new") }, 2},
+		{"second keys", func() (int64, error) { _, g, err := s.PublishKeys(ctx, testKeys(u.ID, "2")); return g, err }, 3},
+		{"rehash again", func() (int64, error) { return 0, s.SetPasswordHash(ctx, u.ID, testHash+"-new-rehashed") }, 3},
+		{"another password change", func() (int64, error) { return s.ChangePassword(ctx, u.ID, testHash+"-newer") }, 4},
+		{"invalid hash", func() (int64, error) { return s.ChangePassword(ctx, u.ID, "") }, 4},
+		{"hash too long", func() (int64, error) { return s.ChangePassword(ctx, u.ID, strings.Repeat("h", MaxPasswordHashLen+1)) }, 4},
+		{"invalid keys", func() (int64, error) { _, g, err := s.PublishKeys(ctx, KeySet{UserID: u.ID}); return g, err }, 4},
+	}
+	for _, step := range steps {
+		t.Run(step.name, func(t *testing.T) {
+			got, err := step.do()
+			if strings.HasPrefix(step.name, "invalid") || strings.HasSuffix(step.name, "too long") {
+				wantErr(t, step.name, err, ErrInvalid)
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			if got != 0 && got != step.want {
+				t.Errorf("reported generation %d, want %d", got, step.want)
+			}
+			if g := generation(t, u.ID); g != step.want {
+				t.Errorf("stored generation %d, want %d", g, step.want)
+			}
+		})
+	}
+	t.Run("hash of the last change", func(t *testing.T) {
+		got, err := s.UserByID(ctx, u.ID)
+		if err != nil || got.PasswordHash != testHash+"-newer" {
+			t.Errorf("hash %q, %v; want %q", got.PasswordHash, err, testHash+"-newer")
+		}
+	})
+	t.Run("others untouched", func(t *testing.T) {
+		if g := generation(t, withKeys.ID); g != 1 {
+			t.Errorf("hal's generation %d, want 1", g)
+		}
+	})
+	t.Run("lists carry it", func(t *testing.T) {
+		r := mustCreateRoom(t, s, "gen", u)
+		mustAddMember(t, s, r, u)
+		mustAddMember(t, s, r, withKeys)
+		ms, err := s.Members(ctx, r.ID)
+		if err != nil || len(ms) != 2 || ms[0].Generation != 4 || ms[1].Generation != 1 {
+			t.Errorf("Members = %+v, %v; want gus at generation 4, hal at 1", ms, err)
+		}
+		cs, err := s.Contacts(ctx, withKeys.ID)
+		if err != nil || len(cs) != 1 || cs[0].Generation != 4 {
+			t.Errorf("Contacts = %+v, %v; want gus at generation 4", cs, err)
+		}
+	})
+}
+
+// testConcurrentCredentialChanges: password changes and key publications
+// racing for one user each get a generation of their own, and none is lost.
+func testConcurrentCredentialChanges(t *testing.T, s Store) {
+	ctx := context.Background()
+	u, _, err := s.CreateUserWithKeys(ctx, User{Name: "ivy", PasswordHash: testHash}, testKeys(uuid.Nil, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const workers, rounds = 6, 4
+	gens := make([][]int64, workers)
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range workers {
+		wg.Go(func() {
+			<-start
+			for r := range rounds {
+				var g int64
+				var err error
+				if i%2 == 0 {
+					g, err = s.ChangePassword(ctx, u.ID, fmt.Sprint(testHash, i, "-", r))
+				} else {
+					_, g, err = s.PublishKeys(ctx, testKeys(u.ID, fmt.Sprint(i, "-", r)))
+				}
+				if err != nil {
+					errs[i] = fmt.Errorf("round %d: %w", r, err)
+					return
+				}
+				gens[i] = append(gens[i], g)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	seen := map[int64]int{}
+	for i := range workers {
+		if errs[i] != nil {
+			t.Errorf("worker %d: %v", i, errs[i])
+		}
+		for _, g := range gens[i] {
+			seen[g]++
+		}
+	}
+	const n = workers * rounds
+	for g := int64(2); g <= n+1; g++ {
+		if seen[g] != 1 {
+			t.Errorf("generation %d was returned %d times, want once; got %v", g, seen[g], gens)
+		}
+	}
+	if got, err := s.UserByID(ctx, u.ID); err != nil || got.Generation != n+1 {
+		t.Errorf("final generation %d, %v; want %d", got.Generation, err, n+1)
 	}
 }
 
@@ -451,8 +600,9 @@ func testUnknownIDs(t *testing.T, s Store) {
 		{"UserByID", func() error { _, err := s.UserByID(ctx, nobody); return err }},
 		{"UserByName", func() error { _, err := s.UserByName(ctx, "nobody"); return err }},
 		{"SetPasswordHash", func() error { return s.SetPasswordHash(ctx, nobody, testHash) }},
-		{"PublishKeys", func() error { _, err := s.PublishKeys(ctx, testKeys(nobody, "x")); return err }},
-		{"PublishKeys nil user", func() error { _, err := s.PublishKeys(ctx, testKeys(uuid.Nil, "x")); return err }},
+		{"ChangePassword", func() error { _, err := s.ChangePassword(ctx, nobody, testHash); return err }},
+		{"PublishKeys", func() error { _, _, err := s.PublishKeys(ctx, testKeys(nobody, "x")); return err }},
+		{"PublishKeys nil user", func() error { _, _, err := s.PublishKeys(ctx, testKeys(uuid.Nil, "x")); return err }},
 		{"CurrentKeys", func() error { _, err := s.CurrentKeys(ctx, nobody); return err }},
 		{"KeyHistory", func() error { _, err := s.KeyHistory(ctx, nobody); return err }},
 		{"CreateRoom unknown creator", func() error { _, err := s.CreateRoom(ctx, Room{Name: "orphan", CreatedBy: nobody}); return err }},
@@ -484,18 +634,18 @@ func testPublishKeys(t *testing.T, s Store) {
 	frank := mustCreateUser(t, s, "frank")
 	grace := mustCreateUser(t, s, "grace")
 
-	v1, err := s.PublishKeys(ctx, testKeys(frank.ID, "1"))
+	v1, _, err := s.PublishKeys(ctx, testKeys(frank.ID, "1"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	in2 := testKeys(frank.ID, "2")
 	in2.Version = 99 // assigned by the store; ignored
 	in2.CreatedAt = time.Date(2030, 1, 2, 3, 4, 5, 6789, time.UTC)
-	v2, err := s.PublishKeys(ctx, in2)
+	v2, _, err := s.PublishKeys(ctx, in2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	g1, err := s.PublishKeys(ctx, testKeys(grace.ID, "g"))
+	g1, _, err := s.PublishKeys(ctx, testKeys(grace.ID, "g"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -569,7 +719,7 @@ func testInvalidKeys(t *testing.T, s Store) {
 		t.Run(c.name, func(t *testing.T) {
 			k := testKeys(u.ID, "x")
 			c.mutate(&k)
-			_, err := s.PublishKeys(ctx, k)
+			_, _, err := s.PublishKeys(ctx, k)
 			wantErr(t, "PublishKeys", err, ErrInvalid)
 			var fe *FieldError
 			if !errors.As(err, &fe) || fe.Field != c.field {
@@ -583,7 +733,7 @@ func testInvalidKeys(t *testing.T, s Store) {
 	t.Run("largest accepted", func(t *testing.T) {
 		k := KeySet{UserID: u.ID, SigningKey: big(MaxPublicKeyLen), EncryptionKey: big(MaxPublicKeyLen),
 			SelfSignature: big(MaxSelfSignatureLen)}
-		got, err := s.PublishKeys(ctx, k)
+		got, _, err := s.PublishKeys(ctx, k)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -600,6 +750,7 @@ func testConcurrentPublishKeys(t *testing.T, s Store) {
 	// rather than being spread out by connection set-up.
 	const publishers, rounds = 8, 5
 	versions := make([][]int, publishers)
+	generations := make([][]int64, publishers)
 	errs := make([]error, publishers)
 	var wg sync.WaitGroup
 	start := make(chan struct{})
@@ -607,12 +758,13 @@ func testConcurrentPublishKeys(t *testing.T, s Store) {
 		wg.Go(func() {
 			<-start
 			for r := range rounds {
-				k, err := s.PublishKeys(ctx, testKeys(u.ID, fmt.Sprint(i, "-", r)))
+				k, gen, err := s.PublishKeys(ctx, testKeys(u.ID, fmt.Sprint(i, "-", r)))
 				if err != nil {
 					errs[i] = fmt.Errorf("round %d: %w", r, err)
 					return
 				}
 				versions[i] = append(versions[i], k.Version)
+				generations[i] = append(generations[i], gen)
 			}
 		})
 	}
@@ -625,6 +777,16 @@ func testConcurrentPublishKeys(t *testing.T, s Store) {
 		}
 		for _, v := range versions[i] {
 			seen[v]++
+		}
+	}
+	// Version 1 leaves the generation at 1 and every later version adds
+	// one, in the same transaction: each version comes with its own
+	// generation, equal to it.
+	for i := range publishers {
+		for j, v := range versions[i] {
+			if gen := generations[i][j]; gen != int64(v) {
+				t.Errorf("publisher %d: version %d came with generation %d, want %d", i, v, gen, v)
+			}
 		}
 	}
 	const n = publishers * rounds
@@ -915,7 +1077,7 @@ func testCreateUserWithKeys(t *testing.T, s Store) {
 		t.Fatalf("key_sets: %d rows, want %d", got, keys)
 	}
 	// Later versions follow on as usual.
-	k2, err := s.PublishKeys(ctx, testKeys(u.ID, "c3"))
+	k2, _, err := s.PublishKeys(ctx, testKeys(u.ID, "c3"))
 	if err != nil || k2.Version != 2 {
 		t.Fatalf("next version: %+v, %v", k2, err)
 	}

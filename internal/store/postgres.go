@@ -16,6 +16,7 @@ import (
 // a plain text column with a UNIQUE constraint (citext is not assumed).
 type Postgres struct {
 	pool *pgxpool.Pool
+	seal *sealer // nil without a keyring
 }
 
 var _ Store = (*Postgres)(nil)
@@ -29,7 +30,9 @@ var _ Store = (*Postgres)(nil)
 // Idle connections are pinged before reuse once they have sat for more than
 // a second (pgxpool's default), so connections the server dropped, as in a
 // database restart, cost reconnects rather than failed requests.
-func OpenPostgres(ctx context.Context, dsn string) (*Postgres, error) {
+//
+// opts: WithKeyring.
+func OpenPostgres(ctx context.Context, dsn string, opts ...Option) (*Postgres, error) {
 	// A ParseConfigError shows dsn with its password redacted.
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
@@ -52,7 +55,7 @@ func OpenPostgres(ctx context.Context, dsn string) (*Postgres, error) {
 		pool.Close()
 		return nil, err
 	}
-	return &Postgres{pool: pool}, nil
+	return &Postgres{pool: pool, seal: newSealer(applyOptions(opts).keyring)}, nil
 }
 
 // Close closes the connections. It waits for calls in progress to give
@@ -147,7 +150,7 @@ func (p *Postgres) UserByName(ctx context.Context, name string) (User, error) {
 	var u User
 	err = p.with(ctx, "user by name", func(c pgQuerier) (err error) {
 		u, err = scanPgUser(c.QueryRow(ctx,
-			`SELECT id, name, password_hash, created_at FROM users WHERE name = $1`, name))
+			`SELECT id, name, password_hash, created_at, generation FROM users WHERE name = $1`, name))
 		return err
 	})
 	return u, err
@@ -158,7 +161,7 @@ func (p *Postgres) UserByID(ctx context.Context, id uuid.UUID) (User, error) {
 	var u User
 	err := p.with(ctx, "user by id", func(c pgQuerier) (err error) {
 		u, err = scanPgUser(c.QueryRow(ctx,
-			`SELECT id, name, password_hash, created_at FROM users WHERE id = $1`, id))
+			`SELECT id, name, password_hash, created_at, generation FROM users WHERE id = $1`, id))
 		return err
 	})
 	return u, err
@@ -178,31 +181,52 @@ func (p *Postgres) SetPasswordHash(ctx context.Context, id uuid.UUID, hash strin
 	})
 }
 
+// ChangePassword implements Store.
+func (p *Postgres) ChangePassword(ctx context.Context, id uuid.UUID, hash string) (int64, error) {
+	if err := checkPasswordHash(hash); err != nil {
+		return 0, fmt.Errorf("store: change password: %w", err)
+	}
+	var gen int64
+	err := p.with(ctx, "change password", func(c pgQuerier) error {
+		return c.QueryRow(ctx,
+			`UPDATE users SET password_hash = $1, generation = generation + 1 WHERE id = $2 RETURNING generation`,
+			[]byte(hash), id).Scan(&gen)
+	})
+	if err != nil {
+		return 0, err
+	}
+	return gen, nil
+}
+
 // PublishKeys implements Store. It locks the user's row first, so
 // concurrent publishes for one user take turns and each sees the version
-// the previous one wrote. FOR NO KEY UPDATE does not block inserts that
-// merely reference the user (memberships).
-func (p *Postgres) PublishKeys(ctx context.Context, k KeySet) (KeySet, error) {
+// and the generation the previous one wrote. FOR NO KEY UPDATE does not
+// block inserts that merely reference the user (memberships).
+func (p *Postgres) PublishKeys(ctx context.Context, k KeySet) (KeySet, int64, error) {
 	k, err := prepareKeySet(k)
 	if err != nil {
-		return KeySet{}, fmt.Errorf("store: publish keys: %w", err)
+		return KeySet{}, 0, fmt.Errorf("store: publish keys: %w", err)
 	}
+	var gen int64
 	err = p.inTx(ctx, "publish keys", func(tx pgx.Tx) error {
-		var one int
-		if err := tx.QueryRow(ctx, `SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE`, k.UserID).Scan(&one); err != nil {
+		if err := tx.QueryRow(ctx, `SELECT generation FROM users WHERE id = $1 FOR NO KEY UPDATE`, k.UserID).Scan(&gen); err != nil {
 			return err
 		}
-		return tx.QueryRow(ctx, `
+		err := tx.QueryRow(ctx, `
 			INSERT INTO key_sets (user_id, version, signing_key, encryption_key, self_signature, created_at)
 			SELECT $1, coalesce(max(version), 0) + 1, $2, $3, $4, $5 FROM key_sets WHERE user_id = $1
 			RETURNING version`,
 			k.UserID, k.SigningKey, k.EncryptionKey, k.SelfSignature, k.CreatedAt,
 		).Scan(&k.Version)
+		if err != nil || k.Version == 1 {
+			return err
+		}
+		return tx.QueryRow(ctx, `UPDATE users SET generation = generation + 1 WHERE id = $1 RETURNING generation`, k.UserID).Scan(&gen)
 	})
 	if err != nil {
-		return KeySet{}, err
+		return KeySet{}, 0, err
 	}
-	return k, nil
+	return k, gen, nil
 }
 
 // CurrentKeys implements Store.
@@ -300,7 +324,7 @@ func (p *Postgres) Members(ctx context.Context, roomID uuid.UUID) ([]User, error
 	var us []User
 	err := p.with(ctx, "members", func(c pgQuerier) error {
 		rows, err := c.Query(ctx, `
-			SELECT u.id, u.name, u.created_at
+			SELECT u.id, u.name, u.created_at, u.generation
 			FROM room_members m JOIN users u ON u.id = m.user_id
 			WHERE m.room_id = $1
 			ORDER BY u.name`, roomID)
@@ -346,7 +370,7 @@ func (p *Postgres) Contacts(ctx context.Context, userID uuid.UUID) ([]User, erro
 	var us []User
 	err := p.with(ctx, "contacts", func(c pgQuerier) error {
 		rows, err := c.Query(ctx, `
-			SELECT DISTINCT u.id, u.name, u.created_at
+			SELECT DISTINCT u.id, u.name, u.created_at, u.generation
 			FROM room_members mine
 			JOIN room_members theirs ON theirs.room_id = mine.room_id AND theirs.user_id <> mine.user_id
 			JOIN users u ON u.id = theirs.user_id
@@ -384,7 +408,7 @@ func scanPgUser(row pgx.Row) (User, error) {
 		u    User
 		hash []byte
 	)
-	if err := row.Scan(&u.ID, &u.Name, &hash, &u.CreatedAt); err != nil {
+	if err := row.Scan(&u.ID, &u.Name, &hash, &u.CreatedAt, &u.Generation); err != nil {
 		return User{}, err
 	}
 	u.PasswordHash = string(hash)
@@ -394,7 +418,7 @@ func scanPgUser(row pgx.Row) (User, error) {
 
 func scanPgUserPublic(row pgx.Row) (User, error) {
 	var u User
-	if err := row.Scan(&u.ID, &u.Name, &u.CreatedAt); err != nil {
+	if err := row.Scan(&u.ID, &u.Name, &u.CreatedAt, &u.Generation); err != nil {
 		return User{}, err
 	}
 	u.CreatedAt = u.CreatedAt.UTC()

@@ -27,6 +27,7 @@ type SQLite struct {
 	path string
 	w    *sql.DB // the single writer
 	r    *sql.DB // readers, PRAGMA query_only
+	seal *sealer // nil without a keyring
 }
 
 var _ Store = (*SQLite)(nil)
@@ -46,8 +47,8 @@ const (
 // OpenSQLite opens (creating if needed) the SQLite database at path and
 // applies pending migrations. A new file is created with mode 0600 (its
 // directory, if missing, 0700); SQLite gives the -wal and -shm files the
-// same mode. An existing file's mode is left alone.
-func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
+// same mode. An existing file's mode is left alone. opts: WithKeyring.
+func OpenSQLite(ctx context.Context, path string, opts ...Option) (*SQLite, error) {
 	switch {
 	case path == "":
 		return nil, errors.New("store: open sqlite: empty path")
@@ -69,14 +70,14 @@ func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 		return nil, fmt.Errorf("store: open sqlite: %w", err)
 	}
 
-	s := &SQLite{path: path}
+	s := &SQLite{path: path, seal: newSealer(applyOptions(opts).keyring)}
 	if s.w, err = sql.Open("sqlite", path+"?"+sqliteWriterParams); err != nil {
 		return nil, fmt.Errorf("store: open sqlite: %w", err)
 	}
 	s.w.SetMaxOpenConns(1)
 	s.w.SetMaxIdleConns(1)
 	s.w.SetConnMaxLifetime(0)
-	if err := s.w.PingContext(ctx); err != nil {
+	if err := pingSQLite(ctx, s.w); err != nil {
 		_ = s.w.Close()
 		return nil, fmt.Errorf("store: open sqlite: %w", err)
 	}
@@ -95,6 +96,30 @@ func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 		return nil, fmt.Errorf("store: open sqlite: %w", err)
 	}
 	return s, nil
+}
+
+// sqliteOpenWait bounds how long pingSQLite retries a first connection
+// that SQLite refused as busy: as long as the busy timeout.
+const sqliteOpenWait = 10 * time.Second
+
+// pingSQLite makes the writer's first connection, which switches the file
+// to WAL mode. While another process opening the same new file switches it
+// too, SQLite may answer SQLITE_BUSY at once, without waiting for the busy
+// timeout; such a refusal is retried, briefly, until sqliteOpenWait.
+func pingSQLite(ctx context.Context, db *sql.DB) error {
+	deadline := time.Now().Add(sqliteOpenWait)
+	for {
+		err := db.PingContext(ctx)
+		var se *sqlite.Error
+		if err == nil || !errors.As(err, &se) || se.Code()&0xff != sqlite3.SQLITE_BUSY || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-time.After(10 * time.Millisecond):
+		case <-ctx.Done():
+			return err
+		}
+	}
 }
 
 // Close closes both pools; the last connection to go checkpoints the WAL.
@@ -170,7 +195,7 @@ func (s *SQLite) UserByName(ctx context.Context, name string) (User, error) {
 		return User{}, fmt.Errorf("store: user by name: %w", err)
 	}
 	row := s.r.QueryRowContext(ctx,
-		`SELECT id, name, password_hash, created_at FROM users WHERE name = ?`, name)
+		`SELECT id, name, password_hash, created_at, generation FROM users WHERE name = ?`, name)
 	u, err := scanSQLiteUser(row)
 	if err != nil {
 		return User{}, sqliteErr("user by name", err)
@@ -181,7 +206,7 @@ func (s *SQLite) UserByName(ctx context.Context, name string) (User, error) {
 // UserByID implements Store.
 func (s *SQLite) UserByID(ctx context.Context, id uuid.UUID) (User, error) {
 	row := s.r.QueryRowContext(ctx,
-		`SELECT id, name, password_hash, created_at FROM users WHERE id = ?`, id)
+		`SELECT id, name, password_hash, created_at, generation FROM users WHERE id = ?`, id)
 	u, err := scanSQLiteUser(row)
 	if err != nil {
 		return User{}, sqliteErr("user by id", err)
@@ -201,24 +226,56 @@ func (s *SQLite) SetPasswordHash(ctx context.Context, id uuid.UUID, hash string)
 	return expectOneRow("set password hash", res)
 }
 
+// ChangePassword implements Store.
+func (s *SQLite) ChangePassword(ctx context.Context, id uuid.UUID, hash string) (int64, error) {
+	if err := checkPasswordHash(hash); err != nil {
+		return 0, fmt.Errorf("store: change password: %w", err)
+	}
+	var gen int64
+	err := s.w.QueryRowContext(ctx,
+		`UPDATE users SET password_hash = ?, generation = generation + 1 WHERE id = ? RETURNING generation`,
+		[]byte(hash), id).Scan(&gen)
+	if err != nil {
+		return 0, sqliteErr("change password", err)
+	}
+	return gen, nil
+}
+
 // PublishKeys implements Store. The version is computed inside the INSERT,
-// which SQLite runs under the write lock, so concurrent calls cannot
-// compute the same one.
-func (s *SQLite) PublishKeys(ctx context.Context, k KeySet) (KeySet, error) {
+// and the transaction holds SQLite's write lock from its start (BEGIN
+// IMMEDIATE), so concurrent calls cannot compute the same version or
+// generation.
+func (s *SQLite) PublishKeys(ctx context.Context, k KeySet) (KeySet, int64, error) {
 	k, err := prepareKeySet(k)
 	if err != nil {
-		return KeySet{}, fmt.Errorf("store: publish keys: %w", err)
+		return KeySet{}, 0, fmt.Errorf("store: publish keys: %w", err)
 	}
-	err = s.w.QueryRowContext(ctx, `
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return KeySet{}, 0, sqliteErr("publish keys", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
+	err = tx.QueryRowContext(ctx, `
 		INSERT INTO key_sets (user_id, version, signing_key, encryption_key, self_signature, created_at)
 		SELECT ?, coalesce(max(version), 0) + 1, ?, ?, ?, ? FROM key_sets WHERE user_id = ?
 		RETURNING version`,
 		k.UserID, k.SigningKey, k.EncryptionKey, k.SelfSignature, k.CreatedAt.UnixMicro(), k.UserID,
 	).Scan(&k.Version)
 	if err != nil {
-		return KeySet{}, sqliteErr("publish keys", err)
+		return KeySet{}, 0, sqliteErr("publish keys", err)
 	}
-	return k, nil
+	bump := `SELECT generation FROM users WHERE id = ?`
+	if k.Version > 1 {
+		bump = `UPDATE users SET generation = generation + 1 WHERE id = ? RETURNING generation`
+	}
+	var gen int64
+	if err := tx.QueryRowContext(ctx, bump, k.UserID).Scan(&gen); err != nil {
+		return KeySet{}, 0, sqliteErr("publish keys", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return KeySet{}, 0, sqliteErr("publish keys", err)
+	}
+	return k, gen, nil
 }
 
 // CurrentKeys implements Store.
@@ -314,7 +371,7 @@ func (s *SQLite) RemoveMember(ctx context.Context, roomID, userID uuid.UUID) err
 // credentials.
 func (s *SQLite) Members(ctx context.Context, roomID uuid.UUID) ([]User, error) {
 	rows, err := s.r.QueryContext(ctx, `
-		SELECT u.id, u.name, u.created_at
+		SELECT u.id, u.name, u.created_at, u.generation
 		FROM room_members m JOIN users u ON u.id = m.user_id
 		WHERE m.room_id = ?
 		ORDER BY u.name`, roomID)
@@ -358,7 +415,7 @@ func (s *SQLite) RoomsOf(ctx context.Context, userID uuid.UUID) ([]Room, error) 
 // Contacts implements Store. PasswordHash is left empty.
 func (s *SQLite) Contacts(ctx context.Context, userID uuid.UUID) ([]User, error) {
 	rows, err := s.r.QueryContext(ctx, `
-		SELECT DISTINCT u.id, u.name, u.created_at
+		SELECT DISTINCT u.id, u.name, u.created_at, u.generation
 		FROM room_members mine
 		JOIN room_members theirs ON theirs.room_id = mine.room_id AND theirs.user_id <> mine.user_id
 		JOIN users u ON u.id = theirs.user_id
@@ -401,7 +458,7 @@ func scanSQLiteUser(row sqliteRow) (User, error) {
 		hash    []byte
 		created int64
 	)
-	if err := row.Scan(&u.ID, &u.Name, &hash, &created); err != nil {
+	if err := row.Scan(&u.ID, &u.Name, &hash, &created, &u.Generation); err != nil {
 		return User{}, err
 	}
 	u.PasswordHash = string(hash)
@@ -414,7 +471,7 @@ func scanSQLiteUserPublic(row sqliteRow) (User, error) {
 		u       User
 		created int64
 	)
-	if err := row.Scan(&u.ID, &u.Name, &created); err != nil {
+	if err := row.Scan(&u.ID, &u.Name, &created, &u.Generation); err != nil {
 		return User{}, err
 	}
 	u.CreatedAt = time.UnixMicro(created).UTC()

@@ -1,5 +1,6 @@
 // Package store is the messenger's durable store: user accounts, their
-// published identity keys, and rooms with their members.
+// published identity keys, rooms with their members, and the history of
+// rooms and direct conversations (history.go).
 //
 // The domain types and the Store interface are declared here, together with
 // the validation every backend runs before it touches the database. Two
@@ -77,6 +78,12 @@ type User struct {
 	// CreatedAt is set by CreateUser when zero. Times are returned in UTC,
 	// truncated to microseconds (what both databases keep).
 	CreatedAt time.Time
+	// Generation counts changes of the user's credentials: 1 when the user
+	// is created (a value passed to CreateUser is ignored), one more with
+	// every ChangePassword and every key version after the first that
+	// PublishKeys stores. The server seals it into a logged-in session, so
+	// that a change revokes every session logged in before it.
+	Generation int64
 }
 
 // KeySet is one version of a user's published public identity keys. The
@@ -116,8 +123,11 @@ type Room struct {
 // before running any SQL; errors match ErrNotFound, ErrConflict or ErrInvalid
 // where those apply. Implementations are safe for concurrent use.
 type Store interface {
+	HistoryStore
+
 	// CreateUser stores a new user and returns it with ID and CreatedAt
-	// filled in and Name lower-cased. ErrConflict if the name (or ID) is taken.
+	// filled in, Generation 1 and Name lower-cased. ErrConflict if the name
+	// (or ID) is taken.
 	CreateUser(ctx context.Context, u User) (User, error)
 	// CreateUserWithKeys creates u and publishes k (UserID is ignored and
 	// set to the new user's; Version becomes 1) in one transaction: either
@@ -128,13 +138,23 @@ type Store interface {
 	UserByName(ctx context.Context, name string) (User, error)
 	// UserByID finds a user by ID.
 	UserByID(ctx context.Context, id uuid.UUID) (User, error)
-	// SetPasswordHash replaces a user's password hash (rehash-on-login upgrade).
+	// SetPasswordHash replaces a user's password hash with another hash of
+	// the same password (the rehash-on-login upgrade of its parameters). It
+	// leaves Generation alone: the credentials did not change.
 	SetPasswordHash(ctx context.Context, id uuid.UUID, hash string) error
+	// ChangePassword replaces a user's password hash with the hash of a new
+	// password and adds one to the user's Generation, in one statement, and
+	// returns the new generation. Concurrent changes get distinct
+	// generations; the last one's hash stays.
+	ChangePassword(ctx context.Context, id uuid.UUID, hash string) (generation int64, err error)
 
 	// PublishKeys stores a new key version for k.UserID (the previous
 	// version plus one; the first is 1) and returns it. Concurrent calls for
-	// one user get distinct, consecutive versions.
-	PublishKeys(ctx context.Context, k KeySet) (KeySet, error)
+	// one user get distinct, consecutive versions. Storing a version after
+	// the first also adds one to the user's Generation, in the same
+	// transaction; generation is the user's Generation once the version is
+	// stored (unchanged for version 1).
+	PublishKeys(ctx context.Context, k KeySet) (_ KeySet, generation int64, err error)
 	// CurrentKeys returns the user's highest key version; ErrNotFound when
 	// the user is unknown or has published none.
 	CurrentKeys(ctx context.Context, userID uuid.UUID) (KeySet, error)
@@ -178,16 +198,17 @@ type Store interface {
 //
 // Any other dsn is an error rather than a silent fallback to SQLite, so a
 // mistyped production URL cannot start the server on an empty local database.
-func Open(ctx context.Context, dsn, dataDir string) (Store, error) {
+// opts go to the backend (WithKeyring).
+func Open(ctx context.Context, dsn, dataDir string, opts ...Option) (Store, error) {
 	switch {
 	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
-		return OpenPostgres(ctx, dsn)
+		return OpenPostgres(ctx, dsn, opts...)
 	case strings.HasPrefix(dsn, "sqlite://"):
-		return OpenSQLite(ctx, strings.TrimPrefix(dsn, "sqlite://"))
+		return OpenSQLite(ctx, strings.TrimPrefix(dsn, "sqlite://"), opts...)
 	case strings.HasPrefix(dsn, "file://"):
-		return OpenSQLite(ctx, strings.TrimPrefix(dsn, "file://"))
+		return OpenSQLite(ctx, strings.TrimPrefix(dsn, "file://"), opts...)
 	case strings.HasPrefix(dsn, "file:"):
-		return OpenSQLite(ctx, strings.TrimPrefix(dsn, "file:"))
+		return OpenSQLite(ctx, strings.TrimPrefix(dsn, "file:"), opts...)
 	case dsn == "":
 		if dataDir == "" {
 			return nil, errors.New("store: open: neither a dsn nor a data directory given")
@@ -195,7 +216,7 @@ func Open(ctx context.Context, dsn, dataDir string) (Store, error) {
 		if err := os.MkdirAll(dataDir, 0o700); err != nil {
 			return nil, fmt.Errorf("store: open: %w", err)
 		}
-		return OpenSQLite(ctx, filepath.Join(dataDir, "messenger.db"))
+		return OpenSQLite(ctx, filepath.Join(dataDir, "messenger.db"), opts...)
 	default:
 		scheme, _, _ := strings.Cut(dsn, ":")
 		return nil, fmt.Errorf("store: open: unsupported dsn scheme %q (want postgres://, postgresql://, sqlite:// or file:)", scheme)
@@ -254,6 +275,7 @@ func prepareUser(u User) (User, error) {
 		u.ID = uuid.New()
 	}
 	u.CreatedAt = stamp(u.CreatedAt)
+	u.Generation = 1
 	return u, nil
 }
 
