@@ -218,3 +218,15 @@ func TestHandshakeClientSendsAlertOnBadFinished(t *testing.T) {
 	}
 	waitLog(t, ts, `"code":"bad_finished"`)
 }
+
+// TestSlowKeyGenerationDoesNotTimeOut: the Go client makes its session key
+// before it connects, so a key that takes longer to generate than the
+// server allows for a handshake (a 4096-bit key, against 300 ms here) does
+// not run into the server's handshake timeout.
+func TestSlowKeyGenerationDoesNotTimeOut(t *testing.T) {
+	ts := startServer(t, func(c *Config, _ *Deps) { c.HandshakeTimeout = 300 * time.Millisecond })
+	c := ts.dial(t, func(cfg *client.Config) { cfg.SessionKeyBits = 4096 })
+	if _, err := c.Join(ctxT(t), "r", ""); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -138,6 +138,10 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 	if cfg.Incoming == 0 {
 		cfg.Incoming = 256
 	}
+	sessionKey, err := newSessionKey(&cfg)
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.HandshakeTimeout)
 	defer cancel()
 	dialer := websocket.Dialer{HandshakeTimeout: cfg.HandshakeTimeout, ReadBufferSize: 4096, WriteBufferSize: 4096}
@@ -153,7 +157,7 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 	_ = ws.SetReadDeadline(deadline)
 	_ = ws.SetWriteDeadline(deadline)
 
-	hs := &clientHandshake{io: &protocol.HandshakeIO{Conn: wsFrames{ws}, Transcript: protocol.NewTranscript()}, cfg: &cfg}
+	hs := &clientHandshake{io: &protocol.HandshakeIO{Conn: wsFrames{ws}, Transcript: protocol.NewTranscript()}, cfg: &cfg, sessionKey: sessionKey}
 	if err := hs.handshake(); err != nil {
 		var peer *protocol.PeerError
 		if !errors.As(err, &peer) && !errors.Is(err, ErrClosed) {

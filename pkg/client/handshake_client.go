@@ -85,6 +85,21 @@ func (hs *clientHandshake) handshake() error {
 	return nil
 }
 
+// newSessionKey generates the per-session RSA key a full handshake (or a
+// resumption that may fall back to one) sends, or returns nil when the
+// handshake only resumes. Dial calls it before connecting, so that the
+// server's handshake timeout never waits on key generation.
+func newSessionKey(cfg *Config) (*rsa.PrivateKey, error) {
+	if cfg.Resume != nil && cfg.ResumeOnly {
+		return nil, nil
+	}
+	key, err := rsa.GenerateKey(rand.Reader, cfg.SessionKeyBits)
+	if err != nil {
+		return nil, fmt.Errorf("client handshake: session key: %w", err)
+	}
+	return key, nil
+}
+
 func (hs *clientHandshake) sendClientHello() error {
 	h := &protocol.ClientHello{Version: protocol.Version, Suites: hs.cfg.Suites}
 	if _, err := rand.Read(h.Random[:]); err != nil {
@@ -93,16 +108,12 @@ func (hs *clientHandshake) sendClientHello() error {
 	if r := hs.cfg.Resume; r != nil {
 		h.ResumeID = append([]byte(nil), r.ID[:]...)
 	}
-	if hs.cfg.Resume == nil || !hs.cfg.ResumeOnly {
-		key, err := rsa.GenerateKey(rand.Reader, hs.cfg.SessionKeyBits)
+	if hs.sessionKey != nil {
+		der, err := x509.MarshalPKIXPublicKey(&hs.sessionKey.PublicKey)
 		if err != nil {
 			return fmt.Errorf("client handshake: session key: %w", err)
 		}
-		der, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
-		if err != nil {
-			return fmt.Errorf("client handshake: session key: %w", err)
-		}
-		hs.sessionKey, h.SessionKey = key, der
+		h.SessionKey = der
 	}
 	hs.hello = h
 	return hs.io.Write(h.Marshal())
