@@ -2,9 +2,11 @@ package e2e
 
 import (
 	"bytes"
+	"crypto/cipher"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"slices"
 	"testing"
@@ -461,7 +463,7 @@ func mustHeader(t testing.TB, h Header) []byte {
 
 // copyCBC encrypts src into dst with key's AES-CBC key, no padding.
 func copyCBC(key *ConversationKey, iv, dst, src []byte) {
-	cbcEncrypter(key.records.block, iv).CryptBlocks(dst, src)
+	cipher.NewCBCEncrypter(key.records.block, iv).CryptBlocks(dst, src)
 }
 
 // vectorSet is what a check of the vectors needs: the conversation, the
@@ -572,5 +574,17 @@ func TestFailureCases(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			wantErr(t, v.run(t, c), c.want)
 		})
+	}
+}
+
+// TestErrorName: every sentinel has its name, found through wrapping.
+func TestErrorName(t *testing.T) {
+	for sentinel, name := range errorNames {
+		if got := ErrorName(fmt.Errorf("a: %w", fmt.Errorf("b: %w", sentinel))); got != name {
+			t.Errorf("ErrorName of wrapped %v = %q, want %q", sentinel, got, name)
+		}
+	}
+	if ErrorName(nil) != "" || ErrorName(errors.New("other")) != "" {
+		t.Fatal("a name for no sentinel")
 	}
 }

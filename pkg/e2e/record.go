@@ -549,6 +549,3 @@ func Open(ring *Keyring, rec *Record, sender Device, guard *ReplayGuard) (*Messa
 	}
 	return &Message{Header: rec.Header, Text: string(pt)}, nil
 }
-
-// cbcEncrypter is cipher.NewCBCEncrypter; tests build bad records with it.
-var cbcEncrypter = cipher.NewCBCEncrypter

@@ -19,9 +19,9 @@ import (
 const MaxRememberedIDs = 4096
 
 // ReplayGuard remembers what a device has accepted, so that Open refuses a
-// record seen before: for each conversation, the message ids accepted (the
-// last MaxRememberedIDs of them), and for each sender device and key
-// version, the highest counter accepted. Only records that pass every
+// record seen before: the message ids accepted, each with its
+// conversation (the last MaxRememberedIDs in all), and for each sender
+// device and key version of a conversation, the highest counter accepted. Only records that pass every
 // other check of Open are recorded. The zero value is empty and ready;
 // it is safe for concurrent use. A client persists it with
 // json.Marshal and restores it with json.Unmarshal, so that a replay
