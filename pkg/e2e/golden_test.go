@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"testing"
 	"testing/cryptotest"
@@ -664,5 +665,35 @@ func checkGoldenFailures(t *testing.T, g goldenVectors) {
 	}
 	for name := range want {
 		t.Errorf("the file lacks the case %s (run -update)", name)
+	}
+}
+
+// TestDocsQuoteGolden: every hex string of 16 digits or more that
+// docs/e2e.md quotes appears in the golden file, and so do the safety
+// number and the count of failure cases: the document's examples are the
+// file's.
+func TestDocsQuoteGolden(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "e2e.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden, err := os.ReadFile(goldenPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := readGolden(t)
+	quoted := regexp.MustCompile(`\b[0-9a-f]{16,}\b`).FindAll(doc, -1)
+	if len(quoted) < 10 {
+		t.Fatalf("docs/e2e.md quotes only %d hex strings", len(quoted))
+	}
+	for _, q := range quoted {
+		if !bytes.Contains(golden, q) {
+			t.Errorf("docs/e2e.md quotes %s, which is not in %s", q, goldenFile)
+		}
+	}
+	for _, s := range []string{g.Safety.Number, fmt.Sprintf("%d inputs that must fail", len(g.Failures))} {
+		if !bytes.Contains(doc, []byte(s)) {
+			t.Errorf("docs/e2e.md does not say %q", s)
+		}
 	}
 }
