@@ -50,8 +50,10 @@ const (
 // with RSA-OAEP-SHA256 (label LabelConversationKey) to the device's
 // encryption key.
 type Stanza struct {
-	User    string
-	Device  uuid.UUID
+	// User and Device name the recipient device.
+	User   string
+	Device uuid.UUID
+	// Wrapped is the RSA-OAEP ciphertext of the conversation key.
 	Wrapped []byte
 }
 

@@ -58,8 +58,10 @@ type LocalDevice struct {
 // DeviceRef names a device without its keys: what stanzas and headers
 // carry.
 type DeviceRef struct {
+	// User is the owner's user name.
 	User string
-	ID   uuid.UUID
+	// ID is the device id.
+	ID uuid.UUID
 }
 
 // compareRefs orders devices by user name (byte-wise, a prefix first),

@@ -201,9 +201,13 @@ func (h *Header) Marshal() ([]byte, error) {
 // authenticated.
 type Record struct {
 	Header
-	IV         []byte
+	// IV is 12 random bytes (GCM) or 16 (CBC).
+	IV []byte
+	// Ciphertext is the GCM ciphertext and tag, or the CBC ciphertext and
+	// HMAC.
 	Ciphertext []byte
-	Signature  []byte
+	// Signature is the sender device's RSA-PSS signature.
+	Signature []byte
 }
 
 // ParseRecord decodes a record and checks its structure: the format
@@ -465,6 +469,7 @@ func checkText(t []byte) error {
 // Message is an opened record: its authenticated header and its text.
 type Message struct {
 	Header
+	// Text is the message, valid UTF-8.
 	Text string
 }
 
