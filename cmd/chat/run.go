@@ -335,7 +335,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	if err != nil {
 		return err
 	}
-	s := &session{o: o, ui: u, trust: tr, id: id, quiet: o.sendSet}
+	s := &session{o: o, ui: u, trust: tr, id: id, home: home, quiet: o.sendSet}
 	if err := s.connect(ctx); err != nil {
 		return err
 	}

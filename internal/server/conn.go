@@ -54,6 +54,7 @@ type peer struct {
 
 	lastTouch   time.Time // reader goroutine only
 	sessionGone bool      // reader goroutine only: the session record is gone for good
+	lastCheck   time.Time // reader goroutine only: when credentialsCurrent last asked the database
 
 	dropped bool // hub goroutine only
 }
@@ -198,7 +199,9 @@ func (c *peer) readLoop(ctx context.Context) {
 	pongWait := c.srv.cfg.PingInterval * 2
 	_ = c.ws.SetReadDeadline(time.Now().Add(pongWait))
 	c.ws.SetPongHandler(func(string) error {
-		c.keepAlive(ctx)
+		if !c.keepAlive(ctx) {
+			return errRevoked
+		}
 		return c.ws.SetReadDeadline(time.Now().Add(pongWait))
 	})
 	for {
@@ -271,7 +274,9 @@ func (c *peer) handle(ctx context.Context, plaintext []byte) bool {
 		}
 		return true
 	}
-	c.keepAlive(ctx)
+	if !c.keepAlive(ctx) {
+		return false
+	}
 	m.Room = strings.ToLower(m.Room)
 	err = nil
 	switch m.Type {
@@ -296,6 +301,8 @@ func (c *peer) handle(ctx context.Context, plaintext []byte) bool {
 		err = c.auth(ctx, m)
 	case protocol.MsgLookup:
 		err = c.lookup(ctx, m)
+	case protocol.MsgPasswd:
+		err = c.passwd(ctx, m)
 	case protocol.MsgEnd:
 		if err := c.srv.sessions.end(ctx, c.sessionID); err != nil {
 			c.log.Error().Err(err).Msg("end session")
@@ -320,14 +327,22 @@ func (c *peer) handle(ctx context.Context, plaintext []byte) bool {
 	return true
 }
 
+// errRevoked ends the reading of a connection that keepAlive closed.
+var errRevoked = errors.New("server: login revoked")
+
 // keepAlive extends the session by a TTL, at most once a quarter TTL: on
 // every request and every pong, so an open connection keeps its session.
-func (c *peer) keepAlive(ctx context.Context) {
+// It also checks the connection's login (credentialsCurrent) and returns
+// false when it closed the connection for that.
+func (c *peer) keepAlive(ctx context.Context) bool {
+	if !c.credentialsCurrent(ctx) {
+		return false
+	}
 	if time.Since(c.lastTouch) < c.srv.cfg.SessionTTL/4 {
-		return
+		return true
 	}
 	if c.sessionGone {
-		return
+		return true
 	}
 	err := c.srv.sessions.refresh(ctx, c.sessionID, c.session)
 	if errors.Is(err, protocol.CodeSessionUnknown) {
@@ -336,13 +351,14 @@ func (c *peer) keepAlive(ctx context.Context) {
 		// resumed any more.
 		c.sessionGone = true
 		c.log.Info().Msg("session can no longer be resumed")
-		return
+		return true
 	}
 	if err != nil {
 		c.log.Warn().Err(err).Msg("session refresh failed")
-		return
+		return true
 	}
 	c.lastTouch = time.Now()
+	return true
 }
 
 func (c *peer) join(ctx context.Context, m *protocol.Message) {

@@ -130,6 +130,19 @@ func TestValidateRequest(t *testing.T) {
 		{"auth with keys", req(protocol.MsgAuth, func(m *protocol.Message) { m.User, m.Keys, m.Sig = "alice", &protocol.KeyBundle{}, []byte{1} }), protocol.CodeBadRequest},
 		{"auth no user", req(protocol.MsgAuth, func(m *protocol.Message) { m.Sig = []byte{1} }), protocol.CodeBadRequest},
 		{"lookup bad user", req(protocol.MsgLookup, func(m *protocol.Message) { m.User = "a b" }), protocol.CodeBadRequest},
+		{"passwd", req(protocol.MsgPasswd, func(m *protocol.Message) {
+			m.User, m.Password, m.NewPassword, m.Sig = "alice", "pw", "new pw", []byte{1}
+		}), 0},
+		{"passwd no user", req(protocol.MsgPasswd, func(m *protocol.Message) { m.Password, m.NewPassword, m.Sig = "pw", "new pw", []byte{1} }), protocol.CodeBadRequest},
+		{"passwd no password", req(protocol.MsgPasswd, func(m *protocol.Message) { m.User, m.NewPassword, m.Sig = "alice", "new pw", []byte{1} }), protocol.CodeBadRequest},
+		{"passwd no new password", req(protocol.MsgPasswd, func(m *protocol.Message) { m.User, m.Password, m.Sig = "alice", "pw", []byte{1} }), protocol.CodeBadRequest},
+		{"passwd new password too long", req(protocol.MsgPasswd, func(m *protocol.Message) {
+			m.User, m.Password, m.NewPassword, m.Sig = "alice", "pw", strings.Repeat("p", protocol.MaxPasswordLen+1), []byte{1}
+		}), protocol.CodeBadRequest},
+		{"passwd no signature", req(protocol.MsgPasswd, func(m *protocol.Message) { m.User, m.Password, m.NewPassword = "alice", "pw", "new pw" }), protocol.CodeBadRequest},
+		{"passwd with keys", req(protocol.MsgPasswd, func(m *protocol.Message) {
+			m.User, m.Password, m.NewPassword, m.Keys, m.Sig = "alice", "pw", "new pw", &protocol.KeyBundle{}, []byte{1}
+		}), protocol.CodeBadRequest},
 		{"server type", req(protocol.MsgReady, nil), protocol.CodeBadRequest},
 		{"unknown type", req("dance", nil), protocol.CodeBadRequest},
 	}
@@ -175,6 +188,7 @@ var goldenAppMessages = []protocol.Message{
 		Keys: &protocol.KeyBundle{Signing: []byte("signing-der"), Encryption: []byte("encryption-der"), SelfSignature: []byte("self-sig")}},
 	{Type: protocol.MsgKeyChange, TS: 1700000000015, Room: "general", User: "bob", Version: 2, Fingerprint: "8899aabb"},
 	{Type: protocol.MsgReady, Session: &protocol.SessionInfo{ID: "404142434445464748494a4b4c4d4e4f", TTL: 1800, Resumed: true, Name: "alice", User: "alice", ServerTime: 1700000000000, Window: 300}},
+	{Type: protocol.MsgPasswd, ID: testUUID, TS: 1700000000016, User: "alice", Password: "correct horse", NewPassword: "battery staple", Sig: []byte("auth-sig")},
 }
 
 func TestGoldenAppMessages(t *testing.T) {
