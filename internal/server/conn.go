@@ -31,7 +31,8 @@ type closeRequest struct {
 type peer struct {
 	srv       *Server
 	ws        *websocket.Conn
-	log       zerolog.Logger
+	log       zerolog.Logger // reader goroutine only: gains the user at login
+	closeLog  zerolog.Logger // set once, before the writer starts: for fail and the writer
 	id        string
 	sessionID [protocol.SessionIDSize]byte
 	resumed   bool
@@ -91,13 +92,14 @@ func (c *peer) enqueue(b []byte) bool {
 
 // fail ends the connection with code: the writer sends an encrypted error
 // message and a close frame carrying the code, then closes. Only the first
-// call counts; it never blocks.
+// call counts; it never blocks. Any goroutine may call it (the hub,
+// Shutdown, a revocation), so it logs with closeLog, not log.
 func (c *peer) fail(code protocol.Code, reason string) {
 	c.closeOnce.Do(func() {
 		if code != 0 {
-			ev := c.log.Warn()
+			ev := c.closeLog.Warn()
 			if code == protocol.CodeSessionEnded || code == protocol.CodeGoingAway {
-				ev = c.log.Info()
+				ev = c.closeLog.Info()
 			}
 			ev.Stringer("code", code).Msg("closing connection")
 		}
@@ -149,12 +151,12 @@ func (c *peer) writeLoop() {
 		select {
 		case b := <-c.send:
 			if err := c.writeRecord(b); err != nil {
-				c.log.Debug().Err(err).Msg("write failed")
+				c.closeLog.Debug().Err(err).Msg("write failed")
 				return
 			}
 		case <-ping.C:
 			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.srv.cfg.WriteTimeout)); err != nil {
-				c.log.Debug().Err(err).Msg("ping failed")
+				c.closeLog.Debug().Err(err).Msg("ping failed")
 				return
 			}
 		case req := <-c.closeCh:

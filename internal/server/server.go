@@ -304,6 +304,7 @@ func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
 		lastTouch: time.Now(),
 	}
 	c.log = log.With().Str("conn", c.id).Str("session", sessionKey(hs.sessionID)[:8]).Logger()
+	c.closeLog = c.log
 	c.log.Info().Bool("resumed", hs.resumed).Stringer("suite", hs.suite).
 		Dur("handshake", time.Since(start)).Msg("handshake complete")
 
