@@ -322,6 +322,7 @@ func TestUsageErrors(t *testing.T) {
 		{"bad user", nil, []string{"-user", "al ice"}, "-user"},
 		{"bad user in env", map[string]string{"MESSENGER_USER": "-alice"}, []string{"fingerprint"}, "-user"},
 		{"small keys", nil, []string{"register", "-user", "alice", "-key-bits", "1024"}, "-key-bits"},
+		{"key size the server refuses", nil, []string{"login", "-user", "alice", "-new-keys", "-key-bits", "2560"}, "-key-bits"},
 		{"bad key bits in env", map[string]string{"MESSENGER_KEY_BITS": "many"}, []string{"login", "-user", "alice"}, "MESSENGER_KEY_BITS"},
 		{"new keys at register", nil, []string{"register", "-user", "alice", "-new-keys"}, "flag provided but not defined: -new-keys"},
 		{"room for login", nil, []string{"login", "-user", "alice", "-room", "x"}, "flag provided but not defined: -room"},

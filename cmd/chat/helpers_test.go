@@ -53,7 +53,7 @@ func identityKeys(t testing.TB) (a, b *rsa.PrivateKey) {
 }
 
 // testServer is a real server on an httptest listener, with in-memory
-// sessions and nonces.
+// sessions.
 type testServer struct {
 	url  string
 	host string
@@ -89,9 +89,8 @@ func startServerOn(t *testing.T, identity *rsa.PrivateKey, db store.Store, confi
 	sessionKey := make([]byte, 32)
 	_, _ = rand.Read(sessionKey)
 	ss := ephemeral.NewMemorySessionStore(ephemeral.MemoryConfig{})
-	ns := ephemeral.NewMemoryNonceSet(ephemeral.MemoryConfig{})
 	lim := ephemeral.NewMemoryLimiter(ephemeral.MemoryConfig{})
-	t.Cleanup(func() { ss.Close(); ns.Close(); lim.Close() })
+	t.Cleanup(func() { ss.Close(); lim.Close() })
 	// Most tests join rooms anonymously; accountServer turns it off.
 	cfg := server.Config{PingInterval: 5 * time.Second, AllowAnonymous: true}
 	for _, f := range configure {
@@ -102,7 +101,6 @@ func startServerOn(t *testing.T, identity *rsa.PrivateKey, db store.Store, confi
 		Identity:   identity,
 		SessionKey: sessionKey,
 		Sessions:   ss,
-		Nonces:     ns,
 		Limiter:    lim,
 		Store:      db,
 		// Small parameters: the tests' passwords need no protection.

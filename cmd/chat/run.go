@@ -121,7 +121,7 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 		fs.StringVar(&o.send, "send", "", "join, say `TEXT`, wait for the server's acknowledgement and exit")
 	case cmdRegister, cmdLogin:
 		fs.StringVar(&o.passwordFile, "password-file", env("MESSENGER_PASSWORD_FILE", ""), "read the password from the first line of this `file` (MESSENGER_PASSWORD_FILE)")
-		fs.IntVar(&o.keyBits, "key-bits", ev.Int("MESSENGER_KEY_BITS", client.DefaultIdentityBits), "size of new RSA keys (MESSENGER_KEY_BITS)")
+		fs.IntVar(&o.keyBits, "key-bits", ev.Int("MESSENGER_KEY_BITS", client.DefaultIdentityBits), "size of new RSA keys: 2048, 3072 or 4096 (MESSENGER_KEY_BITS)")
 		if o.cmd == cmdLogin {
 			fs.BoolVar(&o.newKeys, "new-keys", false, "generate new keys and publish them in place of the old ones (a new device, or a reset); the old ones move to the profile's old-TIME/")
 		}
@@ -190,8 +190,8 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	default:
 		errs = append(errs, fmt.Errorf("-suite %q: want gcm or cbc", suite))
 	}
-	if (o.cmd == cmdRegister || o.cmd == cmdLogin) && (o.keyBits < protocol.MinRSABits || o.keyBits > maxKeyBits) {
-		errs = append(errs, fmt.Errorf("-key-bits %d: want %d to %d", o.keyBits, protocol.MinRSABits, maxKeyBits))
+	if (o.cmd == cmdRegister || o.cmd == cmdLogin) && !protocol.ValidRSAKeySize(o.keyBits) {
+		errs = append(errs, fmt.Errorf("-key-bits %d: want one of %v", o.keyBits, protocol.RSAKeySizes))
 	}
 	if o.sendSet && o.send == "" {
 		errs = append(errs, errors.New("-send: the message is empty"))
@@ -207,10 +207,6 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	}
 	return o, nil
 }
-
-// maxKeyBits is the largest identity key whose signatures fit
-// protocol.MaxSignature.
-const maxKeyBits = protocol.MaxSignature * 8
 
 const userRule = "want 1 to 32 lower-case letters, digits, '_', '.' or '-', starting with a letter or digit"
 

@@ -4,14 +4,16 @@ import (
 	"context"
 	"crypto/hkdf"
 	"crypto/sha256"
+	"encoding/binary"
 	"flag"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -25,6 +27,7 @@ import (
 	"github.com/secure-messenger/messenger/internal/password"
 	"github.com/secure-messenger/messenger/internal/server"
 	"github.com/secure-messenger/messenger/internal/store"
+	"github.com/secure-messenger/messenger/pkg/protocol"
 	"github.com/secure-messenger/messenger/web"
 )
 
@@ -50,6 +53,11 @@ type options struct {
 	argonMemory      int
 	argonTime        int
 	hashConcurrency  int
+	publicOrigins    string
+	httpReadTimeout  time.Duration
+	httpIdleTimeout  time.Duration
+	limits           server.Limits
+	registerPerAddr  int
 }
 
 func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (*options, error) {
@@ -70,15 +78,56 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	fs.DurationVar(&o.sessionMax, "session-max-lifetime", envDur("MESSENGER_SESSION_MAX_LIFETIME", 24*time.Hour), "longest a session lives however active; then a full handshake (MESSENGER_SESSION_MAX_LIFETIME)")
 	fs.DurationVar(&o.window, "ts-window", envDur("MESSENGER_TS_WINDOW", 5*time.Minute), "accepted clock skew of message timestamps (MESSENGER_TS_WINDOW)")
 	fs.DurationVar(&o.handshakeTimeout, "handshake-timeout", envDur("MESSENGER_HANDSHAKE_TIMEOUT", 10*time.Second), "time allowed for a handshake (MESSENGER_HANDSHAKE_TIMEOUT)")
-	fs.IntVar(&o.identityBits, "identity-bits", envInt("MESSENGER_IDENTITY_BITS", keyfile.DefaultRSABits), "size of a newly created identity key (MESSENGER_IDENTITY_BITS)")
+	fs.IntVar(&o.identityBits, "identity-bits", envInt("MESSENGER_IDENTITY_BITS", keyfile.DefaultRSABits), "size of a newly created identity key: 2048, 3072 or 4096 (MESSENGER_IDENTITY_BITS)")
 	fs.IntVar(&o.sendQueue, "send-queue", envInt("MESSENGER_SEND_QUEUE", 256), "messages queued per connection before it is dropped as too slow (MESSENGER_SEND_QUEUE)")
 	fs.StringVar(&o.dbURL, "db", env("MESSENGER_DB", ""), "database: empty for SQLite in the data directory, postgres://… for PostgreSQL, sqlite:///path for another SQLite file (MESSENGER_DB)")
 	fs.BoolVar(&o.anonymous, "anonymous", ev.Bool("MESSENGER_ANONYMOUS", false), "let connections that have not logged in join rooms and talk (MESSENGER_ANONYMOUS=true)")
 	fs.IntVar(&o.argonMemory, "argon2-memory", envInt("MESSENGER_ARGON2_MEMORY", 19456), "Argon2id memory per password hash in KiB, at least 19456 (MESSENGER_ARGON2_MEMORY)")
 	fs.IntVar(&o.argonTime, "argon2-time", envInt("MESSENGER_ARGON2_TIME", 2), "Argon2id passes, at least 2 (MESSENGER_ARGON2_TIME)")
 	fs.IntVar(&o.hashConcurrency, "hash-concurrency", envInt("MESSENGER_HASH_CONCURRENCY", 0), "password hashes computed at once; 0 means one per CPU (MESSENGER_HASH_CONCURRENCY)")
+	fs.StringVar(&o.publicOrigins, "public-origin", env("MESSENGER_PUBLIC_ORIGIN", ""), "comma-separated origins at which people open this server's pages, e.g. https://chat.example.org; empty means http://ADDR (and http://localhost:PORT on a loopback or wildcard address) (MESSENGER_PUBLIC_ORIGIN)")
+	fs.DurationVar(&o.httpReadTimeout, "http-read-timeout", envDur("MESSENGER_HTTP_READ_TIMEOUT", 15*time.Second), "time allowed to read one HTTP request (MESSENGER_HTTP_READ_TIMEOUT)")
+	fs.DurationVar(&o.httpIdleTimeout, "http-idle-timeout", envDur("MESSENGER_HTTP_IDLE_TIMEOUT", 2*time.Minute), "how long an idle keep-alive HTTP connection stays open (MESSENGER_HTTP_IDLE_TIMEOUT)")
+	d := server.DefaultLimits()
+	l := &o.limits
+	fs.IntVar(&l.MaxConnections, "max-conns", envInt("MESSENGER_MAX_CONNS", d.MaxConnections), "connections this node holds; -1 for no limit (MESSENGER_MAX_CONNS)")
+	fs.IntVar(&l.MaxConnectionsPerAddr, "max-conns-per-addr", envInt("MESSENGER_MAX_CONNS_PER_ADDR", d.MaxConnectionsPerAddr), "connections per client address (IPv6: per /64) on this node; -1 for no limit (MESSENGER_MAX_CONNS_PER_ADDR)")
+	fs.IntVar(&l.MaxHandshakes, "max-handshakes", envInt("MESSENGER_MAX_HANDSHAKES", d.MaxHandshakes), "handshakes in progress at once on this node; -1 for no limit (MESSENGER_MAX_HANDSHAKES)")
+	fs.IntVar(&l.MaxHandshakesPerAddr, "max-handshakes-per-addr", envInt("MESSENGER_MAX_HANDSHAKES_PER_ADDR", d.MaxHandshakesPerAddr), "handshakes in progress at once per client address; -1 for no limit (MESSENGER_MAX_HANDSHAKES_PER_ADDR)")
+	fs.IntVar(&l.RoomsPerConnection, "rooms-per-conn", envInt("MESSENGER_ROOMS_PER_CONN", d.RoomsPerConnection), "rooms one connection may be in; -1 for no limit (MESSENGER_ROOMS_PER_CONN)")
+	fs.IntVar(&l.MembersPerRoom, "room-members", envInt("MESSENGER_ROOM_MEMBERS", d.MembersPerRoom), "connections in one room on this node; -1 for no limit (MESSENGER_ROOM_MEMBERS)")
+	rates := []struct {
+		flag, envName, usage string
+		dst                  *ephemeral.Rate
+		def                  ephemeral.Rate
+	}{
+		{"handshake-rate", "MESSENGER_HANDSHAKE_RATE", "handshakes (full or resumed) one client address may start", &l.HandshakeRate, d.HandshakeRate},
+		{"request-rate", "MESSENGER_REQUEST_RATE", "requests one connection may send", &l.RequestRate, d.RequestRate},
+		{"user-request-rate", "MESSENGER_USER_REQUEST_RATE", "requests one user may send over all connections", &l.UserRequestRate, d.UserRequestRate},
+		{"send-rate", "MESSENGER_SEND_RATE", "messages one user (anonymous: one address) may send", &l.SendRate, d.SendRate},
+		{"room-send-rate", "MESSENGER_ROOM_SEND_RATE", "messages all members together may send to one room", &l.RoomSendRate, d.RoomSendRate},
+	}
+	rateText := make([]string, len(rates))
+	for i, r := range rates {
+		fs.StringVar(&rateText[i], r.flag, env(r.envName, r.def.String()), r.usage+": N/s, N/min or N/h with an optional :BURST, or off ("+r.envName+")")
+	}
+	fs.IntVar(&o.registerPerAddr, "register-per-addr", envInt("MESSENGER_REGISTER_PER_ADDR", 10), "register requests allowed per client address (IPv6: per /64) per hour (MESSENGER_REGISTER_PER_ADDR)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
+	}
+	for i, r := range rates {
+		v, err := ephemeral.ParseRate(rateText[i])
+		if err != nil {
+			return nil, fmt.Errorf("-%s: %w", r.flag, err)
+		}
+		*r.dst = v
+	}
+	for name, v := range map[string]int{"max-conns": l.MaxConnections, "max-conns-per-addr": l.MaxConnectionsPerAddr,
+		"max-handshakes": l.MaxHandshakes, "max-handshakes-per-addr": l.MaxHandshakesPerAddr,
+		"rooms-per-conn": l.RoomsPerConnection, "room-members": l.MembersPerRoom} {
+		if v == 0 {
+			return nil, fmt.Errorf("-%s 0: want a positive limit, or -1 for none", name)
+		}
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
@@ -86,14 +135,17 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	if err := ev.Err(); err != nil {
 		return nil, err
 	}
-	if o.identityBits < 2048 {
-		return nil, fmt.Errorf("-identity-bits %d: at least 2048", o.identityBits)
+	if !protocol.ValidRSAKeySize(o.identityBits) {
+		return nil, fmt.Errorf("-identity-bits %d: want one of %v, the sizes clients accept", o.identityBits, protocol.RSAKeySizes)
 	}
 	if o.argonMemory < 19456 || o.argonTime < 2 {
 		return nil, fmt.Errorf("-argon2-memory %d / -argon2-time %d: OWASP's floor is 19456 KiB and 2 passes", o.argonMemory, o.argonTime)
 	}
 	if o.hashConcurrency < 0 {
 		return nil, fmt.Errorf("-hash-concurrency %d: want 0 or more", o.hashConcurrency)
+	}
+	if o.registerPerAddr < 1 {
+		return nil, fmt.Errorf("-register-per-addr %d: want 1 or more", o.registerPerAddr)
 	}
 	return o, nil
 }
@@ -122,6 +174,19 @@ func deriveKey(storage []byte, purpose string) []byte {
 		panic("deriveKey: " + err.Error())
 	}
 	return k
+}
+
+// messageKeyring is the keyring that seals stored message bodies: one key,
+// derived from the storage key. Its id is derived from the storage key
+// too, so that the keys of two storage.key files get different ids (but
+// for a 2^-32 chance) without a record of which is which; a storage key
+// rotation can then hold both while the store rewraps.
+func messageKeyring(storage []byte) (*store.StaticKeyring, error) {
+	id := binary.BigEndian.Uint32(deriveKey(storage, "message key id"))
+	if id == 0 {
+		id = 1 // 0 is not a key id
+	}
+	return store.NewKeyring(map[uint32][]byte{id: deriveKey(storage, "stored messages")}, id)
 }
 
 // run is the whole server: it returns when ctx ends (after a graceful
@@ -177,7 +242,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		rcfg := ephemeral.RedisConfig{Prefix: o.redisPrefix}
 		deps.Sessions = ephemeral.NewRedisSessionStore(rc, rcfg)
-		deps.Nonces = ephemeral.NewRedisNonceSet(rc, rcfg)
+		deps.Rates = ephemeral.NewRedisRateLimiter(rc, rcfg)
 		deps.Limiter = ephemeral.NewRedisLimiter(rc, rcfg)
 		brokerKey := deriveKey(storageKey, "broker payloads")
 		deps.NewBroker = func(h broker.Handler) (broker.Broker, error) {
@@ -186,15 +251,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		log.Info().Str("redis", ropts.Addr).Msg("ephemeral state and broker in Redis")
 	} else {
 		ss := ephemeral.NewMemorySessionStore(ephemeral.MemoryConfig{})
-		ns := ephemeral.NewMemoryNonceSet(ephemeral.MemoryConfig{})
+		rl := ephemeral.NewMemoryRateLimiter(ephemeral.MemoryConfig{})
 		lim := ephemeral.NewMemoryLimiter(ephemeral.MemoryConfig{})
-		closers = append(closers, ss.Close, ns.Close, lim.Close)
-		deps.Sessions, deps.Nonces, deps.Limiter = ss, ns, lim
+		closers = append(closers, ss.Close, rl.Close, lim.Close)
+		deps.Sessions, deps.Rates, deps.Limiter = ss, rl, lim
 		log.Info().Msg("ephemeral state in memory (no -redis)")
 	}
 
+	keyring, err := messageKeyring(storageKey)
+	if err != nil {
+		return err
+	}
 	dbctx, cancelDB := context.WithTimeout(ctx, 30*time.Second)
-	db, err := store.Open(dbctx, o.dbURL, o.dataDir)
+	db, err := store.Open(dbctx, o.dbURL, o.dataDir, store.WithKeyring(keyring))
 	cancelDB()
 	if err != nil {
 		return fmt.Errorf("database: %w", err)
@@ -207,17 +276,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	deps.Hasher = password.NewHasher(hp, o.hashConcurrency)
 
-	var origins []string
-	for _, s := range strings.Split(o.origins, ",") {
-		if s = strings.TrimSpace(s); s != "" {
-			origins = append(origins, s)
-		}
-	}
+	origins := splitList(o.origins)
 	var proxies []netip.Prefix
-	for _, s := range strings.Split(o.trustedProxies, ",") {
-		if s = strings.TrimSpace(s); s == "" {
-			continue
-		}
+	for _, s := range splitList(o.trustedProxies) {
 		p, err := netip.ParsePrefix(s)
 		if err != nil {
 			a, aerr := netip.ParseAddr(s)
@@ -228,6 +289,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		proxies = append(proxies, p)
 	}
+	ln, err := net.Listen("tcp", o.addr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	defer ln.Close()
+	publicOrigins := splitList(o.publicOrigins)
+	if len(publicOrigins) == 0 {
+		publicOrigins = defaultOrigins(ln.Addr())
+	}
 	srv, err := server.New(server.Config{
 		HandshakeTimeout:   o.handshakeTimeout,
 		SessionTTL:         o.sessionTTL,
@@ -237,24 +307,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		AllowedOrigins:     origins,
 		AllowAnonymous:     o.anonymous,
 		TrustedProxies:     proxies,
+		PublicOrigins:      publicOrigins,
+		HTTPReadTimeout:    o.httpReadTimeout,
+		HTTPIdleTimeout:    o.httpIdleTimeout,
+		Limits:             o.limits,
+		RegisterPerAddr:    o.registerPerAddr,
 	}, deps)
 	if err != nil {
 		return err
-	}
-
-	ln, err := net.Listen("tcp", o.addr)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
 	}
 	hubCtx, stopHub := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopHub()
 	go srv.Run(hubCtx)
 
-	httpSrv := &http.Server{
-		Handler:           srv.Routes(web.Files()),
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          nil,
-	}
+	httpSrv := srv.HTTPServer(web.Files())
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- httpSrv.Serve(ln) }()
 	fmt.Fprintf(stdout, "listening on %s\n", ln.Addr())
@@ -274,4 +340,42 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		log.Warn().Err(err).Msg("shutdown")
 	}
 	return nil
+}
+
+// splitList splits a comma-separated flag value, dropping blanks.
+func splitList(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// defaultOrigins is where people reach a server listening on addr when no
+// -public-origin is given: http://ADDR, and http://localhost:PORT when addr
+// is a loopback or wildcard address.
+func defaultOrigins(addr net.Addr) []string {
+	ap, err := netip.ParseAddrPort(addr.String())
+	if err != nil {
+		return []string{"http://" + addr.String()}
+	}
+	port := strconv.Itoa(int(ap.Port()))
+	a := ap.Addr().Unmap()
+	var out []string
+	add := func(o string) {
+		if !slices.Contains(out, o) {
+			out = append(out, o)
+		}
+	}
+	if !a.IsUnspecified() {
+		add("http://" + netip.AddrPortFrom(a, ap.Port()).String())
+	}
+	if a.IsLoopback() || a.IsUnspecified() {
+		add("http://localhost:" + port)
+		add("http://127.0.0.1:" + port)
+		add("http://[::1]:" + port)
+	}
+	return out
 }

@@ -157,6 +157,7 @@ func TestRunBadConfiguration(t *testing.T) {
 		"unknown flag":        {args: []string{"-nope"}},
 		"bad duration env":    {env: map[string]string{"MESSENGER_SESSION_TTL": "soon"}},
 		"weak identity":       {args: []string{"-identity-bits", "1024"}},
+		"odd identity size":   {args: []string{"-identity-bits", "2560"}},
 		"bad log level":       {args: []string{"-log-level", "loud"}},
 		"unreachable redis":   {args: []string{"-redis", "redis://127.0.0.1:1/0"}},
 		"malformed redis url": {args: []string{"-redis", "http://x"}},
@@ -164,6 +165,8 @@ func TestRunBadConfiguration(t *testing.T) {
 		"unreachable db":      {args: []string{"-db", "postgres://postgres@127.0.0.1:1/x?sslmode=disable&connect_timeout=1"}},
 		"weak argon2":         {args: []string{"-argon2-memory", "1024"}},
 		"bad trusted proxy":   {args: []string{"-trusted-proxies", "10.0.0.0/99"}},
+		"no registrations":    {args: []string{"-register-per-addr", "0"}},
+		"bad register env":    {env: map[string]string{"MESSENGER_REGISTER_PER_ADDR": "many"}},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -218,16 +221,28 @@ func TestRunTwoNodesBehindOneRedis(t *testing.T) {
 	if !r.Session().Resumed {
 		t.Fatal("not resumed")
 	}
-	// A message id used on node one is a replay on node two.
-	id := uuid.NewString()
-	if _, err := b.Request(ctx, &protocol.Message{Type: protocol.MsgSend, ID: id, Room: "across", Body: "x"}); err != nil {
+	// A record of node one's connection, replayed to node two, is refused:
+	// records are sealed under per-connection keys with sequence numbers,
+	// so a captured request cannot be carried out twice anywhere.
+	req := &protocol.Message{Type: protocol.MsgSend, ID: uuid.NewString(), TS: time.Now().UnixMilli(), Room: "across", Body: "x"}
+	plain, err := req.Encode()
+	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.Join(ctx, "across", ""); err != nil {
+	frame, err := b.SealRaw(plain)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.Request(ctx, &protocol.Message{Type: protocol.MsgSend, ID: id, Room: "across", Body: "x"}); !errors.Is(err, protocol.CodeReplayedID) {
-		t.Fatalf("replay across nodes: %v", err)
+	if err := r.WriteRaw(frame); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-r.Done():
+		if err := r.Err(); !errors.Is(err, protocol.CodeBadRecord) && !errors.Is(err, protocol.CodeBadSequence) {
+			t.Fatalf("replayed record on node two: %v, want bad_sequence or bad_record", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("node two kept a connection that sent another connection's record")
 	}
 	// Nothing readable in Redis: no session secret, no message text.
 	keys, _ := rc.Keys(ctx, prefix+"*").Result()
@@ -333,5 +348,25 @@ func TestRunTrustedProxies(t *testing.T) {
 		if got := strings.Contains(n.logs.String(), `"client":"198.51.100.7"`); got != tc.want {
 			t.Errorf("trusted %s: client from X-Forwarded-For = %v, want %v\n%s", tc.trusted, got, tc.want, n.logs.String())
 		}
+	}
+}
+
+// TestRunRegisterPerAddr: MESSENGER_REGISTER_PER_ADDR reaches the server:
+// with 1, a second registration from the same address is refused.
+func TestRunRegisterPerAddr(t *testing.T) {
+	n := start(t, map[string]string{"MESSENGER_DATA": t.TempDir(), "MESSENGER_IDENTITY_BITS": "2048", "MESSENGER_REGISTER_PER_ADDR": "1"},
+		"-addr", "127.0.0.1:0")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	alice, err := client.NewIdentity("alice", 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.dial(t).Register(ctx, alice, "alice's password"); err != nil {
+		t.Fatal(err)
+	}
+	bob := &client.Identity{User: "bob", Signing: alice.Signing, Encryption: alice.Encryption}
+	if _, err := n.dial(t).Register(ctx, bob, "bob's password"); !errors.Is(err, protocol.CodeRateLimited) {
+		t.Fatalf("second registration from one address: %v, want rate_limited", err)
 	}
 }

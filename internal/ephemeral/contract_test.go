@@ -307,95 +307,6 @@ func testSessionStore(t *testing.T, newStore func(t *testing.T) (SessionStore, e
 	})
 }
 
-func testNonceSet(t *testing.T, newSet func(t *testing.T) (NonceSet, elapseFunc)) {
-	ctx := context.Background()
-
-	t.Run("SecondAddIsReplay", func(t *testing.T) {
-		n, _ := newSet(t)
-		if err := n.Add(ctx, "m1", longTTL); err != nil {
-			t.Fatalf("first Add: %v", err)
-		}
-		for i := range 3 {
-			if err := n.Add(ctx, "m1", longTTL); !errors.Is(err, ErrReplay) {
-				t.Fatalf("Add #%d of the same id: err = %v, want ErrReplay", i+2, err)
-			}
-		}
-	})
-
-	t.Run("IdsAreIndependent", func(t *testing.T) {
-		n, _ := newSet(t)
-		for _, id := range []string{"m1", "m2", "m1:x", ""} {
-			if err := n.Add(ctx, id, longTTL); err != nil {
-				t.Fatalf("Add(%q): %v", id, err)
-			}
-		}
-	})
-
-	t.Run("ReusableAfterExpiry", func(t *testing.T) {
-		n, elapse := newSet(t)
-		if err := n.Add(ctx, "m1", shortTTL); err != nil {
-			t.Fatalf("Add: %v", err)
-		}
-		elapse(shortTTL)
-		waitFor(t, "id can be added again after it expired", func() (bool, error) {
-			err := n.Add(ctx, "m1", longTTL)
-			if err != nil && !errors.Is(err, ErrReplay) {
-				return false, err
-			}
-			return err == nil, nil
-		})
-		if err := n.Add(ctx, "m1", longTTL); !errors.Is(err, ErrReplay) {
-			t.Fatalf("Add after re-adding: err = %v, want ErrReplay", err)
-		}
-	})
-
-	t.Run("SubMillisecondTTL", func(t *testing.T) {
-		n, _ := newSet(t)
-		if err := n.Add(ctx, "m1", 300*time.Microsecond); err != nil {
-			t.Fatalf("Add with a 300µs ttl: %v", err)
-		}
-	})
-
-	t.Run("ConcurrentAddsOfOneId", func(t *testing.T) {
-		n, _ := newSet(t)
-		const goroutines = 20
-		errs := make([]error, goroutines)
-		start := make(chan struct{})
-		var wg sync.WaitGroup
-		for i := range goroutines {
-			wg.Go(func() {
-				<-start
-				errs[i] = n.Add(ctx, "same", longTTL)
-			})
-		}
-		close(start)
-		wg.Wait()
-		ok := 0
-		for i, err := range errs {
-			switch {
-			case err == nil:
-				ok++
-			case errors.Is(err, ErrReplay):
-			default:
-				t.Errorf("goroutine %d: unexpected error %v", i, err)
-			}
-		}
-		if ok != 1 {
-			t.Fatalf("%d of %d concurrent Adds succeeded, want exactly 1", ok, goroutines)
-		}
-	})
-
-	t.Run("InvalidTTL", func(t *testing.T) {
-		n, _ := newSet(t)
-		if err := n.Add(ctx, "m1", 0); !errors.Is(err, ErrInvalidTTL) {
-			t.Fatalf("Add with ttl 0: err = %v, want ErrInvalidTTL", err)
-		}
-		if err := n.Add(ctx, "m1", longTTL); err != nil {
-			t.Fatalf("a rejected Add recorded the id: %v", err)
-		}
-	})
-}
-
 func testLimiter(t *testing.T, newLimiter func(t *testing.T) (Limiter, elapseFunc)) {
 	ctx := context.Background()
 
@@ -500,8 +411,151 @@ func testLimiter(t *testing.T, newLimiter func(t *testing.T) (Limiter, elapseFun
 			if _, err := l.Hit(ctx, "k", w); !errors.Is(err, ErrInvalidTTL) {
 				t.Errorf("Hit with window %v: err = %v, want ErrInvalidTTL", w, err)
 			}
+			if _, _, err := l.Reserve(ctx, "k", 5, w); !errors.Is(err, ErrInvalidTTL) {
+				t.Errorf("Reserve with window %v: err = %v, want ErrInvalidTTL", w, err)
+			}
 		}
 		count(t, l, "k", 0)
+	})
+
+	reserve := func(t *testing.T, l Limiter, key string, limit int64, window time.Duration, wantOK bool, wantN int64) {
+		t.Helper()
+		ok, n, err := l.Reserve(ctx, key, limit, window)
+		if err != nil {
+			t.Fatalf("Reserve(%q, %d): %v", key, limit, err)
+		}
+		if ok != wantOK || n != wantN {
+			t.Fatalf("Reserve(%q, %d) = %v, %d; want %v, %d", key, limit, ok, n, wantOK, wantN)
+		}
+	}
+	release := func(t *testing.T, l Limiter, key string) {
+		t.Helper()
+		if err := l.Release(ctx, key); err != nil {
+			t.Fatalf("Release(%q): %v", key, err)
+		}
+	}
+
+	t.Run("ReserveUpToLimit", func(t *testing.T) {
+		l, _ := newLimiter(t)
+		for i := int64(1); i <= 3; i++ {
+			reserve(t, l, "k", 3, longTTL, true, i)
+		}
+		for range 3 {
+			reserve(t, l, "k", 3, longTTL, false, 3) // refused, and not counted
+		}
+		count(t, l, "k", 3)
+		reserve(t, l, "k", 4, longTTL, true, 4) // a higher limit lets one more in
+		reserve(t, l, "other", 3, longTTL, true, 1)
+	})
+
+	t.Run("ReserveSharesTheCountWithHit", func(t *testing.T) {
+		l, _ := newLimiter(t)
+		hit(t, l, "k", longTTL, 1)
+		hit(t, l, "k", longTTL, 2)
+		reserve(t, l, "k", 3, longTTL, true, 3)
+		reserve(t, l, "k", 3, longTTL, false, 3)
+		hit(t, l, "k", longTTL, 4)
+		reserve(t, l, "k", 3, longTTL, false, 4)
+	})
+
+	t.Run("ReserveLimitBelowOne", func(t *testing.T) {
+		l, _ := newLimiter(t)
+		reserve(t, l, "k", 0, longTTL, false, 0)
+		reserve(t, l, "k", -1, longTTL, false, 0)
+		count(t, l, "k", 0)
+	})
+
+	t.Run("ReserveWindowStartsAtFirstAttempt", func(t *testing.T) {
+		l, elapse := newLimiter(t)
+		reserve(t, l, "k", 2, shortTTL, true, 1)
+		// A later attempt with a longer window must not extend the window.
+		reserve(t, l, "k", 2, longTTL, true, 2)
+		reserve(t, l, "k", 2, longTTL, false, 2)
+		elapse(shortTTL)
+		waitFor(t, "window ends", func() (bool, error) {
+			n, err := l.Count(ctx, "k")
+			return n == 0, err
+		})
+		reserve(t, l, "k", 2, longTTL, true, 1) // a new window
+	})
+
+	t.Run("ConcurrentReserves", func(t *testing.T) {
+		l, _ := newLimiter(t)
+		const goroutines, limit, before = 40, 10, 3
+		for i := int64(1); i <= before; i++ {
+			reserve(t, l, "k", limit, longTTL, true, i)
+		}
+		type result struct {
+			ok bool
+			n  int64
+		}
+		results := make([]result, goroutines)
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for i := range goroutines {
+			wg.Go(func() {
+				<-start
+				ok, n, err := l.Reserve(ctx, "k", limit, longTTL)
+				if err != nil {
+					t.Errorf("Reserve: %v", err)
+				}
+				results[i] = result{ok, n}
+			})
+		}
+		close(start)
+		wg.Wait()
+		var granted []int64
+		for _, r := range results {
+			switch {
+			case r.ok:
+				granted = append(granted, r.n)
+			case r.n != limit:
+				t.Errorf("a refused Reserve returned count %d, want %d", r.n, limit)
+			}
+		}
+		sort.Slice(granted, func(i, j int) bool { return granted[i] < granted[j] })
+		if len(granted) != limit-before {
+			t.Fatalf("%d of %d concurrent Reserves were granted with %d of %d taken before; want %d",
+				len(granted), goroutines, before, limit, limit-before)
+		}
+		for i, n := range granted {
+			if n != int64(before+i+1) {
+				t.Fatalf("granted Reserves returned counts %v; want each of %d..%d once", granted, before+1, limit)
+			}
+		}
+		count(t, l, "k", limit)
+	})
+
+	t.Run("Release", func(t *testing.T) {
+		l, _ := newLimiter(t)
+		reserve(t, l, "k", 2, longTTL, true, 1)
+		reserve(t, l, "k", 2, longTTL, true, 2)
+		reserve(t, l, "k", 2, longTTL, false, 2)
+		release(t, l, "k")
+		count(t, l, "k", 1)
+		reserve(t, l, "k", 2, longTTL, true, 2) // the released attempt is free again
+		release(t, l, "k")
+		release(t, l, "k")
+		release(t, l, "k") // never below zero
+		count(t, l, "k", 0)
+		reserve(t, l, "k", 2, longTTL, true, 1)
+		release(t, l, "never-counted") // creates nothing
+		count(t, l, "never-counted", 0)
+		hit(t, l, "h", longTTL, 1)
+		release(t, l, "h") // Hit's count too
+		count(t, l, "h", 0)
+	})
+
+	t.Run("ReleaseKeepsTheWindow", func(t *testing.T) {
+		l, elapse := newLimiter(t)
+		reserve(t, l, "k", 5, shortTTL, true, 1)
+		reserve(t, l, "k", 5, shortTTL, true, 2)
+		release(t, l, "k")
+		elapse(shortTTL)
+		waitFor(t, "window ends after a Release", func() (bool, error) {
+			n, err := l.Count(ctx, "k")
+			return n == 0, err
+		})
 	})
 }
 
@@ -523,11 +577,6 @@ func memoryFactory[T interface{ Close() error }](newT func(MemoryConfig) T) func
 func TestMemorySessionStore(t *testing.T) {
 	f := memoryFactory(NewMemorySessionStore)
 	testSessionStore(t, func(t *testing.T) (SessionStore, elapseFunc) { return f(t) })
-}
-
-func TestMemoryNonceSet(t *testing.T) {
-	f := memoryFactory(NewMemoryNonceSet)
-	testNonceSet(t, func(t *testing.T) (NonceSet, elapseFunc) { return f(t) })
 }
 
 func TestMemoryLimiter(t *testing.T) {

@@ -12,9 +12,6 @@ import (
 var (
 	// ErrNotFound reports that a session id is unknown or has expired.
 	ErrNotFound = errors.New("ephemeral: not found")
-	// ErrReplay reports that a NonceSet has already recorded an id and it has
-	// not expired yet.
-	ErrReplay = errors.New("ephemeral: id already seen")
 	// ErrUnavailable reports that the backend could not serve the request: a
 	// Redis connection failure, or a memory backend that is full. The error
 	// wrapping it also wraps the cause, if any.
@@ -42,16 +39,12 @@ type SessionStore interface {
 	Delete(ctx context.Context, id string) error
 }
 
-// NonceSet remembers message ids for replay protection.
-type NonceSet interface {
-	// Add records id for ttl. It returns ErrReplay if id was already recorded
-	// and has not expired. Of several concurrent Adds of one id, exactly one
-	// succeeds.
-	Add(ctx context.Context, id string, ttl time.Duration) error
-}
-
 // Limiter counts events per key in a fixed window (login throttling per
 // account and per address).
+//
+// A caller that limits an expensive attempt (a password check) reserves it
+// with Reserve before doing the work, so that concurrent attempts cannot all
+// pass a check made before any of them is counted.
 type Limiter interface {
 	// Hit counts one event for key and returns the count within the current
 	// window. A window starts at the first hit after the previous window (if
@@ -63,6 +56,19 @@ type Limiter interface {
 	Count(ctx context.Context, key string) (int64, error)
 	// Reset forgets key, so that its next Hit starts a new window.
 	Reset(ctx context.Context, key string) error
+	// Reserve takes one attempt for key if its count in the current window
+	// is below limit: it then counts the attempt and returns true and the
+	// new count. Otherwise it counts nothing and returns false and the
+	// current count. The check and the count are one atomic step, so of
+	// concurrent Reserves of one key at most limit minus the count before
+	// them return true. The first attempt counted starts a window of length
+	// window, as with Hit. A limit below 1 refuses every attempt.
+	Reserve(ctx context.Context, key string, limit int64, window time.Duration) (allowed bool, n int64, err error)
+	// Release gives back one attempt that Reserve (or Hit) counted: it
+	// lowers key's count by one, never below zero, and leaves the end of
+	// the window where it was. Releasing a key without a current window
+	// does nothing.
+	Release(ctx context.Context, key string) error
 }
 
 // unavailableError wraps a backend failure so that both ErrUnavailable and

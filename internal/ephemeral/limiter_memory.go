@@ -52,6 +52,45 @@ func (l *MemoryLimiter) Count(_ context.Context, key string) (int64, error) {
 	return e.value, nil
 }
 
+// Reserve takes one attempt for key if fewer than limit are counted. Like
+// Hit, it fails with ErrUnavailable when it would start a window for a new
+// key while the limiter is full of live windows.
+func (l *MemoryLimiter) Reserve(_ context.Context, key string, limit int64, window time.Duration) (bool, int64, error) {
+	if err := checkTTL("limiter reserve", window); err != nil {
+		return false, 0, err
+	}
+	l.t.mu.Lock()
+	defer l.t.mu.Unlock()
+	now := l.t.now()
+	e, ok := l.t.getLocked(key, now)
+	if !ok {
+		e = memoryEntry[int64]{expires: now.Add(window)}
+	}
+	if e.value >= limit {
+		return false, e.value, nil
+	}
+	if !ok {
+		if err := l.t.roomLocked("limiter reserve", now); err != nil {
+			return false, 0, err
+		}
+	}
+	e.value++
+	l.t.entries[key] = e
+	return true, e.value, nil
+}
+
+// Release gives back one attempt counted for key.
+func (l *MemoryLimiter) Release(_ context.Context, key string) error {
+	l.t.mu.Lock()
+	defer l.t.mu.Unlock()
+	e, ok := l.t.getLocked(key, l.t.now())
+	if ok && e.value > 0 {
+		e.value--
+		l.t.entries[key] = e
+	}
+	return nil
+}
+
 // Reset forgets key.
 func (l *MemoryLimiter) Reset(_ context.Context, key string) error {
 	l.t.mu.Lock()

@@ -64,13 +64,6 @@ func TestMemoryMaxEntries(t *testing.T) {
 		}
 	}
 
-	t.Run("NonceSet", func(t *testing.T) {
-		clk := newFakeClock()
-		n := NewMemoryNonceSet(MemoryConfig{MaxEntries: max, Now: clk.Now})
-		defer n.Close()
-		fill(t, clk, func(id string, ttl time.Duration) error { return n.Add(ctx, id, ttl) }, n.t.len)
-	})
-
 	t.Run("SessionStore", func(t *testing.T) {
 		clk := newFakeClock()
 		s := NewMemorySessionStore(MemoryConfig{MaxEntries: max, Now: clk.Now})
@@ -95,8 +88,26 @@ func TestMemoryMaxEntries(t *testing.T) {
 		}
 	})
 
+	t.Run("LimiterReserve", func(t *testing.T) {
+		clk := newFakeClock()
+		l := NewMemoryLimiter(MemoryConfig{MaxEntries: max, Now: clk.Now})
+		defer l.Close()
+		reserve := func(id string, ttl time.Duration) error {
+			ok, _, err := l.Reserve(ctx, id, 5, ttl)
+			if err == nil && !ok {
+				t.Fatalf("Reserve(%q) refused below the limit", id)
+			}
+			return err
+		}
+		fill(t, clk, reserve, l.t.len)
+		// Counting in an existing window is not adding one.
+		if ok, n, err := l.Reserve(ctx, "e1", 5, time.Hour); err != nil || !ok || n != 2 {
+			t.Fatalf("Reserve of an existing key in a full limiter = %v, %d, %v; want true, 2, nil", ok, n, err)
+		}
+	})
+
 	t.Run("DefaultIsOneMillion", func(t *testing.T) {
-		n := NewMemoryNonceSet(MemoryConfig{})
+		n := NewMemorySessionStore(MemoryConfig{})
 		defer n.Close()
 		if n.t.max != 1_000_000 {
 			t.Fatalf("zero MaxEntries gives %d, want 1,000,000", n.t.max)
@@ -107,32 +118,32 @@ func TestMemoryMaxEntries(t *testing.T) {
 func TestMemorySweep(t *testing.T) {
 	ctx := context.Background()
 	clk := newFakeClock()
-	n := NewMemoryNonceSet(MemoryConfig{Now: clk.Now, SweepInterval: time.Millisecond})
-	defer n.Close()
+	s := NewMemorySessionStore(MemoryConfig{Now: clk.Now, SweepInterval: time.Millisecond})
+	defer s.Close()
 	for i := range 10 {
-		if err := n.Add(ctx, fmt.Sprint(i), time.Minute); err != nil {
-			t.Fatalf("Add: %v", err)
+		if err := s.Put(ctx, fmt.Sprint(i), []byte("rec"), time.Minute); err != nil {
+			t.Fatalf("Put: %v", err)
 		}
 	}
-	if err := n.Add(ctx, "long", time.Hour); err != nil {
-		t.Fatalf("Add: %v", err)
+	if err := s.Put(ctx, "long", []byte("rec"), time.Hour); err != nil {
+		t.Fatalf("Put: %v", err)
 	}
 	clk.Advance(time.Minute)
-	// Nothing touches the expired ids; only the sweep can remove them.
-	waitFor(t, "sweep removes expired ids", func() (bool, error) {
-		return n.t.len() == 1, nil
+	// Nothing touches the expired sessions; only the sweep can remove them.
+	waitFor(t, "sweep removes expired sessions", func() (bool, error) {
+		return s.t.len() == 1, nil
 	})
-	if err := n.Add(ctx, "long", time.Hour); !errors.Is(err, ErrReplay) {
-		t.Fatalf("the sweep removed a live id: Add err = %v", err)
+	if _, err := s.Get(ctx, "long"); err != nil {
+		t.Fatalf("the sweep removed a live session: Get err = %v", err)
 	}
 }
 
 func TestMemoryClose(t *testing.T) {
 	ctx := context.Background()
 	s := NewMemorySessionStore(MemoryConfig{})
-	n := NewMemoryNonceSet(MemoryConfig{})
+	r := NewMemoryRateLimiter(MemoryConfig{})
 	l := NewMemoryLimiter(MemoryConfig{})
-	for _, c := range []interface{ Close() error }{s, n, l} {
+	for _, c := range []interface{ Close() error }{s, r, l} {
 		// Close waits for the sweep goroutine to exit; a second Close must
 		// neither block nor panic.
 		for range 2 {
@@ -145,8 +156,8 @@ func TestMemoryClose(t *testing.T) {
 	if err := s.Put(ctx, "a", []byte("rec"), time.Minute); err != nil {
 		t.Fatalf("Put after Close: %v", err)
 	}
-	if err := n.Add(ctx, "a", time.Minute); err != nil {
-		t.Fatalf("Add after Close: %v", err)
+	if ok, _, err := r.Allow(ctx, "a", PerSecond(1, 1)); err != nil || !ok {
+		t.Fatalf("Allow after Close: %v, %v", ok, err)
 	}
 	if _, err := l.Hit(ctx, "a", time.Minute); err != nil {
 		t.Fatalf("Hit after Close: %v", err)

@@ -27,11 +27,6 @@ func TestRedisSessionStore(t *testing.T) {
 	testSessionStore(t, func(t *testing.T) (SessionStore, elapseFunc) { return f(t) })
 }
 
-func TestRedisNonceSet(t *testing.T) {
-	f := redisFactory(NewRedisNonceSet)
-	testNonceSet(t, func(t *testing.T) (NonceSet, elapseFunc) { return f(t) })
-}
-
 func TestRedisLimiter(t *testing.T) {
 	f := redisFactory(NewRedisLimiter)
 	testLimiter(t, func(t *testing.T) (Limiter, elapseFunc) { return f(t) })
@@ -47,9 +42,6 @@ func TestRedisKeyLayout(t *testing.T) {
 	if err := NewRedisSessionStore(client, cfg).Put(ctx, "s1", []byte("rec"), 90*time.Second); err != nil {
 		t.Fatalf("Put: %v", err)
 	}
-	if err := NewRedisNonceSet(client, cfg).Add(ctx, "n1", 1500*time.Millisecond); err != nil {
-		t.Fatalf("Add: %v", err)
-	}
 	if _, err := NewRedisLimiter(client, cfg).Hit(ctx, "acct:alice", time.Minute); err != nil {
 		t.Fatalf("Hit: %v", err)
 	}
@@ -60,7 +52,6 @@ func TestRedisKeyLayout(t *testing.T) {
 		maxTTL time.Duration
 	}{
 		{prefix + "session:s1", "rec", 90 * time.Second},
-		{prefix + "nonce:n1", "1", 1500 * time.Millisecond},
 		{prefix + "limit:acct:alice", "1", time.Minute},
 	} {
 		v, err := client.Get(ctx, tc.key).Result()
@@ -129,6 +120,30 @@ func TestRedisLimiterRepairsCounterWithoutTTL(t *testing.T) {
 	}
 }
 
+// TestRedisLimiterReserveRepairsCounterWithoutTTL: Reserve, like Hit, gives
+// a counter left without an expiry one, whether it counts or refuses.
+func TestRedisLimiterReserveRepairsCounterWithoutTTL(t *testing.T) {
+	ctx := context.Background()
+	client, prefix := redistest.Client(t)
+	l := NewRedisLimiter(client, RedisConfig{Prefix: prefix})
+	for _, tc := range []struct {
+		limit  int64
+		wantOK bool
+		wantN  int64
+	}{{10, true, 6}, {5, false, 5}} {
+		if err := client.Set(ctx, prefix+"limit:k", 5, 0).Err(); err != nil {
+			t.Fatalf("SET: %v", err)
+		}
+		ok, n, err := l.Reserve(ctx, "k", tc.limit, time.Minute)
+		if err != nil || ok != tc.wantOK || n != tc.wantN {
+			t.Fatalf("Reserve with limit %d = %v, %d, %v; want %v, %d, nil", tc.limit, ok, n, err, tc.wantOK, tc.wantN)
+		}
+		if ttl := client.PTTL(ctx, prefix+"limit:k").Val(); ttl <= 0 {
+			t.Fatalf("PTTL after Reserve with limit %d = %v, want a positive TTL", tc.limit, ttl)
+		}
+	}
+}
+
 // TestRedisUnavailable needs no Redis: the client points at a port nothing
 // listens on, and every method must fail with ErrUnavailable while keeping
 // the network error visible and the secrets out of the message.
@@ -143,7 +158,7 @@ func TestRedisUnavailable(t *testing.T) {
 	t.Cleanup(func() { _ = client.Close() })
 	cfg := RedisConfig{}
 	sessions := NewRedisSessionStore(client, cfg)
-	nonces := NewRedisNonceSet(client, cfg)
+	rates := NewRedisRateLimiter(client, cfg)
 	limiter := NewRedisLimiter(client, cfg)
 
 	const secret = "s3cr3t-session-id"
@@ -155,10 +170,12 @@ func TestRedisUnavailable(t *testing.T) {
 		"SessionStore.Touch":   func() error { return sessions.Touch(ctx, secret, time.Minute) },
 		"SessionStore.Replace": func() error { return sessions.Replace(ctx, secret, []byte(secret), time.Minute) },
 		"SessionStore.Delete":  func() error { return sessions.Delete(ctx, secret) },
-		"NonceSet.Add":         func() error { return nonces.Add(ctx, secret, time.Minute) },
+		"RateLimiter.Allow":    func() error { _, _, err := rates.Allow(ctx, secret, PerSecond(1, 1)); return err },
 		"Limiter.Hit":          func() error { _, err := limiter.Hit(ctx, secret, time.Minute); return err },
 		"Limiter.Count":        func() error { _, err := limiter.Count(ctx, secret); return err },
 		"Limiter.Reset":        func() error { return limiter.Reset(ctx, secret) },
+		"Limiter.Reserve":      func() error { _, _, err := limiter.Reserve(ctx, secret, 10, time.Minute); return err },
+		"Limiter.Release":      func() error { return limiter.Release(ctx, secret) },
 	} {
 		t.Run(name, func(t *testing.T) {
 			err := call()

@@ -17,10 +17,17 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/secure-messenger/messenger/pkg/protocol"
 )
 
 // DefaultRSABits is the size of a new identity key.
 const DefaultRSABits = 3072
+
+// ErrRSAKeyRule reports an RSA key, existing or asked for, that breaks the
+// protocol's RSA key rule (protocol.CheckRSAPublicKey): clients would
+// refuse it.
+var ErrRSAKeyRule = errors.New("keyfile: RSA key outside the protocol's rule")
 
 // ErrBadKeyFile reports a key file that exists but cannot be used.
 var ErrBadKeyFile = errors.New("keyfile: unusable key file")
@@ -42,8 +49,16 @@ func readPrivate(path string) ([]byte, error) {
 
 // LoadOrCreateRSA returns the RSA private key in path (PKCS#8 PEM), creating
 // a new one of bits bits there when the file does not exist. created tells
-// which happened.
+// which happened. bits must be one of protocol.RSAKeySizes (zero means
+// DefaultRSABits), and an existing key must follow the protocol's RSA key
+// rule; otherwise the error is ErrRSAKeyRule and nothing is written.
 func LoadOrCreateRSA(path string, bits int) (key *rsa.PrivateKey, created bool, err error) {
+	if bits == 0 {
+		bits = DefaultRSABits
+	}
+	if !protocol.ValidRSAKeySize(bits) {
+		return nil, false, fmt.Errorf("%w: %d bits asked for, want one of %v", ErrRSAKeyRule, bits, protocol.RSAKeySizes)
+	}
 	data, err := readPrivate(path)
 	switch {
 	case err == nil:
@@ -51,14 +66,15 @@ func LoadOrCreateRSA(path string, bits int) (key *rsa.PrivateKey, created bool, 
 		if err != nil {
 			return nil, false, fmt.Errorf("keyfile: %s: %w", path, err)
 		}
+		if err := protocol.CheckRSAPublicKey(&key.PublicKey); err != nil {
+			return nil, false, fmt.Errorf("%w: %s holds an RSA key of %d bits with exponent %d; clients accept only %v bits with exponent %d: replace it (a new key is a new fingerprint for clients)",
+				ErrRSAKeyRule, path, key.N.BitLen(), key.E, protocol.RSAKeySizes, protocol.RSAExponent)
+		}
 		return key, false, nil
 	case errors.Is(err, ErrPermissions):
 		return nil, false, err
 	case !errors.Is(err, fs.ErrNotExist):
 		return nil, false, fmt.Errorf("keyfile: read %s: %w", path, err)
-	}
-	if bits == 0 {
-		bits = DefaultRSABits
 	}
 	key, err = rsa.GenerateKey(rand.Reader, bits)
 	if err != nil {

@@ -1,9 +1,15 @@
 package keyfile
 
 import (
+	"bytes"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -59,5 +65,41 @@ func TestSymmetric(t *testing.T) {
 	}
 	if _, _, err := LoadOrCreateSymmetric(path); !errors.Is(err, ErrPermissions) {
 		t.Fatalf("group-readable key: %v, want ErrPermissions", err)
+	}
+}
+
+// TestRSAKeyRule: no identity key outside the protocol's RSA key rule is
+// created or loaded, so a server never starts with a key its clients
+// would refuse; an existing one is named in the error and left alone.
+func TestRSAKeyRule(t *testing.T) {
+	dir := t.TempDir()
+	for _, bits := range []int{1024, 2560, 5000} {
+		path := filepath.Join(dir, "new.pem")
+		if _, _, err := LoadOrCreateRSA(path, bits); !errors.Is(err, ErrRSAKeyRule) {
+			t.Fatalf("create %d bits: %v, want ErrRSAKeyRule", bits, err)
+		}
+		if _, err := os.Stat(path); !os.IsNotExist(err) {
+			t.Fatalf("a refused %d-bit key was written: %v", bits, err)
+		}
+	}
+	odd, err := rsa.GenerateKey(rand.Reader, 2560)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(odd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "identity.pem")
+	data := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = LoadOrCreateRSA(path, 3072)
+	if !errors.Is(err, ErrRSAKeyRule) || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "2560 bits") {
+		t.Fatalf("existing 2560-bit key: %v, want ErrRSAKeyRule naming the file and the size", err)
+	}
+	if got, _ := os.ReadFile(path); !bytes.Equal(got, data) {
+		t.Fatal("the refused key file was changed")
 	}
 }

@@ -55,55 +55,129 @@ func storeError(err error) error {
 
 // Throttle kinds: failed password logins and failed signature
 // authentications are counted apart, so that someone guessing a user's
-// password cannot also lock out the user's own devices.
+// password cannot also lock out the user's own devices. Registrations are
+// counted per address.
 const (
-	throttleLogin = "login"
-	throttleAuth  = "auth"
+	throttleLogin    = "login"
+	throttleAuth     = "auth"
+	throttleRegister = "register"
 )
 
-// throttleKeys are the limiter keys of an attempt: per account and per
-// client address for password logins; per address only for signature
-// auths, since a signature cannot be guessed and a per-account limit would
-// only let anyone lock a user's devices out with worthless signatures.
-func (c *peer) throttleKeys(kind, user string) []string {
-	if kind == throttleAuth {
-		return []string{kind + ":addr:" + c.remoteIP}
-	}
-	return []string{kind + ":user:" + user, kind + ":addr:" + c.remoteIP}
+// registerWindow is the window of Config.RegisterPerAddr.
+const registerWindow = time.Hour
+
+// throttleKey is one limiter key an attempt counts against.
+type throttleKey struct {
+	key     string
+	limit   int
+	window  time.Duration
+	perUser bool
 }
 
-// throttled reports whether attempts of kind for user from this address
-// are currently refused.
-func (c *peer) throttled(ctx context.Context, kind, user string) error {
-	for _, k := range c.throttleKeys(kind, user) {
-		limit := c.srv.cfg.LoginFailuresPerUser
-		if strings.Contains(k, ":addr:") {
-			limit = c.srv.cfg.LoginFailuresPerAddr
+// throttleKeys are the limiter keys of an attempt: per client address and
+// per account for password logins; per address only for signature auths,
+// since a signature cannot be guessed and a per-account limit would only let
+// anyone lock a user's devices out with worthless signatures; per address
+// for registrations. The address comes first, so that an address over its
+// limit uses up none of an account's attempts.
+func (c *peer) throttleKeys(kind, user string) []throttleKey {
+	cfg := &c.srv.cfg
+	addr := kind + ":addr:" + c.addr
+	switch kind {
+	case throttleRegister:
+		return []throttleKey{{key: addr, limit: cfg.RegisterPerAddr, window: registerWindow}}
+	case throttleAuth:
+		return []throttleKey{{key: addr, limit: cfg.LoginFailuresPerAddr, window: cfg.LoginWindow}}
+	}
+	return []throttleKey{
+		{key: addr, limit: cfg.LoginFailuresPerAddr, window: cfg.LoginWindow},
+		{key: kind + ":user:" + user, limit: cfg.LoginFailuresPerUser, window: cfg.LoginWindow, perUser: true},
+	}
+}
+
+// reserveAttempt counts an attempt of kind for user from this address
+// before any password or signature is checked, and refuses it with
+// rate_limited if one of its keys is already at its limit. Counting first,
+// in one atomic step per key, means that of many concurrent attempts no
+// more are let through than the limit has room for. A refused attempt
+// counts against none of its keys. A limiter that fails refuses the attempt
+// with unavailable: no attempt is let through uncounted.
+//
+// The caller ends every reserved attempt with endAttempt.
+func (c *peer) reserveAttempt(ctx context.Context, kind, user string) error {
+	keys := c.throttleKeys(kind, user)
+	for i, k := range keys {
+		ok, _, err := c.srv.limiter.Reserve(ctx, k.key, int64(k.limit), k.window)
+		if err == nil && ok {
+			continue
 		}
-		n, err := c.srv.limiter.Count(ctx, k)
+		c.releaseAttempt(ctx, keys[:i])
 		if err != nil {
-			return storeError(err)
+			return &requestError{protocol.CodeUnavailable, "unavailable", fmt.Errorf("%s throttle: %w", kind, err)}
 		}
-		if n >= int64(limit) {
-			return fmt.Errorf("too many failed logins, retry within %s: %w", c.srv.cfg.LoginWindow, protocol.CodeRateLimited)
+		if kind == throttleRegister {
+			return fmt.Errorf("too many registrations from this address, retry within %s: %w", k.window, protocol.CodeRateLimited)
 		}
+		return fmt.Errorf("too many failed logins, retry within %s: %w", k.window, protocol.CodeRateLimited)
 	}
 	return nil
 }
 
-// failedLogin counts a failure of kind against the account and the
-// address, and returns the one error every failure gets.
-func (c *peer) failedLogin(ctx context.Context, kind, user, why string) error {
-	for _, k := range c.throttleKeys(kind, user) {
-		if _, err := c.srv.limiter.Hit(ctx, k, c.srv.cfg.LoginWindow); err != nil {
-			c.log.Warn().Err(err).Msg("login throttle unavailable")
+// endAttempt settles an attempt that reserveAttempt let through, given the
+// error the request ends with:
+//
+//   - success: a login clears the account's counter, and a login or auth
+//     gives its attempt back to the address, whose other attempts stay
+//     counted; a registration stays counted;
+//   - unavailable: the attempt was not judged (a backend failed), so it is
+//     given back to every key;
+//   - a login or auth that failed with anything but auth_failed (a key
+//     bundle or its proof of possession refused after the password was
+//     right) is given back too: only wrong guesses stay counted;
+//   - anything else (auth_failed above all, every failed registration)
+//     stays counted.
+func (c *peer) endAttempt(ctx context.Context, kind, user string, err error) {
+	ctx = context.WithoutCancel(ctx) // also after the request's deadline
+	keys := c.throttleKeys(kind, user)
+	switch {
+	case err == nil && kind == throttleRegister:
+	case err == nil:
+		for _, k := range keys {
+			if !k.perUser {
+				c.releaseAttempt(ctx, []throttleKey{k})
+			} else if err := c.srv.limiter.Reset(ctx, k.key); err != nil {
+				c.log.Warn().Err(err).Str("kind", kind).Msg("throttle reset")
+			}
+		}
+	case errors.Is(err, protocol.CodeUnavailable):
+		c.releaseAttempt(ctx, keys)
+	case kind != throttleRegister && !errors.Is(err, protocol.CodeAuthFailed):
+		// The password (login) was right, or nothing was guessed: a new
+		// key bundle or its proof of possession was refused. Only wrong
+		// guesses stay counted.
+		c.releaseAttempt(ctx, keys)
+	}
+}
+
+// releaseAttempt gives an attempt back to keys. A failure leaves the
+// attempt counted, which errs on the side of refusing.
+func (c *peer) releaseAttempt(ctx context.Context, keys []throttleKey) {
+	for _, k := range keys {
+		if err := c.srv.limiter.Release(ctx, k.key); err != nil {
+			c.log.Warn().Err(err).Msg("throttle release")
 		}
 	}
-	c.log.Info().Str("user", user).Str("why", why).Msg("login failed")
+}
+
+// failedLogin logs a failed attempt of kind, already counted by
+// reserveAttempt, and returns the one error every failure gets.
+func (c *peer) failedLogin(_ context.Context, kind, user, why string) error {
+	c.log.Info().Str("user", user).Str("kind", kind).Str("why", why).Msg("login failed")
 	return fmt.Errorf("wrong user name, password or key: %w", protocol.CodeAuthFailed)
 }
 
-func (c *peer) register(ctx context.Context, m *protocol.Message) error {
+func (c *peer) register(ctx context.Context, m *protocol.Message) (err error) {
+	challenge := c.takeChallenge()
 	if c.user != nil {
 		return fmt.Errorf("already logged in as %s: %w", c.user.Name, protocol.CodeBadRequest)
 	}
@@ -116,6 +190,22 @@ func (c *peer) register(ctx context.Context, m *protocol.Message) error {
 	}
 	if err := protocol.VerifyClientAuth(signing, c.exporter, m.User, m.Sig); err != nil {
 		return err
+	}
+	if err := challenge.verify(time.Now(), c.exporter, m.User, m.Keys.Encryption, m.Proof); err != nil {
+		return err
+	}
+	// Each registration costs a password hash: count it per address first.
+	if err := c.reserveAttempt(ctx, throttleRegister, m.User); err != nil {
+		return err
+	}
+	defer func() { c.endAttempt(ctx, throttleRegister, m.User, err) }()
+	// A taken name costs no hash; the transaction below still catches a
+	// name taken meanwhile.
+	switch _, err := c.srv.store.UserByName(ctx, m.User); {
+	case err == nil:
+		return &requestError{protocol.CodeConflict, "user name taken", store.ErrConflict}
+	case !errors.Is(err, store.ErrNotFound):
+		return storeError(err)
 	}
 	hash, err := c.srv.hasher.Hash(ctx, m.Password)
 	if err != nil {
@@ -132,10 +222,15 @@ func (c *peer) register(ctx context.Context, m *protocol.Message) error {
 	return c.authenticated(ctx, m, u, ks)
 }
 
-func (c *peer) login(ctx context.Context, m *protocol.Message) error {
-	if err := c.throttled(ctx, throttleLogin, m.User); err != nil {
+func (c *peer) login(ctx context.Context, m *protocol.Message) (err error) {
+	var challenge *keyChallenge
+	if m.Keys != nil {
+		challenge = c.takeChallenge()
+	}
+	if err := c.reserveAttempt(ctx, throttleLogin, m.User); err != nil {
 		return err
 	}
+	defer func() { c.endAttempt(ctx, throttleLogin, m.User, err) }()
 	u, err := c.srv.store.UserByName(ctx, m.User)
 	if errors.Is(err, store.ErrNotFound) {
 		// The same work and the same answer as a wrong password.
@@ -163,6 +258,9 @@ func (c *peer) login(ctx context.Context, m *protocol.Message) error {
 		if err := protocol.VerifyClientAuth(signing, c.exporter, u.Name, m.Sig); err != nil {
 			return c.failedLogin(ctx, throttleLogin, m.User, "signature by the new keys")
 		}
+		if err := challenge.verify(time.Now(), c.exporter, u.Name, m.Keys.Encryption, m.Proof); err != nil {
+			return err // not a failed password: not counted
+		}
 		if ks, u.Generation, err = c.srv.store.PublishKeys(ctx, keySet(u.ID, m.Keys)); err != nil {
 			return storeError(err)
 		}
@@ -179,7 +277,6 @@ func (c *peer) login(ctx context.Context, m *protocol.Message) error {
 			return c.failedLogin(ctx, throttleLogin, m.User, "identity signature")
 		}
 	}
-	c.resetThrottle(ctx, throttleLogin, u.Name)
 	if rehash {
 		if h, err := c.srv.hasher.Hash(ctx, m.Password); err == nil {
 			if err := c.srv.store.SetPasswordHash(ctx, u.ID, h); err == nil {
@@ -192,10 +289,11 @@ func (c *peer) login(ctx context.Context, m *protocol.Message) error {
 
 // auth authenticates a connection by the identity signature alone: what a
 // client with its keys does on every connection after registering.
-func (c *peer) auth(ctx context.Context, m *protocol.Message) error {
-	if err := c.throttled(ctx, throttleAuth, m.User); err != nil {
+func (c *peer) auth(ctx context.Context, m *protocol.Message) (err error) {
+	if err := c.reserveAttempt(ctx, throttleAuth, m.User); err != nil {
 		return err
 	}
+	defer func() { c.endAttempt(ctx, throttleAuth, m.User, err) }()
 	u, err := c.srv.store.UserByName(ctx, m.User)
 	if errors.Is(err, store.ErrNotFound) {
 		return c.failedLogin(ctx, throttleAuth, m.User, "unknown user")
@@ -210,7 +308,6 @@ func (c *peer) auth(ctx context.Context, m *protocol.Message) error {
 	if err != nil {
 		return storeError(err)
 	}
-	c.resetThrottle(ctx, throttleAuth, u.Name)
 	return c.authenticated(ctx, m, u, ks)
 }
 
@@ -225,15 +322,6 @@ func (c *peer) verifyIdentity(ctx context.Context, u store.User, sig []byte) (st
 		return ks, err
 	}
 	return ks, protocol.VerifyClientAuth(pub, c.exporter, u.Name, sig)
-}
-
-func (c *peer) resetThrottle(ctx context.Context, kind, user string) {
-	if kind != throttleLogin {
-		return // per-address counters are not cleared by one success
-	}
-	if err := c.srv.limiter.Reset(ctx, c.throttleKeys(kind, user)[0]); err != nil {
-		c.log.Warn().Err(err).Msg("login throttle reset")
-	}
 }
 
 // authenticated makes the connection and its session belong to u, and

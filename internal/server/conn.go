@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/gorilla/websocket"
 	"github.com/rs/zerolog"
+	"golang.org/x/time/rate"
 
 	"github.com/secure-messenger/messenger/internal/ephemeral"
 	"github.com/secure-messenger/messenger/internal/store"
@@ -39,8 +40,12 @@ type peer struct {
 	exporter  []byte
 	session   sessionState // to re-seal the record on login and refresh
 	remoteIP  string
+	addr      string        // remoteIP as per-address limits count it
+	requests  *rate.Limiter // this connection's requests; nil: unlimited
+	ids       recentIDs     // reader goroutine only
 
-	user *store.User // reader goroutine only; nil while anonymous
+	user      *store.User   // reader goroutine only; nil while anonymous
+	challenge *keyChallenge // reader goroutine only; the outstanding key challenge
 
 	seal *protocol.RecordLayer // writer goroutine only
 	open *protocol.RecordLayer // reader goroutine only
@@ -58,6 +63,7 @@ type peer struct {
 	lastCheck   time.Time // reader goroutine only: when credentialsCurrent last asked the database
 
 	dropped bool // hub goroutine only
+	rooms   int  // hub goroutine only: rooms joined
 }
 
 func (c *peer) displayName() string {
@@ -151,6 +157,12 @@ func (c *peer) writeLoop() {
 		select {
 		case b := <-c.send:
 			if err := c.writeRecord(b); err != nil {
+				if errors.Is(err, errUnsealable) {
+					// One message that cannot be sealed is dropped; the
+					// connection and everyone else's go on.
+					c.closeLog.Error().Err(err).Int("bytes", len(b)).Msg("dropped a message that cannot be sealed")
+					continue
+				}
 				c.closeLog.Debug().Err(err).Msg("write failed")
 				return
 			}
@@ -166,8 +178,15 @@ func (c *peer) writeLoop() {
 	}
 }
 
+// errUnsealable marks a message the record layer refused to seal (too
+// large): nothing was written and the sequence number did not move.
+var errUnsealable = errors.New("server: message cannot be sealed")
+
 func (c *peer) writeRecord(plaintext []byte) error {
 	frame, err := c.seal.Seal(plaintext)
+	if errors.Is(err, protocol.CodeTooLarge) {
+		return fmt.Errorf("%w: %w", errUnsealable, err)
+	}
 	if err != nil {
 		return err
 	}
@@ -253,6 +272,10 @@ func (c *peer) handle(ctx context.Context, plaintext []byte) bool {
 		c.replyError("", fmt.Errorf("%w: message is not valid JSON with a type", protocol.CodeBadRequest))
 		return true
 	}
+	if c.requests != nil && !c.requests.Allow() {
+		c.replyError(m.ID, fmt.Errorf("too many requests on this connection (%s): %w", c.srv.cfg.Limits.RequestRate, protocol.CodeRateLimited))
+		return true
+	}
 	if err := protocol.ValidateRequest(m); err != nil {
 		c.replyError(m.ID, err)
 		return true
@@ -263,18 +286,16 @@ func (c *peer) handle(ctx context.Context, plaintext []byte) bool {
 		c.replyError(m.ID, fmt.Errorf("timestamp off by %s, window ±%s: %w", skew.Round(time.Second), window, protocol.CodeStaleTimestamp))
 		return true
 	}
-	if err := c.srv.nonces.Add(ctx, "msg:"+m.ID, c.srv.nonceTTL()); err != nil {
-		switch {
-		case errors.Is(err, ephemeral.ErrReplay):
-			c.replyError(m.ID, fmt.Errorf("message id already used: %w", protocol.CodeReplayedID))
-		case errors.Is(err, ephemeral.ErrUnavailable):
-			c.log.Error().Err(err).Msg("nonce set unavailable")
-			c.replyError(m.ID, protocol.CodeUnavailable)
-		default:
-			c.log.Error().Err(err).Msg("nonce set")
-			c.replyError(m.ID, protocol.CodeInternal)
-		}
+	if !c.ids.add(m.ID, time.Now(), c.srv.nonceTTL()) {
+		c.replyError(m.ID, fmt.Errorf("message id already used: %w", protocol.CodeReplayedID))
 		return true
+	}
+	if c.user != nil {
+		if err := c.srv.allow(ctx, "req:user:"+c.user.ID.String(), c.srv.cfg.Limits.UserRequestRate, "too many requests for your account"); err != nil {
+			c.logLimiterError(err)
+			c.replyError(m.ID, err)
+			return true
+		}
 	}
 	if !c.keepAlive(ctx) {
 		return false
@@ -303,6 +324,8 @@ func (c *peer) handle(ctx context.Context, plaintext []byte) bool {
 		err = c.auth(ctx, m)
 	case protocol.MsgLookup:
 		err = c.lookup(ctx, m)
+	case protocol.MsgKeyChallenge:
+		err = c.keyChallenge(ctx, m)
 	case protocol.MsgPasswd:
 		err = c.passwd(ctx, m)
 	case protocol.MsgEnd:
@@ -368,6 +391,10 @@ func (c *peer) join(ctx context.Context, m *protocol.Message) {
 		c.setName(m.Name)
 	}
 	members, already, err := c.srv.hub.Join(ctx, c, m.Room)
+	if errors.Is(err, protocol.CodeLimitReached) {
+		c.replyError(m.ID, err)
+		return
+	}
 	if err != nil {
 		c.log.Error().Err(err).Str("room", m.Room).Msg("join")
 		c.replyError(m.ID, fmt.Errorf("%w: %w", protocol.CodeUnavailable, err))
@@ -404,9 +431,34 @@ func (c *peer) say(ctx context.Context, m *protocol.Message) {
 	}
 	out := &protocol.Message{Type: protocol.MsgMessage, ID: m.ID, TS: m.TS, Room: m.Room, From: c.displayName(), Anon: c.user == nil, Body: m.Body}
 	payload, err := out.Encode()
+	if errors.Is(err, protocol.CodeTooLarge) {
+		// A body within the limit whose JSON escapes make the delivered
+		// message larger than a record can carry.
+		c.replyError(m.ID, fmt.Errorf("body too large once encoded (%d bytes at most in a record): %w", protocol.MaxPlaintext, protocol.CodeTooLarge))
+		return
+	}
 	if err != nil {
 		c.replyError(m.ID, protocol.CodeInternal)
 		return
+	}
+	sender := "send:anon:" + c.addr
+	if c.user != nil {
+		sender = "send:user:" + c.user.ID.String()
+	}
+	lim := c.srv.cfg.Limits
+	for _, l := range []struct {
+		key  string
+		rate ephemeral.Rate
+		what string
+	}{
+		{sender, lim.SendRate, "you are sending too fast"},
+		{"send:room:" + m.Room, lim.RoomSendRate, "room " + m.Room + " is too busy"},
+	} {
+		if err := c.srv.allow(ctx, l.key, l.rate, l.what); err != nil {
+			c.logLimiterError(err)
+			c.replyError(m.ID, err)
+			return
+		}
 	}
 	if err := c.srv.hub.Publish(ctx, m.Room, payload); err != nil {
 		c.log.Error().Err(err).Str("room", m.Room).Msg("publish")
@@ -424,6 +476,15 @@ func (c *peer) presence(ctx context.Context, room, event string) {
 	}
 	if err := c.srv.hub.Publish(ctx, room, payload); err != nil {
 		c.log.Warn().Err(err).Str("room", room).Msg("publish presence")
+	}
+}
+
+// logLimiterError logs a rate limiter that could not answer (the request
+// is refused all the same).
+func (c *peer) logLimiterError(err error) {
+	var re *requestError
+	if errors.As(err, &re) {
+		c.log.Error().AnErr("cause", re.cause).Msg("rate limiter unavailable")
 	}
 }
 

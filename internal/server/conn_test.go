@@ -182,12 +182,12 @@ func mustSeal(t *testing.T, c *client.Conn, pt []byte) []byte {
 
 // TestReplayAcrossSessions: a message id is remembered by the server, not
 // by the session, so replaying it on a new connection fails too.
-func TestReplayAcrossSessions(t *testing.T) {
+// TestReplayedID: an id is carried out once per connection; the same id
+// on another connection (which no one but its client can send records on)
+// is a new request.
+func TestReplayedID(t *testing.T) {
 	ts := startServer(t)
 	a, b := ts.dial(t), ts.dial(t)
-	if a.SessionID() == b.SessionID() {
-		t.Fatal("two dials share a session")
-	}
 	id := uuid.NewString()
 	for _, c := range []*client.Conn{a, b} {
 		if _, err := c.Join(ctxT(t), "r", ""); err != nil {
@@ -197,9 +197,12 @@ func TestReplayAcrossSessions(t *testing.T) {
 	if _, err := a.Request(ctxT(t), &protocol.Message{Type: protocol.MsgSend, ID: id, Room: "r", Body: "once"}); err != nil {
 		t.Fatal(err)
 	}
-	_, err := b.Request(ctxT(t), &protocol.Message{Type: protocol.MsgSend, ID: id, Room: "r", Body: "once"})
+	_, err := a.Request(ctxT(t), &protocol.Message{Type: protocol.MsgSend, ID: id, Room: "r", Body: "once"})
 	if !errors.Is(err, protocol.CodeReplayedID) {
-		t.Fatalf("replay on another session: %v, want replayed_id", err)
+		t.Fatalf("same id again on one connection: %v, want replayed_id", err)
+	}
+	if _, err := b.Request(ctxT(t), &protocol.Message{Type: protocol.MsgSend, ID: id, Room: "r", Body: "once"}); err != nil {
+		t.Fatalf("same id on another connection: %v, want it carried out", err)
 	}
 }
 
@@ -278,49 +281,83 @@ func TestSessionExpires(t *testing.T) {
 	}
 }
 
-// TestDeadRedis: with the nonce set's Redis gone, requests are refused
-// with "unavailable" — never routed unchecked — and the session stays.
+// TestDeadRedis: with the rate limiter's Redis gone, nothing it guards is
+// let through unlimited: a handshake is refused with an unavailable Alert,
+// and (with the handshake rate off) sends are refused with "unavailable"
+// while the session stays.
 func TestDeadRedis(t *testing.T) {
 	rc := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", DialTimeout: 100 * time.Millisecond, MaxRetries: -1})
 	t.Cleanup(func() { rc.Close() })
-	ts := startServer(t, func(_ *Config, d *Deps) {
-		d.Nonces = ephemeral.NewRedisNonceSet(rc, ephemeral.RedisConfig{Prefix: "dead:"})
+	deadRates := func(_ *Config, d *Deps) {
+		d.Rates = ephemeral.NewRedisRateLimiter(rc, ephemeral.RedisConfig{Prefix: "dead:"})
+	}
+	t.Run("Handshake", func(t *testing.T) {
+		ts := startServer(t, deadRates)
+		_, err := client.Dial(ctxT(t), ts.clientConfig())
+		if !errors.Is(err, protocol.CodeUnavailable) {
+			t.Fatalf("dial with dead redis: %v, want unavailable", err)
+		}
 	})
-	c := ts.dial(t)
-	_, err := c.Join(ctxT(t), "r", "")
-	if !errors.Is(err, protocol.CodeUnavailable) {
-		t.Fatalf("join with dead redis: %v, want unavailable", err)
-	}
-	_, err = c.Join(ctxT(t), "r", "")
-	if !errors.Is(err, protocol.CodeUnavailable) {
-		t.Fatalf("second try: %v, want unavailable again (session kept)", err)
-	}
-	if strings.Contains(ts.logs.String(), `"level":"panic"`) {
-		t.Fatal("server panicked")
-	}
+	t.Run("Send", func(t *testing.T) {
+		ts := startServer(t, deadRates, func(c *Config, _ *Deps) { c.Limits.HandshakeRate = off })
+		c := ts.dial(t)
+		if _, err := c.Join(ctxT(t), "r", ""); err != nil {
+			t.Fatal(err)
+		}
+		for try := range 2 {
+			if _, err := c.Send(ctxT(t), "r", "hello"); !errors.Is(err, protocol.CodeUnavailable) {
+				t.Fatalf("send %d with dead redis: %v, want unavailable (and the session kept)", try+1, err)
+			}
+		}
+		if strings.Contains(ts.logs.String(), `"level":"panic"`) {
+			t.Fatal("server panicked")
+		}
+	})
 }
 
+// TestOriginCheck: browsers are let in from the public and allowed origins
+// only. A DNS-rebinding page (its Origin equals the Host it sends) is
+// refused, and so is the server's own address when it is not the public
+// origin.
 func TestOriginCheck(t *testing.T) {
-	ts := startServer(t, func(c *Config, _ *Deps) { c.AllowedOrigins = []string{"https://chat.example"} })
-	dial := func(origin string) (int, error) {
-		h := map[string][]string{"Origin": {origin}}
-		ws, resp, err := websocket.DefaultDialer.Dial(ts.url, h)
+	ts := startServer(t, func(c *Config, _ *Deps) {
+		c.PublicOrigins = []string{"https://chat.example.org"}
+		c.AllowedOrigins = []string{"https://embed.example"}
+	})
+	dial := func(origin, host string) int {
+		h := map[string][]string{}
+		if origin != "" {
+			h["Origin"] = []string{origin}
+		}
+		if host != "" {
+			h["Host"] = []string{host}
+		}
+		ws, resp, _ := websocket.DefaultDialer.Dial(ts.url, h)
 		if ws != nil {
 			ws.Close()
 		}
 		if resp == nil {
-			return 0, err
+			return 0
 		}
-		return resp.StatusCode, err
+		return resp.StatusCode
 	}
-	host := strings.TrimPrefix(ts.http.URL, "http://")
-	for origin, want := range map[string]int{
-		"http://" + host:       101,
-		"https://chat.example": 101,
-		"https://evil.example": 403,
+	self := strings.TrimPrefix(ts.http.URL, "http://")
+	for _, c := range []struct {
+		origin, host string
+		want         int
+	}{
+		{"", "", 101},                                      // not a browser
+		{"https://chat.example.org", "", 101},              // the public origin
+		{"https://CHAT.example.org:443", "", 101},          // the same origin, spelled otherwise
+		{"https://embed.example", "", 101},                 // an allowed origin
+		{"http://chat.example.org", "", 403},               // another scheme
+		{"https://chat.example.org:8443", "", 403},         // another port
+		{"https://evil.example", "", 403},                  // another site
+		{"http://rebound.example", "rebound.example", 403}, // DNS rebinding: Origin matches Host
+		{"http://" + self, self, 403},                      // not the public origin
 	} {
-		if got, _ := dial(origin); got != want {
-			t.Errorf("origin %s: status %d, want %d", origin, got, want)
+		if got := dial(c.origin, c.host); got != c.want {
+			t.Errorf("origin %q host %q: status %d, want %d", c.origin, c.host, got, c.want)
 		}
 	}
 }

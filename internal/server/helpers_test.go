@@ -54,6 +54,17 @@ type testServer struct {
 
 type serverOption func(*Config, *Deps)
 
+// off is an ephemeral.Rate that turns a rate limit off.
+var off = ephemeral.Rate{Limit: -1}
+
+// withoutRateLimits turns off the rate limits on requests and sends, for
+// tests about routing that send faster than people do (the limits have
+// tests of their own in limits_test.go).
+func withoutRateLimits(c *Config, _ *Deps) {
+	c.Limits.RequestRate, c.Limits.UserRequestRate = off, off
+	c.Limits.SendRate, c.Limits.RoomSendRate = off, off
+}
+
 // startServer runs a server with in-memory state and a 2048-bit identity.
 func startServer(t testing.TB, opts ...serverOption) *testServer {
 	t.Helper()
@@ -62,9 +73,8 @@ func startServer(t testing.TB, opts ...serverOption) *testServer {
 	sessionKey := make([]byte, 32)
 	_, _ = rand.Read(sessionKey)
 	ss := ephemeral.NewMemorySessionStore(ephemeral.MemoryConfig{})
-	ns := ephemeral.NewMemoryNonceSet(ephemeral.MemoryConfig{})
 	lim := ephemeral.NewMemoryLimiter(ephemeral.MemoryConfig{})
-	t.Cleanup(func() { ss.Close(); ns.Close(); lim.Close() })
+	t.Cleanup(func() { ss.Close(); lim.Close() })
 	db, err := store.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "messenger.db"))
 	if err != nil {
 		t.Fatal(err)
@@ -76,7 +86,6 @@ func startServer(t testing.TB, opts ...serverOption) *testServer {
 		Identity:   identity,
 		SessionKey: sessionKey,
 		Sessions:   ss,
-		Nonces:     ns,
 		Limiter:    lim,
 		Store:      db,
 		// Small Argon2 parameters keep the race-enabled tests quick; the

@@ -43,6 +43,11 @@ type Hub struct {
 	inbound chan inbound
 	done    chan struct{}
 
+	// MaxRooms is how many rooms one connection may be in, and MaxMembers
+	// how many local connections one room may have; zero or less means no
+	// limit. Set them before Run.
+	MaxRooms, MaxMembers int
+
 	// Owned by the Run goroutine.
 	rooms map[string]*roomState
 
@@ -203,21 +208,35 @@ const maxMembersListed = 256
 // member. It returns once the node receives the room's traffic.
 func (h *Hub) Join(ctx context.Context, c *peer, room string) (members []string, already bool, err error) {
 	var r *roomState
+	var refused error
 	ok := h.do(func() {
 		r = h.rooms[room]
+		if r != nil {
+			_, already = r.members[c]
+		}
+		if !already {
+			if refused = h.admitLocked(c, r); refused != nil {
+				return
+			}
+		}
 		if r == nil {
 			r = &roomState{members: make(map[*peer]struct{}), ready: make(chan struct{})}
 			h.rooms[room] = r
 			h.queueSub(subOp{room: room, subscribe: true, state: r})
 		}
-		_, already = r.members[c]
-		r.members[c] = struct{}{}
+		if !already {
+			r.members[c] = struct{}{}
+			c.rooms++
+		}
 		for o := range r.members {
 			members = append(members, o.displayName())
 		}
 	})
 	if !ok {
 		return nil, false, protocol.CodeGoingAway
+	}
+	if refused != nil {
+		return nil, false, refused
 	}
 	select {
 	case <-r.ready:
@@ -238,6 +257,18 @@ func (h *Hub) Join(ctx context.Context, c *peer, room string) (members []string,
 		members = members[:maxMembersListed]
 	}
 	return members, already, nil
+}
+
+// admitLocked checks the limits on rooms per connection and members per
+// room (r is nil for a room without local members). Hub goroutine only.
+func (h *Hub) admitLocked(c *peer, r *roomState) error {
+	if limited(h.MaxRooms) && c.rooms >= h.MaxRooms {
+		return fmt.Errorf("in %d rooms already, the limit per connection: %w", c.rooms, protocol.CodeLimitReached)
+	}
+	if r != nil && limited(h.MaxMembers) && len(r.members) >= h.MaxMembers {
+		return fmt.Errorf("the room is full (%d members): %w", len(r.members), protocol.CodeLimitReached)
+	}
+	return nil
 }
 
 // Leave removes c from room. It reports whether c was a member.
@@ -285,6 +316,7 @@ func (h *Hub) removeLocked(c *peer, room string) bool {
 		return false
 	}
 	delete(r.members, c)
+	c.rooms--
 	if len(r.members) == 0 {
 		delete(h.rooms, room)
 		h.queueSub(subOp{room: room})

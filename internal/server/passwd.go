@@ -17,16 +17,17 @@ import (
 // can change it; both failures count as failed password logins. The change
 // revokes every other session of the user (revoke.go); this connection
 // moves to the new generation and stays.
-func (c *peer) passwd(ctx context.Context, m *protocol.Message) error {
+func (c *peer) passwd(ctx context.Context, m *protocol.Message) (err error) {
 	if c.user == nil || c.user.Name != m.User {
 		return fmt.Errorf("log in as %s first: %w", m.User, protocol.CodeUnauthenticated)
 	}
 	if err := password.Validate(m.NewPassword); err != nil {
 		return fmt.Errorf("%w: new password: %w", protocol.CodeBadRequest, err)
 	}
-	if err := c.throttled(ctx, throttleLogin, m.User); err != nil {
+	if err := c.reserveAttempt(ctx, throttleLogin, m.User); err != nil {
 		return err
 	}
+	defer func() { c.endAttempt(ctx, throttleLogin, m.User, err) }()
 	u, err := c.srv.store.UserByID(ctx, c.user.ID)
 	if err != nil {
 		return storeError(err)
@@ -54,7 +55,6 @@ func (c *peer) passwd(ctx context.Context, m *protocol.Message) error {
 		return storeError(err)
 	}
 	c.log.Info().Int64("generation", gen).Msg("password changed")
-	c.resetThrottle(ctx, throttleLogin, u.Name)
 
 	// This connection first, so that the revocation spares it.
 	c.srv.logins.login(c, u.ID, gen)

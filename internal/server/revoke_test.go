@@ -295,7 +295,6 @@ func TestRevocationAcrossNodes(t *testing.T) {
 		rcfg := ephemeral.RedisConfig{Prefix: prefix}
 		d.SessionKey = sessionKey
 		d.Sessions = ephemeral.NewRedisSessionStore(rc, rcfg)
-		d.Nonces = ephemeral.NewRedisNonceSet(rc, rcfg)
 		d.Limiter = ephemeral.NewRedisLimiter(rc, rcfg)
 		d.NewBroker = func(h broker.Handler) (broker.Broker, error) {
 			return broker.NewRedisBroker(rc, broker.RedisConfig{Prefix: prefix, Key: brokerKey}, h)

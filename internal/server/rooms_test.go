@@ -17,7 +17,7 @@ import (
 // TestRooms: many clients in several rooms each receive exactly their
 // room's messages, in each sender's order.
 func TestRooms(t *testing.T) {
-	ts := startServer(t)
+	ts := startServer(t, withoutRateLimits)
 	const rooms, perRoom, perSender = 3, 5, 4
 	type member struct {
 		c    *client.Conn
@@ -70,7 +70,7 @@ func TestRooms(t *testing.T) {
 // with slow_consumer while the others keep receiving every message.
 func TestSlowConsumerIsDropped(t *testing.T) {
 	const queue = 64
-	ts := startServer(t, func(c *Config, _ *Deps) {
+	ts := startServer(t, withoutRateLimits, func(c *Config, _ *Deps) {
 		c.SendQueue = queue
 		c.WriteTimeout = time.Second
 	})

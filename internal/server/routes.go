@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"io/fs"
 	"net/http"
+	"time"
 )
 
 // Routes returns the server's whole HTTP surface:
@@ -27,6 +28,22 @@ func (s *Server) Routes(ui fs.FS) http.Handler {
 		mux.Handle("GET /", http.FileServerFS(ui))
 	}
 	return securityHeaders(mux)
+}
+
+// HTTPServer returns the http.Server that serves Routes(ui), with every
+// timeout set: a client that sends its headers slowly, holds a request open
+// or leaves a keep-alive connection idle is cut off (Config.HTTPReadTimeout,
+// Config.HTTPIdleTimeout). A WebSocket, once upgraded, runs on its own
+// deadlines (handshake timeout, pings, write timeout).
+func (s *Server) HTTPServer(ui fs.FS) *http.Server {
+	return &http.Server{
+		Handler:           s.Routes(ui),
+		ReadHeaderTimeout: min(10*time.Second, s.cfg.HTTPReadTimeout),
+		ReadTimeout:       s.cfg.HTTPReadTimeout,
+		WriteTimeout:      s.cfg.HTTPReadTimeout + s.cfg.WriteTimeout,
+		IdleTimeout:       s.cfg.HTTPIdleTimeout,
+		MaxHeaderBytes:    16 << 10,
+	}
 }
 
 func securityHeaders(next http.Handler) http.Handler {

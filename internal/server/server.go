@@ -50,9 +50,15 @@ type Config struct {
 	PingInterval time.Duration
 	// WriteTimeout bounds one write to a connection. Zero means 10 seconds.
 	WriteTimeout time.Duration
-	// AllowedOrigins lists the Origin values (scheme://host[:port]) a
-	// browser may connect from, besides the server's own host. Empty means
-	// same origin only; "*" allows any.
+	// PublicOrigins are the origins (scheme://host[:port]) at which people
+	// reach this server's pages, e.g. "https://chat.example.org". A
+	// browser's WebSocket is accepted from these and AllowedOrigins only;
+	// the request's own Host header is never trusted for it (a DNS
+	// rebinding page sets Host and Origin alike). Empty means none.
+	PublicOrigins []string
+	// AllowedOrigins lists further Origin values a browser may connect
+	// from (other sites that embed a client). Empty means none; "*"
+	// allows any.
 	AllowedOrigins []string
 	// Suites lists the record suites the server accepts. Empty means
 	// protocol.SupportedSuites.
@@ -61,18 +67,35 @@ type Config struct {
 	// and send, under a server-assigned "anon-…" name. False requires
 	// register, login or auth first.
 	AllowAnonymous bool
-	// LoginFailuresPerUser is how many failed logins an account may have
-	// within LoginWindow before further attempts are refused. Zero means 10.
+	// LoginFailuresPerUser is how many password logins an account may have
+	// failed or under way within LoginWindow before further attempts are
+	// refused; each attempt is counted before its password is checked.
+	// Zero means 10.
 	LoginFailuresPerUser int
-	// LoginFailuresPerAddr is the same limit per client address. Zero
-	// means 50.
+	// LoginFailuresPerAddr is the same limit per client address (an IPv6
+	// client: its /64), for password logins and, counted apart, for
+	// signature auths. Zero means 50.
 	LoginFailuresPerAddr int
 	// LoginWindow is the throttling window. Zero means 15 minutes.
 	LoginWindow time.Duration
+	// RegisterPerAddr is how many register requests one client address
+	// (an IPv6 client: its /64) may make per hour, successful or not,
+	// before further ones are refused. Zero means 10; a negative value
+	// refuses every registration.
+	RegisterPerAddr int
 	// TrustedProxies lists the reverse proxies whose X-Forwarded-For header
 	// names the real client address (for per-address login throttling).
 	// Empty means none: the connection's peer address counts.
 	TrustedProxies []netip.Prefix
+	// Limits bound what one client, address, user or room may take.
+	Limits Limits
+	// HTTPReadTimeout bounds reading one HTTP request, headers and body
+	// (the WebSocket upgrade too; the WebSocket itself has its own
+	// deadlines). Zero means 15 seconds.
+	HTTPReadTimeout time.Duration
+	// HTTPIdleTimeout is how long an idle keep-alive HTTP connection is
+	// kept open. Zero means 2 minutes.
+	HTTPIdleTimeout time.Duration
 	// CredentialCheck is how often a logged-in connection compares the
 	// credential generation it logged in at with the database's, on its
 	// next request or pong: the longest it outlives a password or key
@@ -115,6 +138,16 @@ func (c *Config) setDefaults() {
 	if c.LoginWindow == 0 {
 		c.LoginWindow = 15 * time.Minute
 	}
+	if c.HTTPReadTimeout == 0 {
+		c.HTTPReadTimeout = 15 * time.Second
+	}
+	if c.HTTPIdleTimeout == 0 {
+		c.HTTPIdleTimeout = 2 * time.Minute
+	}
+	c.Limits.setDefaults()
+	if c.RegisterPerAddr == 0 {
+		c.RegisterPerAddr = 10
+	}
 	if c.CredentialCheck == 0 {
 		c.CredentialCheck = c.SessionTTL / 4
 	}
@@ -124,24 +157,37 @@ func (c *Config) setDefaults() {
 type Deps struct {
 	// Log receives connection and handshake events. Never keys or content.
 	Log zerolog.Logger
-	// Identity is the server's long-term RSA key (at least 2048 bits).
+	// Identity is the server's long-term RSA key, which must follow the
+	// protocol's RSA key rule (protocol.CheckRSAPublicKey: 2048, 3072 or
+	// 4096 bits, exponent 65537).
 	Identity *rsa.PrivateKey
 	// SessionKey (32 bytes) seals session secrets in the session store.
 	SessionKey []byte
 	// Sessions keeps sealed session secrets.
 	Sessions ephemeral.SessionStore
-	// Nonces remembers message ids.
-	Nonces ephemeral.NonceSet
 	// Store keeps accounts, their keys and rooms.
 	Store store.Store
 	// Hasher hashes and checks passwords.
 	Hasher *password.Hasher
-	// Limiter counts failed logins.
+	// Limiter counts login, auth and register attempts.
 	Limiter ephemeral.Limiter
+	// Rates keeps the token buckets of the rate limits (Config.Limits).
+	// Nil means one in this process's memory, for a single node.
+	Rates ephemeral.RateLimiter
 	// NewBroker builds the broker the hub publishes through, given the
 	// hub's delivery handler. Nil means an in-memory broker (one node).
 	NewBroker func(broker.Handler) (broker.Broker, error)
 }
+
+// passwordHasher is what the server uses of *password.Hasher, so that tests
+// can count the password work a request does.
+type passwordHasher interface {
+	Hash(ctx context.Context, pw string) (string, error)
+	Verify(ctx context.Context, encoded, pw string) (needsRehash bool, err error)
+	DummyVerify(ctx context.Context, pw string) error
+}
+
+var _ passwordHasher = (*password.Hasher)(nil)
 
 // Server serves the messenger's WebSocket endpoint.
 type Server struct {
@@ -149,29 +195,36 @@ type Server struct {
 	log      zerolog.Logger
 	hs       *handshakeConfig
 	sessions *sessions
-	nonces   ephemeral.NonceSet
+	rates    ephemeral.RateLimiter
 	store    store.Store
-	hasher   *password.Hasher
+	hasher   passwordHasher
 	limiter  ephemeral.Limiter
 	hub      *Hub
 	logins   *logins
 	upgrader websocket.Upgrader
 	fp       protocol.Fingerprint
 
+	conns      counter // established connections
+	handshakes counter // handshakes in progress
+
 	mu       sync.Mutex
 	clients  map[*peer]struct{}
 	closing  bool
 	handlers sync.WaitGroup
+	closers  []func() error
 }
 
 // New returns a server. Call Run to start its hub.
 func New(cfg Config, d Deps) (*Server, error) {
 	cfg.setDefaults()
-	if d.Identity == nil || d.Identity.N.BitLen() < protocol.MinRSABits {
-		return nil, errors.New("server: identity key missing or shorter than 2048 bits")
+	if d.Identity == nil {
+		return nil, errors.New("server: identity key missing")
 	}
-	if d.Sessions == nil || d.Nonces == nil || d.Limiter == nil || d.Store == nil || d.Hasher == nil {
-		return nil, errors.New("server: session store, nonce set, limiter, store and hasher are required")
+	if err := protocol.CheckRSAPublicKey(&d.Identity.PublicKey); err != nil {
+		return nil, fmt.Errorf("server: identity key: %w", err)
+	}
+	if d.Sessions == nil || d.Limiter == nil || d.Store == nil || d.Hasher == nil {
+		return nil, errors.New("server: session store, limiter, store and hasher are required")
 	}
 	der, err := x509.MarshalPKIXPublicKey(&d.Identity.PublicKey)
 	if err != nil {
@@ -190,6 +243,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	hub.MaxRooms, hub.MaxMembers = cfg.Limits.RoomsPerConnection, cfg.Limits.MembersPerRoom
 	sctx, cancel := context.WithTimeout(context.Background(), hubBrokerTimeout)
 	err = logins.subscribe(sctx)
 	cancel()
@@ -201,7 +255,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 		log:      d.Log,
 		hs:       &handshakeConfig{identity: d.Identity, identityDER: der, suites: cfg.Suites, sessions: sess},
 		sessions: sess,
-		nonces:   d.Nonces,
+		rates:    d.Rates,
 		store:    d.Store,
 		hasher:   d.Hasher,
 		limiter:  d.Limiter,
@@ -209,6 +263,11 @@ func New(cfg Config, d Deps) (*Server, error) {
 		logins:   logins,
 		fp:       protocol.FingerprintOf(der),
 		clients:  make(map[*peer]struct{}),
+	}
+	if s.rates == nil {
+		mem := ephemeral.NewMemoryRateLimiter(ephemeral.MemoryConfig{})
+		s.rates = mem
+		s.closers = append(s.closers, mem.Close)
 	}
 	s.upgrader = websocket.Upgrader{
 		HandshakeTimeout: cfg.HandshakeTimeout,
@@ -228,18 +287,50 @@ func (s *Server) Run(ctx context.Context) { s.hub.Run(ctx) }
 
 func (s *Server) nonceTTL() time.Duration { return 2*s.cfg.TimestampWindow + time.Minute }
 
-// checkOrigin accepts requests without an Origin (non-browser clients),
-// same-origin requests, and the configured origins.
+// checkOrigin accepts requests without an Origin (non-browser clients) and
+// those from the public and allowed origins. It never compares with the
+// request's Host: a page on a DNS-rebound name has Origin and Host alike.
 func (s *Server) checkOrigin(r *http.Request) bool {
 	origin := r.Header.Get("Origin")
 	if origin == "" {
 		return true
 	}
-	if slices.Contains(s.cfg.AllowedOrigins, "*") || slices.Contains(s.cfg.AllowedOrigins, origin) {
+	if slices.Contains(s.cfg.AllowedOrigins, "*") {
 		return true
 	}
-	u, err := url.Parse(origin)
-	return err == nil && strings.EqualFold(u.Host, r.Host)
+	for _, o := range slices.Concat(s.cfg.PublicOrigins, s.cfg.AllowedOrigins) {
+		if sameOrigin(o, origin) {
+			return true
+		}
+	}
+	return false
+}
+
+// sameOrigin compares two serialized origins: scheme and host
+// case-insensitively, ports exactly, with the scheme's default port
+// implied.
+func sameOrigin(a, b string) bool {
+	ua, err := url.Parse(a)
+	if err != nil {
+		return false
+	}
+	ub, err := url.Parse(b)
+	if err != nil {
+		return false
+	}
+	port := func(u *url.URL) string {
+		if p := u.Port(); p != "" {
+			return p
+		}
+		switch strings.ToLower(u.Scheme) {
+		case "https":
+			return "443"
+		case "http":
+			return "80"
+		}
+		return ""
+	}
+	return strings.EqualFold(ua.Scheme, ub.Scheme) && strings.EqualFold(ua.Hostname(), ub.Hostname()) && port(ua) == port(ub)
 }
 
 // wsFrames adapts a WebSocket to protocol.FrameIO.
@@ -272,13 +363,27 @@ func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
 		logc = logc.Str("client", remoteIP) // as named by a trusted proxy
 	}
 	log := logc.Logger()
+	addr := remoteAddrKey(remoteIP)
 
 	start := time.Now()
+	lim := s.cfg.Limits
+	if err := s.conns.acquire(addr, lim.MaxConnections, lim.MaxConnectionsPerAddr, "connections"); err != nil {
+		s.abortHandshake(ws, log, err, 0)
+		return
+	}
+	defer s.conns.release(addr)
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.HandshakeTimeout)
+	release, err := s.admitHandshake(ctx, addr)
+	if err != nil {
+		cancel()
+		s.abortHandshake(ws, log, err, 0)
+		return
+	}
 	_ = ws.SetReadDeadline(start.Add(s.cfg.HandshakeTimeout))
 	_ = ws.SetWriteDeadline(start.Add(s.cfg.HandshakeTimeout))
 	hs := &serverHandshake{ctx: ctx, io: &protocol.HandshakeIO{Conn: wsFrames{ws}, Transcript: protocol.NewTranscript()}, cfg: s.hs}
 	err = hs.handshake()
+	release()
 	cancel()
 	if err != nil {
 		s.abortHandshake(ws, log, err, time.Since(start))
@@ -295,6 +400,8 @@ func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
 		exporter:  hs.exporter,
 		session:   hs.state,
 		remoteIP:  remoteIP,
+		addr:      addr,
+		requests:  newRequestLimiter(lim.RequestRate),
 		seal:      hs.seal,
 		open:      hs.open,
 		send:      make(chan []byte, s.cfg.SendQueue),
@@ -426,6 +533,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	if cerr := s.hub.Close(); cerr != nil && err == nil {
 		err = fmt.Errorf("server: close broker: %w", cerr)
+	}
+	for _, c := range s.closers {
+		_ = c()
 	}
 	return err
 }

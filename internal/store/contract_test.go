@@ -22,11 +22,17 @@ type rowCounter interface {
 }
 
 // testStore is the contract every Store implementation must meet. open
-// returns a new, empty, migrated store and arranges for it to be closed.
-func testStore(t *testing.T, open func(t *testing.T) Store) {
+// returns a new, empty, migrated store opened with opts and arranges for
+// it to be closed.
+func testStore(t *testing.T, open func(t *testing.T, opts ...Option) Store) {
 	for _, c := range contractCases {
 		t.Run(c.name, func(t *testing.T) {
 			c.run(t, open(t))
+		})
+	}
+	for _, c := range historyCases {
+		t.Run(c.name, func(t *testing.T) {
+			c.run(t, newHistoryEnv(t, open))
 		})
 	}
 }

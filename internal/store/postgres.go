@@ -16,6 +16,7 @@ import (
 // a plain text column with a UNIQUE constraint (citext is not assumed).
 type Postgres struct {
 	pool *pgxpool.Pool
+	seal *sealer // nil without a keyring
 }
 
 var _ Store = (*Postgres)(nil)
@@ -29,7 +30,9 @@ var _ Store = (*Postgres)(nil)
 // Idle connections are pinged before reuse once they have sat for more than
 // a second (pgxpool's default), so connections the server dropped, as in a
 // database restart, cost reconnects rather than failed requests.
-func OpenPostgres(ctx context.Context, dsn string) (*Postgres, error) {
+//
+// opts: WithKeyring.
+func OpenPostgres(ctx context.Context, dsn string, opts ...Option) (*Postgres, error) {
 	// A ParseConfigError shows dsn with its password redacted.
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
@@ -52,7 +55,7 @@ func OpenPostgres(ctx context.Context, dsn string) (*Postgres, error) {
 		pool.Close()
 		return nil, err
 	}
-	return &Postgres{pool: pool}, nil
+	return &Postgres{pool: pool, seal: newSealer(applyOptions(opts).keyring)}, nil
 }
 
 // Close closes the connections. It waits for calls in progress to give

@@ -29,6 +29,16 @@ func (p *Postgres) countRows(ctx context.Context, table string) (int, error) {
 		q = `SELECT count(*) FROM rooms`
 	case "room_members":
 		q = `SELECT count(*) FROM room_members`
+	case "streams":
+		q = `SELECT count(*) FROM streams`
+	case "messages":
+		q = `SELECT count(*) FROM messages`
+	case "read_positions":
+		q = `SELECT count(*) FROM read_positions`
+	case "conversations":
+		q = `SELECT count(*) FROM conversations`
+	case "conversation_keys":
+		q = `SELECT count(*) FROM conversation_keys`
 	case "schema_migrations":
 		q = `SELECT count(*) FROM schema_migrations`
 	default:
@@ -39,11 +49,38 @@ func (p *Postgres) countRows(ctx context.Context, table string) (int, error) {
 	return n, err
 }
 
+// rawMessage implements messageTamperer for the contract test.
+func (p *Postgres) rawMessage(ctx context.Context, stream string, seq int64) (int64, []byte, error) {
+	var (
+		keyID int64
+		body  []byte
+	)
+	err := p.with(ctx, "raw message", func(c pgQuerier) error {
+		return c.QueryRow(ctx, `SELECT key_id, body FROM messages WHERE stream = $1 AND seq = $2`, stream, seq).Scan(&keyID, &body)
+	})
+	return keyID, body, err
+}
+
+// setMessageColumn implements messageTamperer for the contract test.
+func (p *Postgres) setMessageColumn(ctx context.Context, stream string, seq int64, column string, value any) error {
+	if !tamperableColumns[column] {
+		return fmt.Errorf("setMessageColumn: unknown column %q", column)
+	}
+	return p.with(ctx, "set message column", func(c pgQuerier) error {
+		// The column name is one of tamperableColumns.
+		tag, err := c.Exec(ctx, `UPDATE messages SET `+column+` = $1 WHERE stream = $2 AND seq = $3`, value, stream, seq)
+		if err == nil && tag.RowsAffected() != 1 {
+			err = fmt.Errorf("%d rows updated, want 1", tag.RowsAffected())
+		}
+		return err
+	})
+}
+
 // openPostgresTest opens a store on dbURL and closes it when t ends (before
 // pgtest drops the database, since this Cleanup is registered later).
-func openPostgresTest(t *testing.T, dbURL string) *Postgres {
+func openPostgresTest(t *testing.T, dbURL string, opts ...Option) *Postgres {
 	t.Helper()
-	p, err := OpenPostgres(context.Background(), dbURL)
+	p, err := OpenPostgres(context.Background(), dbURL, opts...)
 	if err != nil {
 		t.Fatalf("OpenPostgres: %v", err)
 	}
@@ -53,8 +90,8 @@ func openPostgresTest(t *testing.T, dbURL string) *Postgres {
 
 func TestPostgres(t *testing.T) {
 	pgtest.URL(t) // skips the whole contract at once when the server is down
-	testStore(t, func(t *testing.T) Store {
-		return openPostgresTest(t, pgtest.URL(t))
+	testStore(t, func(t *testing.T, opts ...Option) Store {
+		return openPostgresTest(t, pgtest.URL(t), opts...)
 	})
 }
 
@@ -63,8 +100,8 @@ func TestPostgres(t *testing.T) {
 // deadlock here.
 func TestPostgresOneConnection(t *testing.T) {
 	pgtest.URL(t)
-	testStore(t, func(t *testing.T) Store {
-		return openPostgresTest(t, withParam(t, pgtest.URL(t), "pool_max_conns", "1"))
+	testStore(t, func(t *testing.T, opts ...Option) Store {
+		return openPostgresTest(t, withParam(t, pgtest.URL(t), "pool_max_conns", "1"), opts...)
 	})
 }
 

@@ -27,6 +27,7 @@ type SQLite struct {
 	path string
 	w    *sql.DB // the single writer
 	r    *sql.DB // readers, PRAGMA query_only
+	seal *sealer // nil without a keyring
 }
 
 var _ Store = (*SQLite)(nil)
@@ -46,8 +47,8 @@ const (
 // OpenSQLite opens (creating if needed) the SQLite database at path and
 // applies pending migrations. A new file is created with mode 0600 (its
 // directory, if missing, 0700); SQLite gives the -wal and -shm files the
-// same mode. An existing file's mode is left alone.
-func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
+// same mode. An existing file's mode is left alone. opts: WithKeyring.
+func OpenSQLite(ctx context.Context, path string, opts ...Option) (*SQLite, error) {
 	switch {
 	case path == "":
 		return nil, errors.New("store: open sqlite: empty path")
@@ -69,7 +70,7 @@ func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 		return nil, fmt.Errorf("store: open sqlite: %w", err)
 	}
 
-	s := &SQLite{path: path}
+	s := &SQLite{path: path, seal: newSealer(applyOptions(opts).keyring)}
 	if s.w, err = sql.Open("sqlite", path+"?"+sqliteWriterParams); err != nil {
 		return nil, fmt.Errorf("store: open sqlite: %w", err)
 	}

@@ -1,14 +1,18 @@
 package store
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 )
@@ -25,6 +29,16 @@ func (s *SQLite) countRows(ctx context.Context, table string) (int, error) {
 		q = `SELECT count(*) FROM rooms`
 	case "room_members":
 		q = `SELECT count(*) FROM room_members`
+	case "streams":
+		q = `SELECT count(*) FROM streams`
+	case "messages":
+		q = `SELECT count(*) FROM messages`
+	case "read_positions":
+		q = `SELECT count(*) FROM read_positions`
+	case "conversations":
+		q = `SELECT count(*) FROM conversations`
+	case "conversation_keys":
+		q = `SELECT count(*) FROM conversation_keys`
 	case "schema_migrations":
 		q = `SELECT count(*) FROM schema_migrations`
 	default:
@@ -35,9 +49,35 @@ func (s *SQLite) countRows(ctx context.Context, table string) (int, error) {
 	return n, err
 }
 
-func openSQLiteTest(t *testing.T, path string) *SQLite {
+// rawMessage implements messageTamperer for the contract test.
+func (s *SQLite) rawMessage(ctx context.Context, stream string, seq int64) (int64, []byte, error) {
+	var (
+		keyID int64
+		body  []byte
+	)
+	err := s.r.QueryRowContext(ctx, `SELECT key_id, body FROM messages WHERE stream = ? AND seq = ?`, stream, seq).Scan(&keyID, &body)
+	return keyID, body, err
+}
+
+// setMessageColumn implements messageTamperer for the contract test.
+func (s *SQLite) setMessageColumn(ctx context.Context, stream string, seq int64, column string, value any) error {
+	if !tamperableColumns[column] {
+		return fmt.Errorf("setMessageColumn: unknown column %q", column)
+	}
+	if t, ok := value.(time.Time); ok {
+		value = t.UnixMicro()
+	}
+	// The column name is one of tamperableColumns.
+	res, err := s.w.ExecContext(ctx, `UPDATE messages SET `+column+` = ? WHERE stream = ? AND seq = ?`, value, stream, seq)
+	if err != nil {
+		return err
+	}
+	return expectOneRow("set message column", res)
+}
+
+func openSQLiteTest(t *testing.T, path string, opts ...Option) *SQLite {
 	t.Helper()
-	s, err := OpenSQLite(context.Background(), path)
+	s, err := OpenSQLite(context.Background(), path, opts...)
 	if err != nil {
 		t.Fatalf("OpenSQLite(%s): %v", path, err)
 	}
@@ -50,8 +90,8 @@ func openSQLiteTest(t *testing.T, path string) *SQLite {
 }
 
 func TestSQLite(t *testing.T) {
-	testStore(t, func(t *testing.T) Store {
-		return openSQLiteTest(t, filepath.Join(t.TempDir(), "messenger.db"))
+	testStore(t, func(t *testing.T, opts ...Option) Store {
+		return openSQLiteTest(t, filepath.Join(t.TempDir(), "messenger.db"), opts...)
 	})
 }
 
@@ -297,5 +337,84 @@ func TestSQLiteUpgradeGivesGeneration(t *testing.T) {
 	}
 	if g, err := s.ChangePassword(ctx, id, testHash+"-new"); err != nil || g != 2 {
 		t.Errorf("ChangePassword after the upgrade: %d, %v; want 2", g, err)
+	}
+}
+
+// killChildEnv names the database file a re-executed test binary appends
+// to before it is killed (TestSQLiteSurvivesKill).
+const killChildEnv = "MESSENGER_STORE_KILL_CHILD"
+
+// TestSQLiteKillChild is the process TestSQLiteSurvivesKill kills: it
+// appends one message, reports it on stdout, and waits to be killed. It
+// does nothing in a normal test run.
+func TestSQLiteKillChild(t *testing.T) {
+	path := os.Getenv(killChildEnv)
+	if path == "" {
+		t.Skip("run by TestSQLiteSurvivesKill")
+	}
+	ctx := context.Background()
+	kr, err := NewKeyring(map[uint32][]byte{1: testStorageKey(1)}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := OpenSQLite(ctx, path, WithKeyring(kr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	owner := mustCreateUser(t, s, "owner")
+	room := mustCreateRoom(t, s, "lobby", owner)
+	m := mustAppend(t, s, newMessage(RoomStream(room.Name), "committed before the kill"))
+	fmt.Printf("appended %d %s\n", m.Seq, m.ID)
+	select {} // no Close: the parent kills this process
+}
+
+// TestSQLiteSurvivesKill: a message whose AppendMessage returned is in the
+// database after the process is killed with SIGKILL (no Close, so no
+// checkpoint: the message is only in the WAL), and reads back on reopening.
+func TestSQLiteSurvivesKill(t *testing.T) {
+	if os.Getenv(killChildEnv) != "" {
+		t.Skip("in the child")
+	}
+	path := filepath.Join(t.TempDir(), "messenger.db")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestSQLiteKillChild$", "-test.count=1")
+	cmd.Env = append(os.Environ(), killChildEnv+"="+path)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err := cmd.Process.Kill(); err != nil { // SIGKILL
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	var (
+		seq int64
+		id  string
+	)
+	if _, serr := fmt.Sscanf(line, "appended %d %s", &seq, &id); err != nil || serr != nil {
+		t.Fatalf("child said %q (%v, %v); stderr:\n%s", line, err, serr, stderr.String())
+	}
+	if fi, err := os.Stat(path + "-wal"); err != nil || fi.Size() == 0 {
+		t.Fatalf("no WAL left by the killed process (%v): the test would not show recovery from it", err)
+	}
+
+	kr, err := NewKeyring(map[uint32][]byte{1: testStorageKey(1)}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := openSQLiteTest(t, path, WithKeyring(kr))
+	ms, pos, err := s.History(context.Background(), "room:lobby", HistoryQuery{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) != 1 || ms[0].Seq != seq || ms[0].ID.String() != id || string(ms[0].Body) != "committed before the kill" || pos.Seq != seq {
+		t.Errorf("after the kill: %+v at %+v; want the message %s at seq %d", ms, pos, id, seq)
 	}
 }

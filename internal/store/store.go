@@ -1,5 +1,6 @@
 // Package store is the messenger's durable store: user accounts, their
-// published identity keys, and rooms with their members.
+// published identity keys, rooms with their members, and the history of
+// rooms and direct conversations (history.go).
 //
 // The domain types and the Store interface are declared here, together with
 // the validation every backend runs before it touches the database. Two
@@ -122,6 +123,8 @@ type Room struct {
 // before running any SQL; errors match ErrNotFound, ErrConflict or ErrInvalid
 // where those apply. Implementations are safe for concurrent use.
 type Store interface {
+	HistoryStore
+
 	// CreateUser stores a new user and returns it with ID and CreatedAt
 	// filled in, Generation 1 and Name lower-cased. ErrConflict if the name
 	// (or ID) is taken.
@@ -195,16 +198,17 @@ type Store interface {
 //
 // Any other dsn is an error rather than a silent fallback to SQLite, so a
 // mistyped production URL cannot start the server on an empty local database.
-func Open(ctx context.Context, dsn, dataDir string) (Store, error) {
+// opts go to the backend (WithKeyring).
+func Open(ctx context.Context, dsn, dataDir string, opts ...Option) (Store, error) {
 	switch {
 	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
-		return OpenPostgres(ctx, dsn)
+		return OpenPostgres(ctx, dsn, opts...)
 	case strings.HasPrefix(dsn, "sqlite://"):
-		return OpenSQLite(ctx, strings.TrimPrefix(dsn, "sqlite://"))
+		return OpenSQLite(ctx, strings.TrimPrefix(dsn, "sqlite://"), opts...)
 	case strings.HasPrefix(dsn, "file://"):
-		return OpenSQLite(ctx, strings.TrimPrefix(dsn, "file://"))
+		return OpenSQLite(ctx, strings.TrimPrefix(dsn, "file://"), opts...)
 	case strings.HasPrefix(dsn, "file:"):
-		return OpenSQLite(ctx, strings.TrimPrefix(dsn, "file:"))
+		return OpenSQLite(ctx, strings.TrimPrefix(dsn, "file:"), opts...)
 	case dsn == "":
 		if dataDir == "" {
 			return nil, errors.New("store: open: neither a dsn nor a data directory given")
@@ -212,7 +216,7 @@ func Open(ctx context.Context, dsn, dataDir string) (Store, error) {
 		if err := os.MkdirAll(dataDir, 0o700); err != nil {
 			return nil, fmt.Errorf("store: open: %w", err)
 		}
-		return OpenSQLite(ctx, filepath.Join(dataDir, "messenger.db"))
+		return OpenSQLite(ctx, filepath.Join(dataDir, "messenger.db"), opts...)
 	default:
 		scheme, _, _ := strings.Cut(dsn, ":")
 		return nil, fmt.Errorf("store: open: unsupported dsn scheme %q (want postgres://, postgresql://, sqlite:// or file:)", scheme)

@@ -43,7 +43,8 @@ type Config struct {
 	// Suites are offered in order of preference. Empty means
 	// protocol.SupportedSuites.
 	Suites []protocol.Suite
-	// SessionKeyBits sizes the per-session RSA-OAEP key. Zero means 2048.
+	// SessionKeyBits sizes the per-session RSA-OAEP key: one of
+	// protocol.RSAKeySizes. Zero means 2048.
 	SessionKeyBits int
 	// Resume, when set, asks to resume that session.
 	Resume *Ticket
@@ -127,6 +128,9 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 	}
 	if cfg.SessionKeyBits == 0 {
 		cfg.SessionKeyBits = 2048
+	}
+	if !protocol.ValidRSAKeySize(cfg.SessionKeyBits) {
+		return nil, fmt.Errorf("client: Config.SessionKeyBits %d: the server accepts only %v", cfg.SessionKeyBits, protocol.RSAKeySizes)
 	}
 	if cfg.HandshakeTimeout == 0 {
 		cfg.HandshakeTimeout = 10 * time.Second

@@ -37,19 +37,40 @@ func (hs *clientHandshake) handshake() error {
 	if err := hs.readServerHello(); err != nil {
 		return err
 	}
-	if !hs.sh.Resumed {
-		if err := hs.readServerVerify(); err != nil {
-			return err
-		}
-	}
-	if err := hs.readServerFinished(); err != nil {
-		return err
-	}
 	// The pin check comes once the server has proved it holds the key (its
 	// signature, or for a resumption its Finished), and before we answer:
 	// a trust-on-first-use verifier never records a key nobody proved.
-	if err := hs.cfg.VerifyIdentity(hs.fp); err != nil {
-		return fmt.Errorf("client handshake: %w: %w", protocol.CodeBadSignature, err)
+	if hs.sh.Resumed {
+		hs.secret = hs.cfg.Resume.Secret
+		if err := hs.startKeySchedule(); err != nil {
+			return err
+		}
+		if err := hs.readServerFinished(); err != nil {
+			return err
+		}
+		if err := hs.checkPin(); err != nil {
+			return err
+		}
+	} else {
+		// Nothing from the server is decrypted before the server proved
+		// itself: the signature and the pin come before the RSA-OAEP
+		// unwrap, so a forger cannot make us run the private-key
+		// operation on bytes of his choosing.
+		if err := hs.readServerVerify(); err != nil {
+			return err
+		}
+		if err := hs.checkPin(); err != nil {
+			return err
+		}
+		if err := hs.unwrapSecret(); err != nil {
+			return err
+		}
+		if err := hs.startKeySchedule(); err != nil {
+			return err
+		}
+		if err := hs.readServerFinished(); err != nil {
+			return err
+		}
 	}
 	if err := hs.sendClientFinished(); err != nil {
 		return err
@@ -111,22 +132,16 @@ func (hs *clientHandshake) readServerHello() error {
 		if hs.cfg.Resume == nil || sh.SessionID != hs.cfg.Resume.ID {
 			return fmt.Errorf("client handshake: server resumed a session not asked for: %w", protocol.CodeUnexpectedMessage)
 		}
-		hs.secret = hs.cfg.Resume.Secret
-	} else {
-		if hs.sessionKey == nil {
-			return fmt.Errorf("client handshake: server did not resume: %w", protocol.CodeSessionUnknown)
-		}
-		if hs.secret, err = protocol.UnwrapSecret(hs.sessionKey, sh.WrappedSecret); err != nil {
-			return err
-		}
+	} else if hs.sessionKey == nil {
+		return fmt.Errorf("client handshake: server did not resume: %w", protocol.CodeSessionUnknown)
 	}
 	hs.keyTH = hs.io.Transcript.Sum()
-	hs.ks, err = protocol.NewKeySchedule(hs.secret)
-	return err
+	return nil
 }
 
+// readServerVerify checks the server's signature over the transcript up to
+// ServerHello (hs.keyTH) with the identity key ServerHello presented.
 func (hs *clientHandshake) readServerVerify() error {
-	th := hs.io.Transcript.Sum()
 	frame, err := hs.io.Read(protocol.TypeServerVerify)
 	if err != nil {
 		return err
@@ -135,7 +150,31 @@ func (hs *clientHandshake) readServerVerify() error {
 	if err != nil {
 		return err
 	}
-	return protocol.VerifyTranscript(hs.serverKey, protocol.ContextServerSignature, th, sv.Signature)
+	return protocol.VerifyTranscript(hs.serverKey, protocol.ContextServerSignature, hs.keyTH, sv.Signature)
+}
+
+// checkPin asks the configured verifier about the identity key's
+// fingerprint. A refusal is CodeBadSignature.
+func (hs *clientHandshake) checkPin() error {
+	if err := hs.cfg.VerifyIdentity(hs.fp); err != nil {
+		return fmt.Errorf("client handshake: %w: %w", protocol.CodeBadSignature, err)
+	}
+	return nil
+}
+
+// unwrapSecret decrypts the session secret of a full handshake with the
+// session key's private half.
+func (hs *clientHandshake) unwrapSecret() error {
+	var err error
+	hs.secret, err = protocol.UnwrapSecret(hs.sessionKey, hs.sh.WrappedSecret)
+	return err
+}
+
+// startKeySchedule derives the master key from the session secret.
+func (hs *clientHandshake) startKeySchedule() error {
+	var err error
+	hs.ks, err = protocol.NewKeySchedule(hs.secret)
+	return err
 }
 
 func (hs *clientHandshake) readServerFinished() error {

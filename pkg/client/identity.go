@@ -26,13 +26,17 @@ type Identity struct {
 // DefaultIdentityBits is the size of new identity keys.
 const DefaultIdentityBits = 3072
 
-// NewIdentity generates keys for user. bits zero means DefaultIdentityBits.
+// NewIdentity generates keys for user. bits must be one of
+// protocol.RSAKeySizes; zero means DefaultIdentityBits.
 func NewIdentity(user string, bits int) (*Identity, error) {
 	if !protocol.ValidUserName(user) {
 		return nil, fmt.Errorf("client: user name %q: lower-case letters, digits, '_', '.', '-', at most %d", user, protocol.MaxUserLen)
 	}
 	if bits == 0 {
 		bits = DefaultIdentityBits
+	}
+	if !protocol.ValidRSAKeySize(bits) {
+		return nil, fmt.Errorf("client: %d-bit keys: the server accepts only %v", bits, protocol.RSAKeySizes)
 	}
 	s, err := rsa.GenerateKey(rand.Reader, bits)
 	if err != nil {
@@ -151,8 +155,9 @@ func LoadIdentity(dir, user string) (*Identity, error) {
 }
 
 // Register creates the account id.User with password and publishes id's
-// keys; the connection is then logged in. The answer carries the user
-// fingerprint and key version.
+// keys; the connection is then logged in. It first proves to the server
+// that it holds the encryption key (a key_challenge). The answer carries
+// the user fingerprint and key version.
 func (c *Conn) Register(ctx context.Context, id *Identity, password string) (*protocol.Message, error) {
 	b, err := id.Bundle()
 	if err != nil {
@@ -162,12 +167,17 @@ func (c *Conn) Register(ctx context.Context, id *Identity, password string) (*pr
 	if err != nil {
 		return nil, err
 	}
-	return c.Request(ctx, &protocol.Message{Type: protocol.MsgRegister, User: id.User, Password: password, Keys: b, Sig: sig})
+	proof, err := c.proveKey(ctx, id.User, id.Encryption, b.Encryption)
+	if err != nil {
+		return nil, err
+	}
+	return c.Request(ctx, &protocol.Message{Type: protocol.MsgRegister, User: id.User, Password: password, Keys: b, Sig: sig, Proof: proof})
 }
 
 // Login logs in as id.User with password, signing the connection with
 // id's keys. With publish set, id's keys replace the published ones (a new
-// device or a key reset): the user's contacts get a key_change event.
+// device or a key reset), after a key_challenge proves that this side
+// holds the encryption key: the user's contacts get a key_change event.
 func (c *Conn) Login(ctx context.Context, id *Identity, password string, publish bool) (*protocol.Message, error) {
 	sig, err := protocol.SignClientAuth(id.Signing, c.exporter, id.User)
 	if err != nil {
@@ -178,8 +188,30 @@ func (c *Conn) Login(ctx context.Context, id *Identity, password string, publish
 		if m.Keys, err = id.Bundle(); err != nil {
 			return nil, err
 		}
+		if m.Proof, err = c.proveKey(ctx, id.User, id.Encryption, m.Keys.Encryption); err != nil {
+			return nil, err
+		}
 	}
 	return c.Request(ctx, m)
+}
+
+// proveKey asks the server for a key challenge to the encryption key key
+// (der, its PKIX DER as published), opens it, and returns the proof of
+// possession that the next register or login with keys must carry on this
+// connection for user (docs/protocol.md §10.4).
+func (c *Conn) proveKey(ctx context.Context, user string, key *rsa.PrivateKey, der []byte) ([]byte, error) {
+	r, err := c.Request(ctx, &protocol.Message{Type: protocol.MsgKeyChallenge, Key: der})
+	if err != nil {
+		return nil, err
+	}
+	if r.Type != protocol.MsgChallenge {
+		return nil, fmt.Errorf("client: key_challenge answered with %q: %w", r.Type, protocol.CodeUnexpectedMessage)
+	}
+	challenge, err := protocol.OpenKeyChallenge(key, r.Wrapped)
+	if err != nil {
+		return nil, fmt.Errorf("client: key challenge: %w", err)
+	}
+	return protocol.KeyPossessionProof(challenge, c.exporter, user, der), nil
 }
 
 // Auth authenticates the connection as id.User by its identity signature

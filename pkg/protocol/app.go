@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"regexp"
@@ -21,7 +22,11 @@ const (
 	MsgLogin    = "login"    // log in as User with Password and Sig; new Keys replace the old ones
 	MsgAuth     = "auth"     // authenticate this connection as User by Sig alone
 	MsgLookup   = "lookup"   // fetch User's published keys
-	MsgPasswd   = "passwd"   // change the password of User (this connection's): Password, NewPassword, Sig by the current keys
+	// MsgKeyChallenge asks for a challenge to the encryption key Key, whose
+	// answer proves possession of it in the next register or login with
+	// Keys (docs/protocol.md §10.4).
+	MsgKeyChallenge = "key_challenge"
+	MsgPasswd       = "passwd" // change the password of User (this connection's): Password, NewPassword, Sig by the current keys
 
 	// Server → client.
 	MsgReady    = "ready"    // first record after the handshake: Session
@@ -35,6 +40,7 @@ const (
 	MsgAuthed    = "authed"     // answer to register/login/auth: User, Version, Fingerprint
 	MsgKeys      = "keys"       // answer to lookup: User, Keys, Version, Fingerprint
 	MsgKeyChange = "key_change" // User, who shares Room with you, published new keys (Version, Fingerprint)
+	MsgChallenge = "challenge"  // answer to key_challenge: Wrapped
 )
 
 // Limits on application messages.
@@ -88,6 +94,15 @@ type Message struct {
 	Sig         []byte `json:"sig,omitempty"`
 	Version     int    `json:"version,omitempty"`
 	Fingerprint string `json:"fingerprint,omitempty"`
+
+	// Proof of possession of an encryption key (docs/protocol.md §10.4).
+	// Key is the PKIX DER of the encryption key a key_challenge is about.
+	Key []byte `json:"key,omitempty"`
+	// Wrapped is a challenge's ChallengeSize random bytes, RSA-OAEP
+	// encrypted to Key with the label LabelKeyPossession.
+	Wrapped []byte `json:"wrapped,omitempty"`
+	// Proof is KeyPossessionProof: register, and login with Keys, carry it.
+	Proof []byte `json:"proof,omitempty"`
 }
 
 // SessionInfo describes the session a connection belongs to; the "ready"
@@ -113,11 +128,21 @@ type SessionInfo struct {
 	Window int `json:"window"`
 }
 
-// Encode returns the JSON encoding of m.
+// Encode returns the JSON encoding of m, without HTML escaping (so '<',
+// '>' and '&' stay one byte each). An encoding longer than MaxPlaintext,
+// which no record could carry, is an error wrapping CodeTooLarge: a body
+// within MaxBody can still grow past it through JSON escapes (a control
+// character is six bytes).
 func (m *Message) Encode() ([]byte, error) {
-	b, err := json.Marshal(m)
-	if err != nil {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(m); err != nil {
 		return nil, fmt.Errorf("protocol: encode %s: %w", m.Type, err)
+	}
+	b := bytes.TrimSuffix(buf.Bytes(), []byte{'\n'})
+	if len(b) > MaxPlaintext {
+		return nil, fmt.Errorf("protocol: encode %s: %d bytes encoded, limit %d: %w", m.Type, len(b), MaxPlaintext, CodeTooLarge)
 	}
 	return b, nil
 }
@@ -207,6 +232,18 @@ func ValidateRequest(m *Message) error {
 		}
 		if len(m.Sig) == 0 || len(m.Sig) > MaxSignature {
 			return fmt.Errorf("protocol: %s: signature missing or too large: %w", m.Type, CodeBadRequest)
+		}
+		// A missing proof is the server's bad_key, like a wrong one; a
+		// proof where no keys are published is a malformed request.
+		if m.Proof != nil && m.Keys == nil {
+			return fmt.Errorf("protocol: %s: a proof goes only with keys: %w", m.Type, CodeBadRequest)
+		}
+		if m.Proof != nil && len(m.Proof) != ChallengeSize {
+			return fmt.Errorf("protocol: %s: proof of %d bytes, want %d: %w", m.Type, len(m.Proof), ChallengeSize, CodeBadRequest)
+		}
+	case MsgKeyChallenge:
+		if len(m.Key) == 0 {
+			return fmt.Errorf("protocol: key_challenge: key missing: %w", CodeBadRequest)
 		}
 	case MsgLookup:
 		if !ValidUserName(m.User) {

@@ -130,6 +130,30 @@ func TestValidateRequest(t *testing.T) {
 		{"auth with keys", req(protocol.MsgAuth, func(m *protocol.Message) { m.User, m.Keys, m.Sig = "alice", &protocol.KeyBundle{}, []byte{1} }), protocol.CodeBadRequest},
 		{"auth no user", req(protocol.MsgAuth, func(m *protocol.Message) { m.Sig = []byte{1} }), protocol.CodeBadRequest},
 		{"lookup bad user", req(protocol.MsgLookup, func(m *protocol.Message) { m.User = "a b" }), protocol.CodeBadRequest},
+
+		// Proof of possession (§10.4). A missing proof is the server's
+		// bad_key; a malformed one, or one without keys, is bad_request.
+		{"key_challenge", req(protocol.MsgKeyChallenge, func(m *protocol.Message) { m.Key = []byte("der") }), 0},
+		{"key_challenge without key", req(protocol.MsgKeyChallenge, nil), protocol.CodeBadRequest},
+		{"register with proof", req(protocol.MsgRegister, func(m *protocol.Message) {
+			m.User, m.Password, m.Keys, m.Sig, m.Proof = "alice", "pw", &protocol.KeyBundle{}, []byte{1}, make([]byte, protocol.ChallengeSize)
+		}), 0},
+		{"login with new keys and proof", req(protocol.MsgLogin, func(m *protocol.Message) {
+			m.User, m.Password, m.Keys, m.Sig, m.Proof = "alice", "pw", &protocol.KeyBundle{}, []byte{1}, make([]byte, protocol.ChallengeSize)
+		}), 0},
+		{"register short proof", req(protocol.MsgRegister, func(m *protocol.Message) {
+			m.User, m.Password, m.Keys, m.Sig, m.Proof = "alice", "pw", &protocol.KeyBundle{}, []byte{1}, make([]byte, protocol.ChallengeSize-1)
+		}), protocol.CodeBadRequest},
+		{"register empty proof", req(protocol.MsgRegister, func(m *protocol.Message) {
+			m.User, m.Password, m.Keys, m.Sig, m.Proof = "alice", "pw", &protocol.KeyBundle{}, []byte{1}, []byte{}
+		}), protocol.CodeBadRequest},
+		{"login proof without keys", req(protocol.MsgLogin, func(m *protocol.Message) {
+			m.User, m.Password, m.Sig, m.Proof = "alice", "pw", []byte{1}, make([]byte, protocol.ChallengeSize)
+		}), protocol.CodeBadRequest},
+		{"auth with proof", req(protocol.MsgAuth, func(m *protocol.Message) {
+			m.User, m.Sig, m.Proof = "alice", []byte{1}, make([]byte, protocol.ChallengeSize)
+		}), protocol.CodeBadRequest},
+		{"challenge is no request", req(protocol.MsgChallenge, nil), protocol.CodeBadRequest},
 		{"passwd", req(protocol.MsgPasswd, func(m *protocol.Message) {
 			m.User, m.Password, m.NewPassword, m.Sig = "alice", "pw", "new pw", []byte{1}
 		}), 0},
@@ -188,7 +212,13 @@ var goldenAppMessages = []protocol.Message{
 		Keys: &protocol.KeyBundle{Signing: []byte("signing-der"), Encryption: []byte("encryption-der"), SelfSignature: []byte("self-sig")}},
 	{Type: protocol.MsgKeyChange, TS: 1700000000015, Room: "general", User: "bob", Version: 2, Fingerprint: "8899aabb"},
 	{Type: protocol.MsgReady, Session: &protocol.SessionInfo{ID: "404142434445464748494a4b4c4d4e4f", TTL: 1800, Resumed: true, Name: "alice", User: "alice", ServerTime: 1700000000000, Window: 300}},
-	{Type: protocol.MsgPasswd, ID: testUUID, TS: 1700000000016, User: "alice", Password: "correct horse", NewPassword: "battery staple", Sig: []byte("auth-sig")},
+	{Type: protocol.MsgKeyChallenge, ID: testUUID, TS: 1700000000016, Key: []byte("encryption-der")},
+	{Type: protocol.MsgChallenge, Ref: testUUID, TS: 1700000000017, Wrapped: []byte("wrapped-challenge")},
+	{Type: protocol.MsgRegister, ID: testUUID, TS: 1700000000018, User: "alice", Password: "correct horse",
+		Keys: &protocol.KeyBundle{Signing: []byte("signing-der"), Encryption: []byte("encryption-der"), SelfSignature: []byte("self-sig")}, Sig: []byte("auth-sig"), Proof: []byte("proof-of-possession")},
+	{Type: protocol.MsgLogin, ID: testUUID, TS: 1700000000019, User: "alice", Password: "correct horse",
+		Keys: &protocol.KeyBundle{Signing: []byte("signing-der"), Encryption: []byte("encryption-der"), SelfSignature: []byte("self-sig")}, Sig: []byte("auth-sig"), Proof: []byte("proof-of-possession")},
+	{Type: protocol.MsgPasswd, ID: testUUID, TS: 1700000000020, User: "alice", Password: "correct horse", NewPassword: "battery staple", Sig: []byte("auth-sig")},
 }
 
 func TestGoldenAppMessages(t *testing.T) {

@@ -71,8 +71,8 @@ func NewKeyBundle(user string, signing *rsa.PrivateKey, encryption *rsa.PublicKe
 	return &KeyBundle{Signing: sder, Encryption: eder, SelfSignature: sig}, nil
 }
 
-// Verify checks that both keys are RSA of at least MinRSABits (CodeBadKey)
-// and that the self-signature is valid for user (CodeBadSignature). It
+// Verify checks that both keys are RSA keys that follow the RSA key rule
+// (ParseRSAPublicKey; else CodeBadKey) and that the self-signature is valid for user (CodeBadSignature). It
 // returns the parsed signing key.
 func (k *KeyBundle) Verify(user string) (*rsa.PublicKey, error) {
 	if k == nil {

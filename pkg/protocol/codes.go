@@ -49,7 +49,9 @@ const (
 	CodeSlowConsumer Code = 14
 	// CodeInternal: the server failed; the client may retry.
 	CodeInternal Code = 15
-	// CodeBadKey: a public key is not RSA, too short, or does not parse.
+	// CodeBadKey: a public key does not parse, is not RSA, or breaks the
+	// RSA key rule (CheckRSAPublicKey); or a register or login publishing
+	// keys lacks a valid proof of possession of the encryption key.
 	CodeBadKey Code = 16
 	// CodeBadRequest: an application message is invalid for its type
 	// (missing room, empty body, unknown type). Not fatal.
@@ -66,8 +68,8 @@ const (
 	// CodeAuthFailed: wrong user name, password or signature. The same code
 	// and the same work for an unknown user and a wrong password. Not fatal.
 	CodeAuthFailed Code = 22
-	// CodeRateLimited: too many failed logins for this account or address;
-	// retry later. Not fatal.
+	// CodeRateLimited: too many failed logins for this account or address,
+	// or too many registrations from this address; retry later. Not fatal.
 	CodeRateLimited Code = 23
 	// CodeConflict: the user name is taken. Not fatal.
 	CodeConflict Code = 24

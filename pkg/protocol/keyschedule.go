@@ -24,8 +24,58 @@ const (
 	extractSalt = "messenger v1 extract"
 )
 
-// MinRSABits is the smallest RSA modulus either side accepts.
-const MinRSABits = 2048
+// The RSA key rule. Every RSA public key the protocol accepts — a client's
+// session key, the server's identity key, both keys of a key bundle, the
+// key of a key challenge — has the public exponent RSAExponent and a
+// modulus of exactly one of RSAKeySizes bits. The rule bounds the work a
+// peer can make the other side do with a key before anything is proved: a
+// huge modulus or exponent would make each encryption or verification
+// arbitrarily slow. CheckRSAPublicKey applies it, ParseRSAPublicKey parses
+// and applies it.
+const (
+	// RSAExponent is the only public exponent accepted: 65537 (F4), what
+	// every common RSA implementation generates.
+	RSAExponent = 65537
+	// MinRSABits is the smallest of RSAKeySizes.
+	MinRSABits = 2048
+	// MaxRSABits is the largest of RSAKeySizes.
+	MaxRSABits = 4096
+)
+
+// RSAKeySizes lists the only RSA modulus sizes, in bits, that are
+// accepted. An array, so that no caller can change the rule by appending
+// to it.
+var RSAKeySizes = [...]int{2048, 3072, 4096}
+
+// ValidRSAKeySize reports whether bits is one of RSAKeySizes: the sizes a
+// client or server may generate keys of.
+func ValidRSAKeySize(bits int) bool {
+	for _, b := range RSAKeySizes {
+		if bits == b {
+			return true
+		}
+	}
+	return false
+}
+
+// CheckRSAPublicKey applies the RSA key rule to pub: public exponent
+// RSAExponent, an odd modulus of exactly one of RSAKeySizes bits. A
+// failure is CodeBadKey.
+func CheckRSAPublicKey(pub *rsa.PublicKey) error {
+	if pub == nil || pub.N == nil {
+		return fmt.Errorf("protocol: RSA key missing: %w", CodeBadKey)
+	}
+	if pub.E != RSAExponent {
+		return fmt.Errorf("protocol: RSA public exponent %d, want %d: %w", pub.E, RSAExponent, CodeBadKey)
+	}
+	if bits := pub.N.BitLen(); !ValidRSAKeySize(bits) {
+		return fmt.Errorf("protocol: RSA key of %d bits, want one of %v: %w", bits, RSAKeySizes, CodeBadKey)
+	}
+	if pub.N.Bit(0) != 1 {
+		return fmt.Errorf("protocol: RSA modulus is even: %w", CodeBadKey)
+	}
+	return nil
+}
 
 // Transcript is the running SHA-256 hash of every handshake frame sent and
 // received, in order, type byte included. The read and write helpers of
@@ -98,9 +148,13 @@ func UnwrapSecret(priv *rsa.PrivateKey, wrapped []byte) ([]byte, error) {
 	return out, nil
 }
 
-// ParseRSAPublicKey parses a PKIX DER public key and checks that it is RSA
-// with at least MinRSABits bits. Failures are CodeBadKey.
+// ParseRSAPublicKey parses a PKIX DER public key of at most
+// MaxPublicKeySize bytes and checks that it is RSA and follows the RSA key
+// rule (CheckRSAPublicKey). Failures are CodeBadKey.
 func ParseRSAPublicKey(der []byte) (*rsa.PublicKey, error) {
+	if len(der) > MaxPublicKeySize {
+		return nil, fmt.Errorf("protocol: public key of %d bytes, limit %d: %w", len(der), MaxPublicKeySize, CodeBadKey)
+	}
 	k, err := x509.ParsePKIXPublicKey(der)
 	if err != nil {
 		return nil, fmt.Errorf("protocol: parse public key: %w", CodeBadKey)
@@ -109,8 +163,8 @@ func ParseRSAPublicKey(der []byte) (*rsa.PublicKey, error) {
 	if !ok {
 		return nil, fmt.Errorf("protocol: public key is %T, not RSA: %w", k, CodeBadKey)
 	}
-	if pub.N.BitLen() < MinRSABits {
-		return nil, fmt.Errorf("protocol: RSA key of %d bits, want at least %d: %w", pub.N.BitLen(), MinRSABits, CodeBadKey)
+	if err := CheckRSAPublicKey(pub); err != nil {
+		return nil, err
 	}
 	return pub, nil
 }
