@@ -12,7 +12,8 @@ import (
 	"github.com/secure-messenger/messenger/pkg/protocol"
 )
 
-// account is what the register, login and fingerprint commands share.
+// account is what the register, login, passwd and fingerprint commands
+// share.
 type account struct {
 	o    *options
 	ui   *ui
@@ -197,6 +198,41 @@ func (a *account) login(ctx context.Context) error {
 	}
 	a.printKeys(user, r.Fingerprint, r.Version)
 	return a.checkFingerprint(id, r.Fingerprint)
+}
+
+// passwd is chat passwd: a new password, proven by the current one and
+// the profile's keys, on a connection of a new session. The server closes
+// every other session of the user.
+func (a *account) passwd(ctx context.Context) error {
+	user := a.o.user
+	id, err := loadProfile(a.ui, a.home, user)
+	if err != nil {
+		return err
+	}
+	current, err := a.pw.read(ctx, user, false)
+	if err != nil {
+		return err
+	}
+	next, err := a.pw.readNew(ctx, user)
+	if err != nil {
+		return err
+	}
+	s, err := a.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	s.id = id
+	if err := s.authenticate(ctx); err != nil {
+		return err
+	}
+	rctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	if err := s.conn.ChangePassword(rctx, id, current, next); err != nil {
+		return accountError("change the password of "+user, err, "wrong current password")
+	}
+	a.ui.status("changed the password of %s; the server closed every other session of %s (chat on your other devices signs in again with its keys)", user, user)
+	return nil
 }
 
 // fingerprint is chat fingerprint: our own from the profile, or, with a

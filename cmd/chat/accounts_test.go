@@ -253,7 +253,13 @@ func TestLoginAndNewKeys(t *testing.T) {
 		})
 	}, "no key_change for alice, version 2")
 	waitFor(t, "bob (text) stdout", bt.stdout, "! alice's keys changed (version 2, fingerprint "+newFP+"): compare with them before trusting\n")
-	waitFor(t, "alice stdout", ai.stdout, "! your keys changed (version 2, fingerprint "+newFP+")")
+	// Alice's running chat had loaded the old keys: the server closes its
+	// session, and it signs in again with the new keys from the profile.
+	waitFor(t, "alice stderr", ai.stderr, "connection closed: alice's password or keys changed, here or on another device")
+	waitFor(t, "alice stderr", ai.stderr, "; signed in again as alice)")
+	waitForAfter(t, "alice stderr", ai.stderr, "signed in again as alice", "joined #team")
+	ai.typeLine("same me, new keys")
+	waitFor(t, "bob (text) stdout", bt.stdout, "<alice> same me, new keys")
 
 	// The profile has the new keys; the old ones moved aside, intact.
 	checkProfile(t, alice.profile())
@@ -341,16 +347,14 @@ func TestAccountReconnects(t *testing.T) {
 	bi.typeLine("welcome back")
 	waitFor(t, "alice stdout", ai.stdout, "<bob> welcome back")
 
-	// Alice's keys are replaced on another device: the next time this one
-	// has to sign in, it cannot, and says so.
+	// Alice's keys are replaced on another device: the server closes this
+	// one's session (session_revoked); signing in again, it cannot, and
+	// says so.
 	device := newPerson(t, "alice", alice.password)
 	if _, stderr, err := runOnce(t, device.env(fresh.url), "login", "-user", "alice", "-new-keys", "-key-bits", testKeyBits, "-password-file", device.pwFile); err != nil {
 		t.Fatalf("login -new-keys on the other device: %v; stderr:\n%s", err, stderr)
 	}
-	waitFor(t, "alice stdout", ai.stdout, "! your keys changed (version 2, ")
-	third := startServerOn(t, a, old.db, func(c *server.Config) { c.AllowAnonymous = false })
-	p.retarget(third)
-	fresh.stop()
+	waitFor(t, "alice stderr", ai.stderr, "connection closed: alice's password or keys changed, here or on another device (if not by you, someone else has your password); signing in again")
 	err := ai.wait()
 	if code := exitCode(err); code != exitRuntime || !errors.Is(err, protocol.CodeAuthFailed) || !strings.Contains(err.Error(), "sign in as alice") {
 		t.Errorf("reconnect with replaced keys: exit %d (%v), want 1 with auth_failed; stderr:\n%s", code, err, ai.stderr)

@@ -11,9 +11,10 @@
 // them with a password and keeps them in the profile
 // $XDG_CONFIG_HOME/messenger/profiles/NAME/; chat -user NAME then signs
 // in with those keys alone, on every connection. chat login -user NAME
-// -new-keys replaces the keys (a new device, or a reset), and chat
-// fingerprint -user NAME [USER] prints the key fingerprints people
-// compare. Without -user, chat joins anonymously, which only servers
+// -new-keys replaces the keys (a new device, or a reset), chat passwd
+// -user NAME changes the password (closing every other session of the
+// account), and chat fingerprint -user NAME [USER] prints the key
+// fingerprints people compare. Without -user, chat joins anonymously, which only servers
 // started with -anonymous allow.
 //
 // The server's identity key is pinned on first use in

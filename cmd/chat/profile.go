@@ -144,18 +144,40 @@ const minPasswordRunes = 8
 
 // passwordSource reads the account password, never echoing it anywhere:
 // from -password-file (its first line), else MESSENGER_PASSWORD, else
-// standard input.
+// standard input. chat passwd reads the new password likewise from
+// -new-password-file, else MESSENGER_NEW_PASSWORD, else standard input:
+// typed twice at a terminal, or the line after the current password in a
+// pipe.
 type passwordSource struct {
-	file   string
-	getenv func(string) string
-	stdin  io.Reader
-	ui     *ui
+	file    string // -password-file
+	newFile string // -new-password-file
+	getenv  func(string) string
+	stdin   io.Reader
+	ui      *ui
+
+	piped *bufio.Reader // stdin when it is not a terminal, once read from
+}
+
+// passwordFrom names where one password comes from.
+type passwordFrom struct {
+	flag, file, env string
+	prompt          string // at a terminal
 }
 
 // read returns the password for user. With confirm (register) a password
 // typed at a terminal is asked for twice and must be long enough.
 func (p *passwordSource) read(ctx context.Context, user string, confirm bool) (string, error) {
-	pw, err := p.get(ctx, user, confirm)
+	return p.readFrom(ctx, passwordFrom{"-password-file", p.file, "MESSENGER_PASSWORD", "password for " + user + ": "}, confirm)
+}
+
+// readNew returns the new password for user (chat passwd): asked for
+// twice at a terminal, and long enough.
+func (p *passwordSource) readNew(ctx context.Context, user string) (string, error) {
+	return p.readFrom(ctx, passwordFrom{"-new-password-file", p.newFile, "MESSENGER_NEW_PASSWORD", "new password for " + user + ": "}, true)
+}
+
+func (p *passwordSource) readFrom(ctx context.Context, from passwordFrom, confirm bool) (string, error) {
+	pw, err := p.get(ctx, from, confirm)
 	if err != nil {
 		return "", err
 	}
@@ -172,32 +194,35 @@ func (p *passwordSource) read(ctx context.Context, user string, confirm bool) (s
 	return pw, nil
 }
 
-func (p *passwordSource) get(ctx context.Context, user string, confirm bool) (string, error) {
-	if p.file != "" {
-		warnIfShared(p.ui, p.file)
-		f, err := os.Open(p.file)
+func (p *passwordSource) get(ctx context.Context, from passwordFrom, confirm bool) (string, error) {
+	if from.file != "" {
+		warnIfShared(p.ui, from.file)
+		f, err := os.Open(from.file)
 		if err != nil {
-			return "", &exitError{code: exitUsage, err: fmt.Errorf("-password-file: %w", err)}
+			return "", &exitError{code: exitUsage, err: fmt.Errorf("%s: %w", from.flag, err)}
 		}
 		defer f.Close()
 		line, err := readLine(bufio.NewReader(f))
 		if err != nil {
-			return "", &exitError{code: exitUsage, err: fmt.Errorf("-password-file %s: %w", p.file, err)}
+			return "", &exitError{code: exitUsage, err: fmt.Errorf("%s %s: %w", from.flag, from.file, err)}
 		}
 		return line, nil
 	}
-	if pw := p.getenv("MESSENGER_PASSWORD"); pw != "" {
+	if pw := p.getenv(from.env); pw != "" {
 		return pw, nil
 	}
 	f, tty := p.stdin.(*os.File)
 	if !tty || !term.IsTerminal(int(f.Fd())) {
-		return p.readLine(ctx, bufio.NewReader(p.stdin), "")
+		if p.piped == nil {
+			p.piped = bufio.NewReader(p.stdin)
+		}
+		return p.readLine(ctx, p.piped, from.flag)
 	}
-	pw, err := p.readHidden(ctx, f, fmt.Sprintf("password for %s: ", user))
+	pw, err := p.readHidden(ctx, f, from.prompt, from.flag)
 	if err != nil || !confirm {
 		return pw, err
 	}
-	again, err := p.readHidden(ctx, f, "the same password again: ")
+	again, err := p.readHidden(ctx, f, "the same password again: ", from.flag)
 	if err != nil {
 		return "", err
 	}
@@ -208,8 +233,8 @@ func (p *passwordSource) get(ctx context.Context, user string, confirm bool) (st
 }
 
 // readHidden prompts (on stderr) and reads one line from the terminal f
-// with echo off.
-func (p *passwordSource) readHidden(ctx context.Context, f *os.File, prompt string) (string, error) {
+// with echo off; flag is the option that avoids the terminal.
+func (p *passwordSource) readHidden(ctx context.Context, f *os.File, prompt, flag string) (string, error) {
 	p.ui.prompt(prompt)
 	type result struct {
 		pw  []byte
@@ -224,7 +249,7 @@ func (p *passwordSource) readHidden(ctx context.Context, f *os.File, prompt stri
 	case r := <-ch:
 		p.ui.status("")
 		if r.err != nil {
-			return "", &exitError{code: exitUsage, err: fmt.Errorf("password from the terminal: %w (or use -password-file)", r.err)}
+			return "", &exitError{code: exitUsage, err: fmt.Errorf("password from the terminal: %w (or use %s)", r.err, flag)}
 		}
 		return string(r.pw), nil
 	case <-ctx.Done():
@@ -232,12 +257,10 @@ func (p *passwordSource) readHidden(ctx context.Context, f *os.File, prompt stri
 	}
 }
 
-// readLine prompts (on stderr) and reads one line, giving up when ctx ends
-// (a signal) although the read itself cannot be interrupted.
-func (p *passwordSource) readLine(ctx context.Context, br *bufio.Reader, prompt string) (string, error) {
-	if prompt != "" {
-		p.ui.prompt(prompt)
-	}
+// readLine reads one line of standard input, giving up when ctx ends (a
+// signal) although the read itself cannot be interrupted; flag is the
+// option that avoids standard input.
+func (p *passwordSource) readLine(ctx context.Context, br *bufio.Reader, flag string) (string, error) {
 	type result struct {
 		line string
 		err  error
@@ -250,7 +273,7 @@ func (p *passwordSource) readLine(ctx context.Context, br *bufio.Reader, prompt 
 	select {
 	case r := <-ch:
 		if r.err != nil {
-			return "", &exitError{code: exitUsage, err: fmt.Errorf("password from standard input: %w (or use -password-file)", r.err)}
+			return "", &exitError{code: exitUsage, err: fmt.Errorf("password from standard input: %w (or use %s)", r.err, flag)}
 		}
 		return r.line, nil
 	case <-ctx.Done():

@@ -51,6 +51,7 @@ const (
 	cmdRegister    = "register"
 	cmdLogin       = "login"
 	cmdFingerprint = "fingerprint"
+	cmdPasswd      = "passwd"
 )
 
 // options are the client's settings, from flags and their environment
@@ -71,6 +72,8 @@ type options struct {
 	newKeys      bool   // login -new-keys
 	lookup       string // fingerprint's USER argument, lower-cased
 
+	newPasswordFile string // passwd -new-password-file
+
 	sendSet   bool // -send was given: say send and exit
 	listenSet bool // -listen (or MESSENGER_LISTEN) was given
 
@@ -87,7 +90,7 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	o := &options{}
 	if len(args) > 0 {
 		switch args[0] {
-		case cmdRegister, cmdLogin, cmdFingerprint:
+		case cmdRegister, cmdLogin, cmdFingerprint, cmdPasswd:
 			o.cmd, args = args[0], args[1:]
 		}
 	}
@@ -122,6 +125,9 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 		if o.cmd == cmdLogin {
 			fs.BoolVar(&o.newKeys, "new-keys", false, "generate new keys and publish them in place of the old ones (a new device, or a reset); the old ones move to the profile's old-TIME/")
 		}
+	case cmdPasswd:
+		fs.StringVar(&o.passwordFile, "password-file", env("MESSENGER_PASSWORD_FILE", ""), "read the current password from the first line of this `file` (MESSENGER_PASSWORD_FILE)")
+		fs.StringVar(&o.newPasswordFile, "new-password-file", env("MESSENGER_NEW_PASSWORD_FILE", ""), "read the new password from the first line of this `file` (MESSENGER_NEW_PASSWORD_FILE)")
 	}
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -222,6 +228,7 @@ var usageText = map[string]string{
 	cmdChat: `Usage: chat [flags]                          chat in a room
        chat register -user NAME [flags]      create an account, with new keys
        chat login -user NAME [-new-keys]     log in with the password
+       chat passwd -user NAME                change the password
        chat fingerprint -user NAME [USER]    your key fingerprint, or USER's
        chat COMMAND -h                       COMMAND's flags
 
@@ -251,6 +258,23 @@ place of the old ones (a new device, or a reset): your contacts are told
 your keys changed, and existing profile keys move to old-TIME/ in the
 profile. The keys then work on this machine only.
 ` + passwordText + exitText + `
+Flags:
+`,
+	cmdPasswd: `Usage: chat passwd -user NAME [flags]
+
+Changes the password of NAME: signs in with the profile's keys and proves
+the current password. The server then closes every other session of NAME,
+on every device (one an attacker resumed with a stolen ticket too), and
+none of them can be resumed; chat on your other devices signs in again
+with its keys. To shut out someone who also has your keys, publish new
+ones instead: chat login -user NAME -new-keys. Setting the same password
+again closes the other sessions all the same.
+` + passwordText + `
+That is the current password. The new one comes from -new-password-file
+(its first line), else from MESSENGER_NEW_PASSWORD, else from standard
+input: typed twice at a terminal (not echoed), or the line after the
+current password in a pipe. It needs at least 8 characters.
+` + exitText + `
 Flags:
 `,
 	cmdFingerprint: `Usage: chat fingerprint -user NAME [USER]
@@ -307,12 +331,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		return err
 	}
 	if o.cmd != cmdChat {
-		a := &account{o: o, ui: u, home: home, pw: &passwordSource{file: o.passwordFile, getenv: getenv, stdin: stdin, ui: u}}
+		a := &account{o: o, ui: u, home: home, pw: &passwordSource{file: o.passwordFile, newFile: o.newPasswordFile, getenv: getenv, stdin: stdin, ui: u}}
 		switch o.cmd {
 		case cmdRegister:
 			return a.register(ctx)
 		case cmdLogin:
 			return a.login(ctx)
+		case cmdPasswd:
+			return a.passwd(ctx)
 		default:
 			return a.fingerprint(ctx)
 		}
@@ -331,7 +357,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	if err != nil {
 		return err
 	}
-	s := &session{o: o, ui: u, trust: tr, id: id, quiet: o.sendSet}
+	s := &session{o: o, ui: u, trust: tr, id: id, home: home, quiet: o.sendSet}
 	if err := s.connect(ctx); err != nil {
 		return err
 	}

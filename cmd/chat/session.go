@@ -31,6 +31,7 @@ type session struct {
 	ui    *ui
 	trust *trust
 	id    *client.Identity // -user's keys; nil for an anonymous session
+	home  string           // holds the profile id was loaded from
 	quiet bool             // pushed events are not shown (-send, account commands)
 
 	conn    *client.Conn
@@ -372,16 +373,25 @@ func retryable(err error) bool {
 
 // recover handles the end of the current connection: it redials with the
 // session's ticket, with backoff, signs in again unless the session was
-// resumed, and rejoins the rooms. It returns an error when the failure is
-// fatal or the attempts are used up.
+// resumed, and rejoins the rooms. A session revoked by a change of the
+// account's password or keys is not resumed: chat signs in again with its
+// keys on a new one, which works unless the keys were replaced. It returns
+// an error when the failure is fatal or the attempts are used up.
 func (s *session) recover(ctx context.Context) error {
 	<-s.pumped
 	cause := s.conn.Err()
-	if !retryable(cause) {
+	revoked := s.id != nil && errors.Is(cause, protocol.CodeSessionRevoked)
+	if !retryable(cause) && !revoked {
 		return &exitError{code: exitRuntime, err: fmt.Errorf("connection ended: %w", cause)}
 	}
-	s.ui.status("connection lost: %s; reconnecting", describe(cause))
-	ticket := s.conn.Ticket()
+	var resume *client.Ticket
+	if revoked {
+		s.ui.status("connection closed: %s's password or keys changed, here or on another device (if not by you, someone else has your password); signing in again", s.id.User)
+	} else {
+		s.ui.status("connection lost: %s; reconnecting", describe(cause))
+		ticket := s.conn.Ticket()
+		resume = &ticket
+	}
 	delay := reconnectDelay
 	last := cause
 	for attempt := 1; attempt <= reconnectAttempts; attempt++ {
@@ -393,7 +403,7 @@ func (s *session) recover(ctx context.Context) error {
 		case <-t.C:
 		}
 		delay *= 2
-		conn, err := s.dial(ctx, &ticket)
+		conn, err := s.dial(ctx, resume)
 		if err != nil {
 			if exitCode(err) == exitIdentity {
 				return err
@@ -407,13 +417,20 @@ func (s *session) recover(ctx context.Context) error {
 		if !conn.Session().Resumed {
 			how = "new session " + conn.SessionID()[:8] + "; the server no longer had the old one"
 		}
-		// A resumed session keeps its user; a new one must sign in.
+		// A resumed session keeps its user; a new one must sign in. After a
+		// revocation, with the profile's keys as they are now: chat login
+		// -new-keys may have replaced them here.
 		if s.id != nil && conn.Session().User != s.id.User {
+			if revoked {
+				s.reloadKeys()
+			}
 			if err := s.authenticate(ctx); err != nil {
 				if ctx.Err() != nil {
 					return nil // a signal
 				}
-				if !retryable(err) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, protocol.CodeUnavailable) {
+				retry := retryable(err) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, protocol.CodeUnavailable) ||
+					revoked && errors.Is(err, protocol.CodeAuthFailed) && s.reloadKeys()
+				if !retry {
 					return err // auth_failed, rate_limited, …
 				}
 				conn.Close()
@@ -429,6 +446,17 @@ func (s *session) recover(ctx context.Context) error {
 		return nil
 	}
 	return &exitError{code: exitRuntime, err: fmt.Errorf("reconnect: gave up after %d attempts: %w", reconnectAttempts, last)}
+}
+
+// reloadKeys reads the profile's keys again and reports whether they
+// differ from those in use, which it then replaces.
+func (s *session) reloadKeys() bool {
+	id, err := loadProfile(s.ui, s.home, s.id.User)
+	if err != nil || id.Signing.Equal(s.id.Signing) {
+		return false
+	}
+	s.id = id
+	return true
 }
 
 // rejoin joins again the rooms the session was in. A room the server

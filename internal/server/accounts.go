@@ -261,11 +261,17 @@ func (c *peer) login(ctx context.Context, m *protocol.Message) (err error) {
 		if err := challenge.verify(time.Now(), c.exporter, u.Name, m.Keys.Encryption, m.Proof); err != nil {
 			return err // not a failed password: not counted
 		}
-		if ks, _, err = c.srv.store.PublishKeys(ctx, keySet(u.ID, m.Keys)); err != nil {
+		if ks, u.Generation, err = c.srv.store.PublishKeys(ctx, keySet(u.ID, m.Keys)); err != nil {
 			return storeError(err)
 		}
 		c.log.Info().Str("user", u.Name).Int("version", ks.Version).Msg("keys changed")
 		c.announceKeyChange(ctx, u, ks)
+		if ks.Version > 1 {
+			// This connection moves to the new generation first, so that
+			// the revocation spares it.
+			c.srv.logins.login(c, u.ID, u.Generation)
+			c.credentialsChanged(ctx, u.ID, u.Generation)
+		}
 	} else {
 		if ks, err = c.verifyIdentity(ctx, u, m.Sig); err != nil {
 			return c.failedLogin(ctx, throttleLogin, m.User, "identity signature")
@@ -322,7 +328,7 @@ func (c *peer) verifyIdentity(ctx context.Context, u store.User, sig []byte) (st
 // answers the request.
 func (c *peer) authenticated(ctx context.Context, m *protocol.Message, u store.User, ks store.KeySet) error {
 	st := c.session
-	st.user = u.ID
+	st.user, st.generation = u.ID, u.Generation
 	switch err := c.srv.sessions.refresh(ctx, c.sessionID, st); {
 	case errors.Is(err, protocol.CodeSessionUnknown):
 		// The session record is gone (ended by another connection, or past
@@ -335,6 +341,8 @@ func (c *peer) authenticated(ctx context.Context, m *protocol.Message, u store.U
 	c.session = st
 	u.PasswordHash = ""
 	c.user = &u
+	c.srv.logins.login(c, u.ID, u.Generation)
+	c.lastCheck = time.Now()
 	c.setName(u.Name)
 	c.log = c.log.With().Str("user", u.Name).Logger()
 	c.log.Info().Str("via", m.Type).Msg("authenticated")

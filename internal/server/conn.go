@@ -32,7 +32,8 @@ type closeRequest struct {
 type peer struct {
 	srv       *Server
 	ws        *websocket.Conn
-	log       zerolog.Logger
+	log       zerolog.Logger // reader goroutine only: gains the user at login
+	closeLog  zerolog.Logger // set once, before the writer starts: for fail and the writer
 	id        string
 	sessionID [protocol.SessionIDSize]byte
 	resumed   bool
@@ -59,6 +60,7 @@ type peer struct {
 
 	lastTouch   time.Time // reader goroutine only
 	sessionGone bool      // reader goroutine only: the session record is gone for good
+	lastCheck   time.Time // reader goroutine only: when credentialsCurrent last asked the database
 
 	dropped bool // hub goroutine only
 	rooms   int  // hub goroutine only: rooms joined
@@ -96,13 +98,14 @@ func (c *peer) enqueue(b []byte) bool {
 
 // fail ends the connection with code: the writer sends an encrypted error
 // message and a close frame carrying the code, then closes. Only the first
-// call counts; it never blocks.
+// call counts; it never blocks. Any goroutine may call it (the hub,
+// Shutdown, a revocation), so it logs with closeLog, not log.
 func (c *peer) fail(code protocol.Code, reason string) {
 	c.closeOnce.Do(func() {
 		if code != 0 {
-			ev := c.log.Warn()
+			ev := c.closeLog.Warn()
 			if code == protocol.CodeSessionEnded || code == protocol.CodeGoingAway {
-				ev = c.log.Info()
+				ev = c.closeLog.Info()
 			}
 			ev.Stringer("code", code).Msg("closing connection")
 		}
@@ -157,15 +160,15 @@ func (c *peer) writeLoop() {
 				if errors.Is(err, errUnsealable) {
 					// One message that cannot be sealed is dropped; the
 					// connection and everyone else's go on.
-					c.log.Error().Err(err).Int("bytes", len(b)).Msg("dropped a message that cannot be sealed")
+					c.closeLog.Error().Err(err).Int("bytes", len(b)).Msg("dropped a message that cannot be sealed")
 					continue
 				}
-				c.log.Debug().Err(err).Msg("write failed")
+				c.closeLog.Debug().Err(err).Msg("write failed")
 				return
 			}
 		case <-ping.C:
 			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.srv.cfg.WriteTimeout)); err != nil {
-				c.log.Debug().Err(err).Msg("ping failed")
+				c.closeLog.Debug().Err(err).Msg("ping failed")
 				return
 			}
 		case req := <-c.closeCh:
@@ -217,7 +220,9 @@ func (c *peer) readLoop(ctx context.Context) {
 	pongWait := c.srv.cfg.PingInterval * 2
 	_ = c.ws.SetReadDeadline(time.Now().Add(pongWait))
 	c.ws.SetPongHandler(func(string) error {
-		c.keepAlive(ctx)
+		if !c.keepAlive(ctx) {
+			return errRevoked
+		}
 		return c.ws.SetReadDeadline(time.Now().Add(pongWait))
 	})
 	for {
@@ -292,7 +297,9 @@ func (c *peer) handle(ctx context.Context, plaintext []byte) bool {
 			return true
 		}
 	}
-	c.keepAlive(ctx)
+	if !c.keepAlive(ctx) {
+		return false
+	}
 	m.Room = strings.ToLower(m.Room)
 	err = nil
 	switch m.Type {
@@ -319,6 +326,8 @@ func (c *peer) handle(ctx context.Context, plaintext []byte) bool {
 		err = c.lookup(ctx, m)
 	case protocol.MsgKeyChallenge:
 		err = c.keyChallenge(ctx, m)
+	case protocol.MsgPasswd:
+		err = c.passwd(ctx, m)
 	case protocol.MsgEnd:
 		if err := c.srv.sessions.end(ctx, c.sessionID); err != nil {
 			c.log.Error().Err(err).Msg("end session")
@@ -343,14 +352,22 @@ func (c *peer) handle(ctx context.Context, plaintext []byte) bool {
 	return true
 }
 
+// errRevoked ends the reading of a connection that keepAlive closed.
+var errRevoked = errors.New("server: login revoked")
+
 // keepAlive extends the session by a TTL, at most once a quarter TTL: on
 // every request and every pong, so an open connection keeps its session.
-func (c *peer) keepAlive(ctx context.Context) {
+// It also checks the connection's login (credentialsCurrent) and returns
+// false when it closed the connection for that.
+func (c *peer) keepAlive(ctx context.Context) bool {
+	if !c.credentialsCurrent(ctx) {
+		return false
+	}
 	if time.Since(c.lastTouch) < c.srv.cfg.SessionTTL/4 {
-		return
+		return true
 	}
 	if c.sessionGone {
-		return
+		return true
 	}
 	err := c.srv.sessions.refresh(ctx, c.sessionID, c.session)
 	if errors.Is(err, protocol.CodeSessionUnknown) {
@@ -359,13 +376,14 @@ func (c *peer) keepAlive(ctx context.Context) {
 		// resumed any more.
 		c.sessionGone = true
 		c.log.Info().Msg("session can no longer be resumed")
-		return
+		return true
 	}
 	if err != nil {
 		c.log.Warn().Err(err).Msg("session refresh failed")
-		return
+		return true
 	}
 	c.lastTouch = time.Now()
+	return true
 }
 
 func (c *peer) join(ctx context.Context, m *protocol.Message) {

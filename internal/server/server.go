@@ -96,6 +96,12 @@ type Config struct {
 	// HTTPIdleTimeout is how long an idle keep-alive HTTP connection is
 	// kept open. Zero means 2 minutes.
 	HTTPIdleTimeout time.Duration
+	// CredentialCheck is how often a logged-in connection compares the
+	// credential generation it logged in at with the database's, on its
+	// next request or pong: the longest it outlives a password or key
+	// change whose revocation its node missed (docs/protocol.md §10.3).
+	// Zero means a quarter of SessionTTL.
+	CredentialCheck time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -141,6 +147,9 @@ func (c *Config) setDefaults() {
 	c.Limits.setDefaults()
 	if c.RegisterPerAddr == 0 {
 		c.RegisterPerAddr = 10
+	}
+	if c.CredentialCheck == 0 {
+		c.CredentialCheck = c.SessionTTL / 4
 	}
 }
 
@@ -191,6 +200,7 @@ type Server struct {
 	hasher   passwordHasher
 	limiter  ephemeral.Limiter
 	hub      *Hub
+	logins   *logins
 	upgrader websocket.Upgrader
 	fp       protocol.Fingerprint
 
@@ -228,11 +238,18 @@ func New(cfg Config, d Deps) (*Server, error) {
 	if newBroker == nil {
 		newBroker = func(h broker.Handler) (broker.Broker, error) { return broker.NewMemoryBroker(h), nil }
 	}
-	hub, err := NewHub(d.Log.With().Str("component", "hub").Logger(), newBroker)
+	logins := newLogins(d.Log)
+	hub, err := NewHub(d.Log.With().Str("component", "hub").Logger(), logins.wrap(newBroker))
 	if err != nil {
 		return nil, err
 	}
 	hub.MaxRooms, hub.MaxMembers = cfg.Limits.RoomsPerConnection, cfg.Limits.MembersPerRoom
+	sctx, cancel := context.WithTimeout(context.Background(), hubBrokerTimeout)
+	err = logins.subscribe(sctx)
+	cancel()
+	if err != nil {
+		d.Log.Warn().Err(err).Msg("revocations from other nodes arrive only through the periodic check until the broker subscribes")
+	}
 	s := &Server{
 		cfg:      cfg,
 		log:      d.Log,
@@ -243,6 +260,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 		hasher:   d.Hasher,
 		limiter:  d.Limiter,
 		hub:      hub,
+		logins:   logins,
 		fp:       protocol.FingerprintOf(der),
 		clients:  make(map[*peer]struct{}),
 	}
@@ -393,6 +411,7 @@ func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
 		lastTouch: time.Now(),
 	}
 	c.log = log.With().Str("conn", c.id).Str("session", sessionKey(hs.sessionID)[:8]).Logger()
+	c.closeLog = c.log
 	c.log.Info().Bool("resumed", hs.resumed).Stringer("suite", hs.suite).
 		Dur("handshake", time.Since(start)).Msg("handshake complete")
 
@@ -416,7 +435,10 @@ func (s *Server) serve(ctx context.Context, c *peer, hs *serverHandshake) {
 		return
 	}
 	if hs.state.user != uuid.Nil {
-		// A resumed session keeps its user.
+		// A resumed session keeps its user, unless the user's credentials
+		// changed since it logged in. Entered in the login table first, so
+		// that a change from now on closes it too.
+		s.logins.login(c, hs.state.user, hs.state.generation)
 		u, err := s.store.UserByID(ctx, hs.state.user)
 		switch {
 		case errors.Is(err, store.ErrNotFound):
@@ -427,9 +449,16 @@ func (s *Server) serve(ctx context.Context, c *peer, hs *serverHandshake) {
 			c.log.Error().Err(err).Msg("resumed session's user")
 			c.fail(protocol.CodeUnavailable, "database unavailable; retry")
 			return
+		case u.Generation != hs.state.generation:
+			if err := s.sessions.end(ctx, hs.sessionID); err != nil {
+				c.log.Warn().Err(err).Msg("revoked session's record not deleted")
+			}
+			c.fail(protocol.CodeSessionRevoked, revokedReason)
+			return
 		}
 		u.PasswordHash = ""
 		c.user = &u
+		c.lastCheck = time.Now()
 		c.setName(u.Name)
 		c.log = c.log.With().Str("user", u.Name).Logger()
 	}
@@ -481,6 +510,7 @@ func (s *Server) untrack(c *peer) {
 	s.mu.Lock()
 	delete(s.clients, c)
 	s.mu.Unlock()
+	s.logins.forget(c)
 }
 
 // Shutdown refuses new connections, closes every open one with

@@ -63,15 +63,27 @@ func newSessionID() ([protocol.SessionIDSize]byte, error) {
 }
 
 // sessionState is what a session record holds: the session secret, when
-// the session began and, once the connection authenticated, the user.
+// the session began and, once the connection authenticated, the user and
+// the user's credential generation at that moment (store.User.Generation).
 type sessionState struct {
-	secret  []byte
-	created time.Time
-	user    uuid.UUID // uuid.Nil while anonymous
+	secret     []byte
+	created    time.Time
+	user       uuid.UUID // uuid.Nil while anonymous
+	generation int64     // the user's; 0 while anonymous
 }
 
-// recordVersion starts every sealed record's plaintext.
-const recordVersion = 1
+// recordVersion starts every sealed record's plaintext. Version 2 added the
+// generation; records of version 1 do not open (session_unknown).
+const recordVersion = 2
+
+// Sizes of a record's plaintext: the head (version, created, expires) and
+// secret of every record, then the user id and generation of a logged-in
+// one.
+const (
+	recordHead      = 1 + 8 + 8
+	recordAnonymous = recordHead + protocol.SecretSize
+	recordLoggedIn  = recordAnonymous + 16 + 8
+)
 
 // put stores st under id, sealed, valid for one TTL from now (see seal).
 func (s *sessions) put(ctx context.Context, id [protocol.SessionIDSize]byte, st sessionState) error {
@@ -87,17 +99,18 @@ func (s *sessions) put(ctx context.Context, id [protocol.SessionIDSize]byte, st 
 
 // seal returns the sealed record of st, valid for one TTL from now. It is
 // nonce ‖ AES-256-GCM(plaintext), additional data "messenger v1 session
-// record " ‖ session id, where plaintext is: version (1 byte, 1) ‖ created
-// (8, Unix ms, big-endian) ‖ expires (8) ‖ secret (32) ‖ user id (16,
-// absent while anonymous).
+// record " ‖ session id, where plaintext is: version (1 byte, 2) ‖ created
+// (8, Unix ms, big-endian) ‖ expires (8) ‖ secret (32) ‖ user id (16) ‖
+// generation (8, big-endian); the last two are absent while anonymous.
 func (s *sessions) seal(id [protocol.SessionIDSize]byte, st sessionState) ([]byte, error) {
-	plain := make([]byte, 0, 1+16+len(st.secret)+16)
+	plain := make([]byte, 0, recordLoggedIn)
 	plain = append(plain, recordVersion)
 	plain = binary.BigEndian.AppendUint64(plain, uint64(st.created.UnixMilli()))
 	plain = binary.BigEndian.AppendUint64(plain, uint64(s.now().Add(s.ttl).UnixMilli()))
 	plain = append(plain, st.secret...)
 	if st.user != uuid.Nil {
 		plain = append(plain, st.user[:]...)
+		plain = binary.BigEndian.AppendUint64(plain, uint64(st.generation))
 	}
 	nonce := make([]byte, s.aead.NonceSize(), s.aead.NonceSize()+len(plain)+s.aead.Overhead())
 	if _, err := rand.Read(nonce); err != nil {
@@ -124,9 +137,8 @@ func (s *sessions) load(ctx context.Context, id [protocol.SessionIDSize]byte) (s
 		return st, fmt.Errorf("server: resume: short record: %w", protocol.CodeSessionUnknown)
 	}
 	plain, err := s.aead.Open(nil, record[:ns], record[ns:], s.ad(id))
-	const head = 1 + 8 + 8
-	if err != nil || len(plain) < head || plain[0] != recordVersion ||
-		(len(plain) != head+protocol.SecretSize && len(plain) != head+protocol.SecretSize+16) {
+	if err != nil || len(plain) < recordHead || plain[0] != recordVersion ||
+		(len(plain) != recordAnonymous && len(plain) != recordLoggedIn) {
 		return st, fmt.Errorf("server: resume: record does not open: %w", protocol.CodeSessionUnknown)
 	}
 	now := s.now()
@@ -135,9 +147,10 @@ func (s *sessions) load(ctx context.Context, id [protocol.SessionIDSize]byte) (s
 	if !now.Before(expires) || now.Sub(st.created) >= s.maxLifetime {
 		return st, fmt.Errorf("server: resume: session expired: %w", protocol.CodeSessionUnknown)
 	}
-	st.secret = plain[head : head+protocol.SecretSize]
-	if len(plain) > head+protocol.SecretSize {
-		copy(st.user[:], plain[head+protocol.SecretSize:])
+	st.secret = plain[recordHead:recordAnonymous]
+	if len(plain) == recordLoggedIn {
+		copy(st.user[:], plain[recordAnonymous:])
+		st.generation = int64(binary.BigEndian.Uint64(plain[recordAnonymous+16:]))
 	}
 	return st, nil
 }

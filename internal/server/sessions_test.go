@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"testing"
 	"time"
@@ -32,14 +33,42 @@ func TestSessionRecords(t *testing.T) {
 	_, _ = rand.Read(secret)
 	id, _ := newSessionID()
 	user := uuid.New()
-	if err := s.put(ctx, id, sessionState{secret: secret, created: now, user: user}); err != nil {
+	if err := s.put(ctx, id, sessionState{secret: secret, created: now, user: user, generation: 7}); err != nil {
 		t.Fatal(err)
 	}
 	st, err := s.load(ctx, id)
-	if err != nil || string(st.secret) != string(secret) || st.user != user {
+	if err != nil || string(st.secret) != string(secret) || st.user != user || st.generation != 7 {
 		t.Fatalf("load = %+v, %v", st, err)
 	}
 	saved, _ := store.Get(ctx, sessionKey(id))
+
+	t.Run("sizes", func(t *testing.T) {
+		anon, _ := newSessionID()
+		if err := s.put(ctx, anon, sessionState{secret: secret, created: now}); err != nil {
+			t.Fatal(err)
+		}
+		rec, _ := store.Get(ctx, sessionKey(anon))
+		if len(rec) != 77 || len(saved) != 101 {
+			t.Errorf("records of %d bytes anonymous, %d logged in; docs/security.md says 77 and 101", len(rec), len(saved))
+		}
+		if st, err := s.load(ctx, anon); err != nil || st.user != uuid.Nil || st.generation != 0 {
+			t.Errorf("anonymous record loads as %+v, %v", st, err)
+		}
+	})
+	t.Run("version 1 record", func(t *testing.T) {
+		// What the server sealed before records carried the generation.
+		plain := []byte{1}
+		plain = binary.BigEndian.AppendUint64(plain, uint64(now.UnixMilli()))
+		plain = binary.BigEndian.AppendUint64(plain, uint64(now.Add(time.Minute).UnixMilli()))
+		plain = append(append(plain, secret...), user[:]...)
+		nonce := make([]byte, s.aead.NonceSize())
+		_, _ = rand.Read(nonce)
+		old, _ := newSessionID()
+		_ = store.Put(ctx, sessionKey(old), s.aead.Seal(nonce, nonce, plain, s.ad(old)), time.Minute)
+		if _, err := s.load(ctx, old); !errors.Is(err, protocol.CodeSessionUnknown) {
+			t.Fatalf("version 1 record: %v, want session_unknown", err)
+		}
+	})
 
 	t.Run("record under another id", func(t *testing.T) {
 		other, _ := newSessionID()

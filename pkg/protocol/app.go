@@ -26,6 +26,7 @@ const (
 	// answer proves possession of it in the next register or login with
 	// Keys (docs/protocol.md §10.4).
 	MsgKeyChallenge = "key_challenge"
+	MsgPasswd       = "passwd" // change the password of User (this connection's): Password, NewPassword, Sig by the current keys
 
 	// Server → client.
 	MsgReady    = "ready"    // first record after the handshake: Session
@@ -86,6 +87,9 @@ type Message struct {
 	User     string     `json:"user,omitempty"`
 	Password string     `json:"password,omitempty"`
 	Keys     *KeyBundle `json:"keys,omitempty"`
+	// NewPassword is the password a passwd request sets; Password is then
+	// the current one.
+	NewPassword string `json:"new_password,omitempty"`
 	// Sig is SignClientAuth over this connection's exporter and User.
 	Sig         []byte `json:"sig,omitempty"`
 	Version     int    `json:"version,omitempty"`
@@ -210,18 +214,21 @@ func ValidateRequest(m *Message) error {
 			return fmt.Errorf("protocol: send: body must be non-empty UTF-8: %w", CodeBadRequest)
 		}
 	case MsgEnd:
-	case MsgRegister, MsgLogin, MsgAuth:
+	case MsgRegister, MsgLogin, MsgAuth, MsgPasswd:
 		if !ValidUserName(m.User) {
 			return fmt.Errorf("protocol: %s: bad user name: %w", m.Type, CodeBadRequest)
 		}
 		if m.Type != MsgAuth && (m.Password == "" || len(m.Password) > MaxPasswordLen) {
 			return fmt.Errorf("protocol: %s: password missing or over %d bytes: %w", m.Type, MaxPasswordLen, CodeBadRequest)
 		}
+		if m.Type == MsgPasswd && (m.NewPassword == "" || len(m.NewPassword) > MaxPasswordLen) {
+			return fmt.Errorf("protocol: passwd: new password missing or over %d bytes: %w", MaxPasswordLen, CodeBadRequest)
+		}
 		if m.Type == MsgRegister && m.Keys == nil {
 			return fmt.Errorf("protocol: register: keys missing: %w", CodeBadRequest)
 		}
-		if m.Type == MsgAuth && m.Keys != nil {
-			return fmt.Errorf("protocol: auth: keys are published by register or login: %w", CodeBadRequest)
+		if (m.Type == MsgAuth || m.Type == MsgPasswd) && m.Keys != nil {
+			return fmt.Errorf("protocol: %s: keys are published by register or login: %w", m.Type, CodeBadRequest)
 		}
 		if len(m.Sig) == 0 || len(m.Sig) > MaxSignature {
 			return fmt.Errorf("protocol: %s: signature missing or too large: %w", m.Type, CodeBadRequest)

@@ -154,6 +154,19 @@ func TestValidateRequest(t *testing.T) {
 			m.User, m.Sig, m.Proof = "alice", []byte{1}, make([]byte, protocol.ChallengeSize)
 		}), protocol.CodeBadRequest},
 		{"challenge is no request", req(protocol.MsgChallenge, nil), protocol.CodeBadRequest},
+		{"passwd", req(protocol.MsgPasswd, func(m *protocol.Message) {
+			m.User, m.Password, m.NewPassword, m.Sig = "alice", "pw", "new pw", []byte{1}
+		}), 0},
+		{"passwd no user", req(protocol.MsgPasswd, func(m *protocol.Message) { m.Password, m.NewPassword, m.Sig = "pw", "new pw", []byte{1} }), protocol.CodeBadRequest},
+		{"passwd no password", req(protocol.MsgPasswd, func(m *protocol.Message) { m.User, m.NewPassword, m.Sig = "alice", "new pw", []byte{1} }), protocol.CodeBadRequest},
+		{"passwd no new password", req(protocol.MsgPasswd, func(m *protocol.Message) { m.User, m.Password, m.Sig = "alice", "pw", []byte{1} }), protocol.CodeBadRequest},
+		{"passwd new password too long", req(protocol.MsgPasswd, func(m *protocol.Message) {
+			m.User, m.Password, m.NewPassword, m.Sig = "alice", "pw", strings.Repeat("p", protocol.MaxPasswordLen+1), []byte{1}
+		}), protocol.CodeBadRequest},
+		{"passwd no signature", req(protocol.MsgPasswd, func(m *protocol.Message) { m.User, m.Password, m.NewPassword = "alice", "pw", "new pw" }), protocol.CodeBadRequest},
+		{"passwd with keys", req(protocol.MsgPasswd, func(m *protocol.Message) {
+			m.User, m.Password, m.NewPassword, m.Keys, m.Sig = "alice", "pw", "new pw", &protocol.KeyBundle{}, []byte{1}
+		}), protocol.CodeBadRequest},
 		{"server type", req(protocol.MsgReady, nil), protocol.CodeBadRequest},
 		{"unknown type", req("dance", nil), protocol.CodeBadRequest},
 	}
@@ -205,6 +218,7 @@ var goldenAppMessages = []protocol.Message{
 		Keys: &protocol.KeyBundle{Signing: []byte("signing-der"), Encryption: []byte("encryption-der"), SelfSignature: []byte("self-sig")}, Sig: []byte("auth-sig"), Proof: []byte("proof-of-possession")},
 	{Type: protocol.MsgLogin, ID: testUUID, TS: 1700000000019, User: "alice", Password: "correct horse",
 		Keys: &protocol.KeyBundle{Signing: []byte("signing-der"), Encryption: []byte("encryption-der"), SelfSignature: []byte("self-sig")}, Sig: []byte("auth-sig"), Proof: []byte("proof-of-possession")},
+	{Type: protocol.MsgPasswd, ID: testUUID, TS: 1700000000020, User: "alice", Password: "correct horse", NewPassword: "battery staple", Sig: []byte("auth-sig")},
 }
 
 func TestGoldenAppMessages(t *testing.T) {

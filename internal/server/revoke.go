@@ -1,0 +1,202 @@
+package server
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/rs/zerolog"
+
+	"github.com/secure-messenger/messenger/internal/broker"
+	"github.com/secure-messenger/messenger/internal/store"
+	"github.com/secure-messenger/messenger/pkg/protocol"
+)
+
+// Revocation (docs/protocol.md §10.3, §11). Every user has a credential
+// generation (store.User.Generation), which a password change and every
+// key version after the first raise. A logged-in session record carries
+// the generation its login saw (sessionState.generation), and so does every
+// logged-in connection (the node's login table below). When the generation
+// rises:
+//
+//   - the connection that made the change moves to the new generation
+//     first, and its session record is re-sealed with it: it stays;
+//   - that node closes its other connections of the user with an older
+//     generation, and publishes the new generation on revokeChannel, upon
+//     which every node closes its own (protocol.CodeSessionRevoked);
+//   - resuming a session sealed with another generation fails with
+//     protocol.CodeSessionRevoked and deletes its record (Server.serve);
+//   - because Redis Pub/Sub delivers at most once, each logged-in connection
+//     also compares its generation with the database's, at most once every
+//     Config.CredentialCheck (a quarter session TTL), on its next request or
+//     pong (credentialsCurrent): a node that missed the message closes the
+//     connection then.
+
+// revokeChannel is the broker channel of revocations. A message is the
+// user id (16 bytes) ‖ the user's new generation (8 bytes, big-endian).
+const revokeChannel = "ctl:revoke"
+
+// revokeMessageSize is the size of a revokeChannel message.
+const revokeMessageSize = 16 + 8
+
+// revokedReason is the text of the error that closes a revoked connection.
+const revokedReason = "the account's password or keys changed: log in again"
+
+// logins is this node's table of logged-in connections, by user, with the
+// credential generation each logged in at: what a revocation closes.
+type logins struct {
+	log    zerolog.Logger
+	broker broker.Broker // the hub's, set by wrap when NewHub builds it
+
+	mu     sync.Mutex
+	byUser map[uuid.UUID]map[*peer]int64
+	userOf map[*peer]uuid.UUID
+}
+
+func newLogins(log zerolog.Logger) *logins {
+	return &logins{log: log, byUser: make(map[uuid.UUID]map[*peer]int64), userOf: make(map[*peer]uuid.UUID)}
+}
+
+// wrap returns newBroker with a handler that takes revokeChannel's
+// messages and passes every other one on to the hub's handler h.
+func (r *logins) wrap(newBroker func(broker.Handler) (broker.Broker, error)) func(broker.Handler) (broker.Broker, error) {
+	return func(h broker.Handler) (broker.Broker, error) {
+		b, err := newBroker(func(channel string, payload []byte) {
+			if channel == revokeChannel {
+				r.receive(payload)
+				return
+			}
+			h(channel, payload)
+		})
+		r.broker = b
+		return b, err
+	}
+}
+
+// subscribe makes the broker deliver revocations from every node. A broker
+// that fails to subscribe keeps trying on its own (broker.Broker); until it
+// succeeds, this node learns of revocations elsewhere only through
+// credentialsCurrent.
+func (r *logins) subscribe(ctx context.Context) error {
+	if err := r.broker.Subscribe(ctx, revokeChannel); err != nil {
+		return fmt.Errorf("server: subscribe to revocations: %w", err)
+	}
+	return nil
+}
+
+// login records that c is logged in as user at generation gen, in place of
+// whatever c was logged in as before.
+func (r *logins) login(c *peer, user uuid.UUID, gen int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.forgetLocked(c)
+	conns := r.byUser[user]
+	if conns == nil {
+		conns = make(map[*peer]int64)
+		r.byUser[user] = conns
+	}
+	conns[c] = gen
+	r.userOf[c] = user
+}
+
+// forget drops c from the table: its connection ended.
+func (r *logins) forget(c *peer) {
+	r.mu.Lock()
+	r.forgetLocked(c)
+	r.mu.Unlock()
+}
+
+func (r *logins) forgetLocked(c *peer) {
+	user, ok := r.userOf[c]
+	if !ok {
+		return
+	}
+	delete(r.userOf, c)
+	delete(r.byUser[user], c)
+	if len(r.byUser[user]) == 0 {
+		delete(r.byUser, user)
+	}
+}
+
+// generation returns the generation c logged in at; 0 if it did not.
+func (r *logins) generation(c *peer) int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.byUser[r.userOf[c]][c]
+}
+
+// revoke closes every connection of user, on this node and on every other,
+// that logged in at a generation older than gen. The closing here does not
+// wait for the broker; an error means the other nodes were not told.
+func (r *logins) revoke(ctx context.Context, user uuid.UUID, gen int64) error {
+	r.closeOlder(user, gen)
+	msg := binary.BigEndian.AppendUint64(append(make([]byte, 0, revokeMessageSize), user[:]...), uint64(gen))
+	if err := r.broker.Publish(ctx, revokeChannel, msg); err != nil {
+		return fmt.Errorf("server: publish revocation: %w", err)
+	}
+	return nil
+}
+
+// receive handles a message of revokeChannel, from any node (this one's
+// own included, which then finds nothing left to close).
+func (r *logins) receive(msg []byte) {
+	if len(msg) != revokeMessageSize {
+		r.log.Warn().Int("size", len(msg)).Msg("revocation of the wrong size dropped")
+		return
+	}
+	user := uuid.UUID(msg[:16])
+	r.closeOlder(user, int64(binary.BigEndian.Uint64(msg[16:])))
+}
+
+// closeOlder fails this node's connections of user older than gen.
+func (r *logins) closeOlder(user uuid.UUID, gen int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for c, g := range r.byUser[user] {
+		if g < gen {
+			c.fail(protocol.CodeSessionRevoked, revokedReason) // never blocks
+		}
+	}
+}
+
+// credentialsChanged is called by a connection that has just raised its
+// user's generation to gen (a password change, new keys) and moved itself
+// to it: it closes the user's other connections everywhere.
+func (c *peer) credentialsChanged(ctx context.Context, user uuid.UUID, gen int64) {
+	if err := c.srv.logins.revoke(ctx, user, gen); err != nil {
+		c.log.Warn().Err(err).Msg("revocation not published: other nodes close the user's connections at their next check")
+	}
+}
+
+// credentialsCurrent compares, at most once every Config.CredentialCheck
+// (a quarter session TTL), the generation this connection logged in at with
+// its user's current one in the database, and closes the connection with
+// CodeSessionRevoked when they differ. It bounds how long a connection
+// outlives a change whose broker message its node missed. It reports
+// whether the connection may go on. A database that cannot be read lets it
+// go on until the next check.
+func (c *peer) credentialsCurrent(ctx context.Context) bool {
+	if c.user == nil || time.Since(c.lastCheck) < c.srv.cfg.CredentialCheck {
+		return true
+	}
+	c.lastCheck = time.Now()
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	u, err := c.srv.store.UserByID(ctx, c.user.ID)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		c.fail(protocol.CodeSessionUnknown, "the session's account is gone")
+		return false
+	case err != nil:
+		c.log.Warn().Err(err).Msg("credential check failed")
+		return true
+	case u.Generation != c.srv.logins.generation(c):
+		c.fail(protocol.CodeSessionRevoked, revokedReason)
+		return false
+	}
+	return true
+}
