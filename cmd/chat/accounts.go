@@ -55,6 +55,20 @@ func (a *account) connect(ctx context.Context) (*session, error) {
 	return s, nil
 }
 
+// connectAs connects and signs in as id with its keys (auth).
+func (a *account) connectAs(ctx context.Context, id *client.Identity) (*session, error) {
+	s, err := a.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.id = id
+	if err := s.authenticate(ctx); err != nil {
+		s.close()
+		return nil, err
+	}
+	return s, nil
+}
+
 // printKeys prints the result line on stdout: "alice FINGERPRINT version
 // 1"; the version only when known.
 func (a *account) printKeys(user, fp string, version int) {
@@ -217,15 +231,11 @@ func (a *account) passwd(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s, err := a.connect(ctx)
+	s, err := a.connectAs(ctx, id)
 	if err != nil {
 		return err
 	}
 	defer s.close()
-	s.id = id
-	if err := s.authenticate(ctx); err != nil {
-		return err
-	}
 	rctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
 	if err := s.conn.ChangePassword(rctx, id, current, next); err != nil {
@@ -250,15 +260,11 @@ func (a *account) fingerprint(ctx context.Context) error {
 		a.printKeys(id.User, fp.String(), 0)
 		return nil
 	}
-	s, err := a.connect(ctx)
+	s, err := a.connectAs(ctx, id)
 	if err != nil {
 		return err
 	}
 	defer s.close()
-	s.id = id
-	if err := s.authenticate(ctx); err != nil {
-		return err
-	}
 	rctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
 	c, err := s.conn.Lookup(rctx, a.o.lookup)
