@@ -58,6 +58,9 @@ type options struct {
 	httpIdleTimeout  time.Duration
 	limits           server.Limits
 	registerPerAddr  int
+	loginPerUser     int
+	loginPerAddr     int
+	loginWindow      time.Duration
 }
 
 func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (*options, error) {
@@ -111,6 +114,9 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	for i, r := range rates {
 		fs.StringVar(&rateText[i], r.flag, env(r.envName, r.def.String()), r.usage+": N/s, N/min or N/h with an optional :BURST, or off ("+r.envName+")")
 	}
+	fs.IntVar(&o.loginPerUser, "login-failures-per-user", envInt("MESSENGER_LOGIN_FAILURES_PER_USER", 10), "password logins per user name that may fail (or be under way) within -login-window (MESSENGER_LOGIN_FAILURES_PER_USER)")
+	fs.IntVar(&o.loginPerAddr, "login-failures-per-addr", envInt("MESSENGER_LOGIN_FAILURES_PER_ADDR", 50), "password logins, and apart signature logins, per client address (IPv6: per /64) that may fail within -login-window (MESSENGER_LOGIN_FAILURES_PER_ADDR)")
+	fs.DurationVar(&o.loginWindow, "login-window", envDur("MESSENGER_LOGIN_WINDOW", 15*time.Minute), "the window of the failed-login limits (MESSENGER_LOGIN_WINDOW)")
 	fs.IntVar(&o.registerPerAddr, "register-per-addr", envInt("MESSENGER_REGISTER_PER_ADDR", 10), "register requests allowed per client address (IPv6: per /64) per hour (MESSENGER_REGISTER_PER_ADDR)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -143,6 +149,9 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	}
 	if o.hashConcurrency < 0 {
 		return nil, fmt.Errorf("-hash-concurrency %d: want 0 or more", o.hashConcurrency)
+	}
+	if o.loginPerUser < 1 || o.loginPerAddr < 1 || o.loginWindow <= 0 {
+		return nil, fmt.Errorf("-login-failures-per-user %d, -login-failures-per-addr %d, -login-window %s: want positive values", o.loginPerUser, o.loginPerAddr, o.loginWindow)
 	}
 	if o.registerPerAddr < 1 {
 		return nil, fmt.Errorf("-register-per-addr %d: want 1 or more", o.registerPerAddr)
@@ -299,19 +308,22 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		publicOrigins = defaultOrigins(ln.Addr())
 	}
 	srv, err := server.New(server.Config{
-		HandshakeTimeout:   o.handshakeTimeout,
-		SessionTTL:         o.sessionTTL,
-		SessionMaxLifetime: o.sessionMax,
-		TimestampWindow:    o.window,
-		SendQueue:          o.sendQueue,
-		AllowedOrigins:     origins,
-		AllowAnonymous:     o.anonymous,
-		TrustedProxies:     proxies,
-		PublicOrigins:      publicOrigins,
-		HTTPReadTimeout:    o.httpReadTimeout,
-		HTTPIdleTimeout:    o.httpIdleTimeout,
-		Limits:             o.limits,
-		RegisterPerAddr:    o.registerPerAddr,
+		HandshakeTimeout:     o.handshakeTimeout,
+		SessionTTL:           o.sessionTTL,
+		SessionMaxLifetime:   o.sessionMax,
+		TimestampWindow:      o.window,
+		SendQueue:            o.sendQueue,
+		AllowedOrigins:       origins,
+		AllowAnonymous:       o.anonymous,
+		TrustedProxies:       proxies,
+		PublicOrigins:        publicOrigins,
+		HTTPReadTimeout:      o.httpReadTimeout,
+		HTTPIdleTimeout:      o.httpIdleTimeout,
+		Limits:               o.limits,
+		RegisterPerAddr:      o.registerPerAddr,
+		LoginFailuresPerUser: o.loginPerUser,
+		LoginFailuresPerAddr: o.loginPerAddr,
+		LoginWindow:          o.loginWindow,
 	}, deps)
 	if err != nil {
 		return err

@@ -167,6 +167,11 @@ func TestRunBadConfiguration(t *testing.T) {
 		"bad trusted proxy":   {args: []string{"-trusted-proxies", "10.0.0.0/99"}},
 		"no registrations":    {args: []string{"-register-per-addr", "0"}},
 		"bad register env":    {env: map[string]string{"MESSENGER_REGISTER_PER_ADDR": "many"}},
+		"no logins":           {args: []string{"-login-failures-per-user", "0"}},
+		"no login window":     {env: map[string]string{"MESSENGER_LOGIN_WINDOW": "0s"}},
+		"bad rate":            {args: []string{"-send-rate", "fast"}},
+		"bad rate unit":       {env: map[string]string{"MESSENGER_ROOM_SEND_RATE": "10/d"}},
+		"zero count limit":    {args: []string{"-max-conns", "0"}},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -368,5 +373,41 @@ func TestRunRegisterPerAddr(t *testing.T) {
 	bob := &client.Identity{User: "bob", Signing: alice.Signing, Encryption: alice.Encryption}
 	if _, err := n.dial(t).Register(ctx, bob, "bob's password"); !errors.Is(err, protocol.CodeRateLimited) {
 		t.Fatalf("second registration from one address: %v, want rate_limited", err)
+	}
+}
+
+// TestRunLimitFlags: the limit flags and their environment twins reach the
+// server.
+func TestRunLimitFlags(t *testing.T) {
+	n := start(t, map[string]string{"MESSENGER_DATA": t.TempDir(), "MESSENGER_IDENTITY_BITS": "2048",
+		"MESSENGER_ROOMS_PER_CONN": "1", "MESSENGER_LOGIN_FAILURES_PER_USER": "1"},
+		"-addr", "127.0.0.1:0", "-anonymous", "-send-rate", "1/h:1")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := n.dial(t)
+	if _, err := c.Join(ctx, "one", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Join(ctx, "two", ""); !errors.Is(err, protocol.CodeLimitReached) {
+		t.Fatalf("second room with MESSENGER_ROOMS_PER_CONN=1: %v, want limit_reached", err)
+	}
+	if _, err := c.Send(ctx, "one", "first"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Send(ctx, "one", "second"); !errors.Is(err, protocol.CodeRateLimited) {
+		t.Fatalf("second send with -send-rate 1/h:1: %v, want rate_limited", err)
+	}
+	alice, err := client.NewIdentity("alice", 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.dial(t).Register(ctx, alice, "alice's password"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.dial(t).Login(ctx, alice, "wrong password", false); !errors.Is(err, protocol.CodeAuthFailed) {
+		t.Fatalf("wrong password: %v, want auth_failed", err)
+	}
+	if _, err := n.dial(t).Login(ctx, alice, "alice's password", false); !errors.Is(err, protocol.CodeRateLimited) {
+		t.Fatalf("login after one failure with MESSENGER_LOGIN_FAILURES_PER_USER=1: %v, want rate_limited", err)
 	}
 }
