@@ -488,7 +488,12 @@ func (s *Server) abortHandshake(ws *websocket.Conn, log zerolog.Logger, err erro
 		return
 	}
 	code := protocol.CodeOf(err)
-	log.Warn().Stringer("code", code).Err(err).Dur("took", took).Msg("handshake failed")
+	ev := log.Warn().Stringer("code", code).Err(err).Dur("took", took)
+	var re *requestError
+	if errors.As(err, &re) {
+		ev = ev.AnErr("cause", re.cause) // e.g. the rate limiter's backend
+	}
+	ev.Msg("handshake failed")
 	var peer *protocol.PeerError
 	if errors.As(err, &peer) {
 		return // the client sent the alert; nothing to answer
