@@ -1,11 +1,15 @@
 package server
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"sync"
 	"testing"
 
+	"github.com/rs/zerolog"
+
+	"github.com/secure-messenger/messenger/internal/broker"
 	"github.com/secure-messenger/messenger/pkg/client"
 	"github.com/secure-messenger/messenger/pkg/protocol"
 )
@@ -342,5 +346,77 @@ func TestAnonymousRoomNotStored(t *testing.T) {
 	page, err := a.History(ctxT(t), "free", client.HistoryQuery{})
 	if err != nil || len(page.Msgs) != 0 || page.Head != 0 {
 		t.Fatalf("history: %+v, %v", page, err)
+	}
+}
+
+// TestHubCatchUpBuffer: a catching-up member gets no live message until
+// FinishCatchUp, which passes on, in arrival order, those with seq 0 or
+// above what the catch-up sent; after an overflow it passes on nothing
+// and asks for another round.
+func TestHubCatchUpBuffer(t *testing.T) {
+	hub, err := NewHub(zerolog.Nop(), func(h broker.Handler) (broker.Broker, error) { return broker.NewMemoryBroker(h), nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go hub.Run(ctx)
+	newPeer := func(id string) *peer {
+		return &peer{log: zerolog.Nop(), id: id, send: make(chan []byte, 2*maxCatchUpBuffer), closeCh: make(chan closeRequest, 1), writerEnd: make(chan struct{})}
+	}
+	live := func(seqs ...int64) {
+		hub.do(func() {
+			for _, s := range seqs {
+				hub.fanout(inbound{room: "r", seq: s, payload: []byte(fmt.Sprint(s))})
+			}
+		})
+	}
+	queued := func(p *peer) string {
+		var got []string
+		for len(p.send) > 0 {
+			got = append(got, string(<-p.send))
+		}
+		return strings.Join(got, " ")
+	}
+
+	p := newPeer("p")
+	if _, _, err := hub.Join(ctx, p, "r", true); err != nil {
+		t.Fatal(err)
+	}
+	live(1, 2, 0, 3)
+	if got := queued(p); got != "" {
+		t.Fatalf("delivered while catching up: %q", got)
+	}
+	if !hub.FinishCatchUp(p, "r", 2) {
+		t.Fatal("FinishCatchUp without overflow: false")
+	}
+	live(4)
+	if got := queued(p); got != "0 3 4" {
+		t.Fatalf("after catching up to 2: %q, want \"0 3 4\"", got)
+	}
+
+	q := newPeer("q")
+	if _, _, err := hub.Join(ctx, q, "r", true); err != nil {
+		t.Fatal(err)
+	}
+	for s := int64(5); s <= 5+maxCatchUpBuffer; s++ {
+		live(s)
+	}
+	if hub.FinishCatchUp(q, "r", 4) {
+		t.Fatal("FinishCatchUp after an overflow: true")
+	}
+	if got := queued(q); got != "" {
+		t.Fatalf("delivered after an overflow: %d messages", len(strings.Fields(got)))
+	}
+	last := int64(5 + maxCatchUpBuffer)
+	live(last + 1)
+	if !hub.FinishCatchUp(q, "r", last) {
+		t.Fatal("second FinishCatchUp: false")
+	}
+	if got := queued(q); got != fmt.Sprint(last+1) {
+		t.Fatalf("after the second round: %q, want %d", got, last+1)
+	}
+	if len(p.closeCh) != 0 || len(q.closeCh) != 0 {
+		t.Fatal("a member was disconnected")
 	}
 }
