@@ -67,7 +67,13 @@ type testServer struct {
 // sessions; configure may change its Config.
 func startServer(t *testing.T, identity *rsa.PrivateKey, configure ...func(*server.Config)) *testServer {
 	t.Helper()
-	db, err := store.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "messenger.db"))
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	kr, err := store.NewKeyring(map[uint32][]byte{1: key}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := store.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "messenger.db"), store.WithKeyring(kr))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/secure-messenger/messenger/pkg/client"
@@ -38,6 +41,64 @@ type session struct {
 	pumped  chan struct{} // closed when conn's pump has printed everything
 	rooms   []string      // joined, in order of joining
 	current string        // where lines go; "" when in no room
+
+	seenMu sync.Mutex
+	seen   map[string]int64 // per room, the highest seq shown
+}
+
+// shown records that m was shown and reports false for a message of a
+// stored room already shown (a duplicate: the server sends each message
+// once per connection, but a rejoin after a reconnect may overlap).
+func (s *session) shown(m *protocol.Message) bool {
+	if m.Type != protocol.MsgMessage || m.Seq == 0 {
+		return true
+	}
+	s.seenMu.Lock()
+	defer s.seenMu.Unlock()
+	if s.seen == nil {
+		s.seen = map[string]int64{}
+	}
+	if m.Seq <= s.seen[m.Room] {
+		return false
+	}
+	s.seen[m.Room] = m.Seq
+	return true
+}
+
+// lastSeen returns the highest seq shown in room, 0 if none.
+func (s *session) lastSeen(room string) int64 {
+	s.seenMu.Lock()
+	defer s.seenMu.Unlock()
+	return s.seen[room]
+}
+
+// ackReads tells the server, for a signed-in session, how far each room
+// has been shown, each time wake fires, until conn ends. It runs on its
+// own goroutine so that the pump never waits for an answer.
+func (s *session) ackReads(conn *client.Conn, wake <-chan struct{}) {
+	acked := map[string]int64{}
+	for {
+		select {
+		case <-wake:
+		case <-conn.Done():
+			return
+		}
+		s.seenMu.Lock()
+		seen := maps.Clone(s.seen)
+		s.seenMu.Unlock()
+		for room, seq := range seen {
+			if seq <= acked[room] {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+			err := conn.Read(ctx, room, seq)
+			cancel()
+			if err != nil && !errors.Is(err, protocol.CodeBadRequest) && !errors.Is(err, protocol.CodeNotFound) {
+				break // the connection failed, or will: the next one tries again
+			}
+			acked[room] = seq
+		}
+	}
 }
 
 // dial connects once, resuming resume when it is not nil.
@@ -132,11 +193,21 @@ func (s *session) attach(conn *client.Conn) {
 	done := make(chan struct{})
 	s.pumped = done
 	quiet := s.quiet
+	wake := make(chan struct{}, 1)
+	if s.id != nil && !quiet {
+		go s.ackReads(conn, wake)
+	}
 	go func() {
 		defer close(done)
 		for m := range conn.Messages() {
-			if !quiet {
+			if !quiet && s.shown(m) {
 				s.ui.event(m)
+				if m.Seq > 0 {
+					select {
+					case wake <- struct{}{}:
+					default:
+					}
+				}
 			}
 		}
 	}()
@@ -167,7 +238,11 @@ func (s *session) join(ctx context.Context, room string) (string, error) {
 	if s.id != nil {
 		name = "" // a signed-in session speaks as its account
 	}
-	r, err := s.request(ctx, &protocol.Message{Type: protocol.MsgJoin, Room: room, Name: name})
+	m := &protocol.Message{Type: protocol.MsgJoin, Room: room, Name: name}
+	if seq := s.lastSeen(strings.ToLower(room)); seq > 0 {
+		m.After = &seq // a rejoin: from what was shown
+	}
+	r, err := s.request(ctx, m)
 	if err != nil {
 		if s.id == nil && errors.Is(err, protocol.CodeUnauthenticated) {
 			s.ui.status("the server requires an account: chat register -user NAME")
@@ -185,6 +260,9 @@ func (s *session) join(ctx context.Context, room string) (string, error) {
 		members[i] = clean(m)
 	}
 	s.ui.status("joined #%s: members %s", room, strings.Join(members, ", "))
+	if r.More {
+		s.ui.status("#%s: more than the server sends at once was said since you last read it; /history N shows the last N", room)
+	}
 	return room, nil
 }
 
@@ -229,9 +307,10 @@ func (s *session) fallBack() {
 }
 
 // say sends body to room and waits for the server's acknowledgement (not
-// for the copy of the message the server echoes back).
+// for the copy of the message the server echoes back). The message id
+// lets the server recognise a resent copy.
 func (s *session) say(ctx context.Context, room, body string) error {
-	if _, err := s.request(ctx, &protocol.Message{Type: protocol.MsgSend, Room: room, Body: body}); err != nil {
+	if _, err := s.request(ctx, &protocol.Message{Type: protocol.MsgSend, Room: room, Body: body, Mid: client.NewMessageID()}); err != nil {
 		return fmt.Errorf("send to #%s: %w", room, err)
 	}
 	return nil
@@ -337,6 +416,19 @@ func (s *session) command(ctx context.Context, line string) (quit bool, err erro
 				s.ui.problem(err)
 			}
 		}
+	case "/history":
+		n, err := strconv.Atoi(strings.Join(args, ""))
+		if len(args) != 1 || err != nil || n < 1 {
+			s.ui.status("error: usage: /history N (N >= 1)")
+			break
+		}
+		if s.current == "" {
+			s.ui.status("error: not in any room: /join one first")
+			break
+		}
+		s.history(ctx, s.current, n)
+	case "/unread":
+		s.unread(ctx)
 	case "/quit":
 		return true, nil
 	case "/end":
@@ -353,6 +445,39 @@ func (s *session) command(ctx context.Context, line string) (quit bool, err erro
 		s.ui.status("error: unknown command %s; /help lists them", clean(cmd))
 	}
 	return false, nil
+}
+
+// history shows the last n messages of room, paging back as the server
+// cuts pages.
+func (s *session) history(ctx context.Context, room string, n int) {
+	var msgs []*protocol.Message
+	var before *int64
+	for len(msgs) < n {
+		r, err := s.request(ctx, &protocol.Message{Type: protocol.MsgHistory, Room: room, Before: before, Limit: n - len(msgs)})
+		if err != nil {
+			s.ui.problem(fmt.Errorf("history of #%s: %w", room, err))
+			return
+		}
+		msgs = append(r.Msgs, msgs...)
+		if !r.More || len(r.Msgs) == 0 {
+			break
+		}
+		first := r.Msgs[0].Seq
+		before = &first
+	}
+	s.ui.history(room, msgs)
+}
+
+// unread shows the account's rooms with their unread counts.
+func (s *session) unread(ctx context.Context) {
+	r, err := s.request(ctx, &protocol.Message{Type: protocol.MsgRooms})
+	if err != nil {
+		s.ui.problem(fmt.Errorf("unread: %w", err))
+		return
+	}
+	for _, p := range r.Rooms {
+		s.ui.status("#%s: %d unread", clean(p.Room), max(0, p.Head-p.Read))
+	}
 }
 
 // retryable reports whether a connection that ended with err is worth
@@ -441,7 +566,7 @@ func (s *session) recover(ctx context.Context) error {
 			}
 			how += "; signed in again as " + s.id.User
 		}
-		s.ui.status("reconnected to %s (%s); messages said meanwhile are not replayed", s.o.server, how)
+		s.ui.status("reconnected to %s (%s); messages said meanwhile follow", s.o.server, how)
 		s.rejoin(ctx)
 		return nil
 	}

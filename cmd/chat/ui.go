@@ -92,6 +92,20 @@ func (u *ui) reply(m *protocol.Message) {
 	_ = u.enc.Encode(m)
 }
 
+// history shows a page of a room's stored messages, oldest first: -json
+// prints the history answer itself (reply), text mode the messages.
+func (u *ui) history(room string, msgs []*protocol.Message) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.enc != nil {
+		return
+	}
+	fmt.Fprintf(u.errOut, "history of #%s: %d messages\n", clean(room), len(msgs))
+	for _, m := range msgs {
+		fmt.Fprintln(u.out, formatMessage(m, u.current))
+	}
+}
+
 // status prints one line on stderr. Callers clean what came from the
 // network.
 func (u *ui) status(format string, args ...any) {
@@ -122,6 +136,8 @@ func (u *ui) help() {
   /join ROOM     join ROOM and send lines to it
   /room ROOM     send lines to ROOM, joining it if needed
   /leave [ROOM]  leave ROOM (default: the current room)
+  /history N     show the last N messages of the current room
+  /unread        show your rooms with their unread counts (signed in)
   /quit          disconnect; the server keeps the session until it expires
   /end           end the session on the server, then disconnect
   /help          this list

@@ -385,7 +385,7 @@ func (c *peer) announceKeyChange(ctx context.Context, u store.User, ks store.Key
 		if err != nil {
 			continue
 		}
-		if err := c.srv.hub.Publish(ctx, r.Name, payload); err != nil {
+		if err := c.srv.hub.Publish(ctx, r.Name, 0, payload); err != nil {
 			c.log.Warn().Err(err).Str("room", r.Name).Msg("key change: publish")
 		}
 	}

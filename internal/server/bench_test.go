@@ -428,7 +428,7 @@ func benchmarkHubFanout(b *testing.B, members int) {
 			writerEnd: make(chan struct{}),
 		}
 		peers[i] = p
-		if _, _, err := hub.Join(ctx, p, "bench"); err != nil {
+		if _, _, err := hub.Join(ctx, p, "bench", false); err != nil {
 			b.Fatal(err)
 		}
 		drainers.Add(1)
@@ -452,7 +452,7 @@ func benchmarkHubFanout(b *testing.B, members int) {
 	b.ReportAllocs()
 	for b.Loop() {
 		delivered.Add(members)
-		if err := hub.Publish(ctx, "bench", payload); err != nil {
+		if err := hub.Publish(ctx, "bench", 0, payload); err != nil {
 			b.Fatal(err)
 		}
 		delivered.Wait()

@@ -303,7 +303,7 @@ func (c *peer) handle(ctx context.Context, plaintext []byte) bool {
 	m.Room = strings.ToLower(m.Room)
 	err = nil
 	switch m.Type {
-	case protocol.MsgJoin, protocol.MsgLeave, protocol.MsgSend:
+	case protocol.MsgJoin, protocol.MsgLeave, protocol.MsgSend, protocol.MsgHistory:
 		if c.user == nil && !c.srv.cfg.AllowAnonymous {
 			c.replyError(m.ID, fmt.Errorf("register, login or auth first: %w", protocol.CodeUnauthenticated))
 			return true
@@ -314,8 +314,14 @@ func (c *peer) handle(ctx context.Context, plaintext []byte) bool {
 		case protocol.MsgLeave:
 			c.leave(ctx, m)
 		case protocol.MsgSend:
-			c.say(ctx, m)
+			c.sendToRoom(ctx, m)
+		case protocol.MsgHistory:
+			err = c.history(ctx, m)
 		}
+	case protocol.MsgRead:
+		err = c.markRead(ctx, m)
+	case protocol.MsgRooms:
+		err = c.roomPositions(ctx, m)
 	case protocol.MsgRegister:
 		err = c.register(ctx, m)
 	case protocol.MsgLogin:
@@ -386,31 +392,6 @@ func (c *peer) keepAlive(ctx context.Context) bool {
 	return true
 }
 
-func (c *peer) join(ctx context.Context, m *protocol.Message) {
-	if m.Name != "" && c.user == nil { // a logged-in user speaks as the account
-		c.setName(m.Name)
-	}
-	members, already, err := c.srv.hub.Join(ctx, c, m.Room)
-	if errors.Is(err, protocol.CodeLimitReached) {
-		c.replyError(m.ID, err)
-		return
-	}
-	if err != nil {
-		c.log.Error().Err(err).Str("room", m.Room).Msg("join")
-		c.replyError(m.ID, fmt.Errorf("%w: %w", protocol.CodeUnavailable, err))
-		return
-	}
-	if err := c.rememberMembership(ctx, m.Room, true); err != nil {
-		if !already {
-			c.srv.hub.Leave(ctx, c, m.Room)
-		}
-		c.replyError(m.ID, err)
-		return
-	}
-	c.reply(&protocol.Message{Type: protocol.MsgJoined, Ref: m.ID, Room: m.Room, Members: members, TS: time.Now().UnixMilli()})
-	c.presence(ctx, m.Room, "join")
-}
-
 func (c *peer) leave(ctx context.Context, m *protocol.Message) {
 	if !c.srv.hub.Leave(ctx, c, m.Room) {
 		c.replyError(m.ID, fmt.Errorf("not a member of %q: %w", m.Room, protocol.CodeBadRequest))
@@ -424,21 +405,11 @@ func (c *peer) leave(ctx context.Context, m *protocol.Message) {
 	c.presence(ctx, m.Room, "leave")
 }
 
-func (c *peer) say(ctx context.Context, m *protocol.Message) {
+// sendToRoom checks a send's room and rate limits; say (history.go) stores and
+// publishes it.
+func (c *peer) sendToRoom(ctx context.Context, m *protocol.Message) {
 	if !c.srv.hub.IsMember(c, m.Room) {
 		c.replyError(m.ID, fmt.Errorf("join %q before sending to it: %w", m.Room, protocol.CodeBadRequest))
-		return
-	}
-	out := &protocol.Message{Type: protocol.MsgMessage, ID: m.ID, TS: m.TS, Room: m.Room, From: c.displayName(), Anon: c.user == nil, Body: m.Body}
-	payload, err := out.Encode()
-	if errors.Is(err, protocol.CodeTooLarge) {
-		// A body within the limit whose JSON escapes make the delivered
-		// message larger than a record can carry.
-		c.replyError(m.ID, fmt.Errorf("body too large once encoded (%d bytes at most in a record): %w", protocol.MaxPlaintext, protocol.CodeTooLarge))
-		return
-	}
-	if err != nil {
-		c.replyError(m.ID, protocol.CodeInternal)
 		return
 	}
 	sender := "send:anon:" + c.addr
@@ -460,12 +431,7 @@ func (c *peer) say(ctx context.Context, m *protocol.Message) {
 			return
 		}
 	}
-	if err := c.srv.hub.Publish(ctx, m.Room, payload); err != nil {
-		c.log.Error().Err(err).Str("room", m.Room).Msg("publish")
-		c.replyError(m.ID, protocol.CodeUnavailable)
-		return
-	}
-	c.reply(&protocol.Message{Type: protocol.MsgAck, Ref: m.ID, TS: time.Now().UnixMilli()})
+	c.say(ctx, m)
 }
 
 func (c *peer) presence(ctx context.Context, room, event string) {
@@ -474,7 +440,7 @@ func (c *peer) presence(ctx context.Context, room, event string) {
 	if err != nil {
 		return
 	}
-	if err := c.srv.hub.Publish(ctx, room, payload); err != nil {
+	if err := c.srv.hub.Publish(ctx, room, 0, payload); err != nil {
 		c.log.Warn().Err(err).Str("room", room).Msg("publish presence")
 	}
 }

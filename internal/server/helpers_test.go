@@ -75,7 +75,7 @@ func startServer(t testing.TB, opts ...serverOption) *testServer {
 	ss := ephemeral.NewMemorySessionStore(ephemeral.MemoryConfig{})
 	lim := ephemeral.NewMemoryLimiter(ephemeral.MemoryConfig{})
 	t.Cleanup(func() { ss.Close(); lim.Close() })
-	db, err := store.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "messenger.db"))
+	db, err := store.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "messenger.db"), store.WithKeyring(testKeyring(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,6 +112,19 @@ func startServer(t testing.TB, opts ...serverOption) *testServer {
 		cancel()
 	})
 	return &testServer{Server: s, http: hs, url: "ws" + strings.TrimPrefix(hs.URL, "http") + "/ws", logs: logs}
+}
+
+// testKeyring returns a keyring with one random key, for stores whose
+// history the tests use.
+func testKeyring(t testing.TB) *store.StaticKeyring {
+	t.Helper()
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	kr, err := store.NewKeyring(map[uint32][]byte{1: key}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kr
 }
 
 func (ts *testServer) clientConfig() client.Config {

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"sort"
 	"strings"
@@ -18,11 +19,37 @@ import (
 func roomChannel(room string) string { return "room:" + room }
 
 // inbound is one message from the broker, already encoded as the
-// application message every member receives.
+// application message every member receives, with its sequence number in
+// the room's stream (0 for what is not stored: presence, key changes,
+// messages of rooms that have no stream).
 type inbound struct {
 	room    string
+	seq     int64
 	payload []byte
 }
+
+// brokerFrame is what travels through the broker: the message's sequence
+// number (8 bytes, big-endian), then the encoded message. The hub reads
+// the number without parsing the JSON.
+func brokerFrame(seq int64, payload []byte) []byte {
+	b := make([]byte, 8, 8+len(payload))
+	binary.BigEndian.PutUint64(b, uint64(seq))
+	return append(b, payload...)
+}
+
+// member is one local connection in a room. While catching is set the
+// connection's join is still sending it the room's stored messages
+// (history.go): live deliveries wait in buf, at most maxCatchUpBuffer of
+// them (overflow records that more came and were dropped), until
+// FinishCatchUp flushes them. Hub goroutine only.
+type member struct {
+	catching bool
+	buf      []inbound
+	overflow bool
+}
+
+// maxCatchUpBuffer bounds the live messages one catching-up member holds.
+const maxCatchUpBuffer = 1024
 
 // Hub routes room traffic on this node. One goroutine (Run) owns the room
 // table; other goroutines talk to it through channels. It publishes nothing
@@ -58,7 +85,7 @@ type Hub struct {
 
 // roomState is one room with local members.
 type roomState struct {
-	members map[*peer]struct{}
+	members map[*peer]*member
 	ready   chan struct{} // closed once the broker subscription is in place (or failed)
 	err     error         // the subscription's failure; set before ready closes
 }
@@ -114,11 +141,12 @@ func (h *Hub) Run(ctx context.Context) {
 // publisher, never on other members.
 func (h *Hub) deliver(channel string, payload []byte) {
 	room, ok := strings.CutPrefix(channel, "room:")
-	if !ok {
+	if !ok || len(payload) < 8 {
 		return
 	}
+	seq := int64(binary.BigEndian.Uint64(payload))
 	select {
-	case h.inbound <- inbound{room: room, payload: payload}:
+	case h.inbound <- inbound{room: room, seq: seq, payload: payload[8:]}:
 	case <-h.done:
 	}
 }
@@ -145,16 +173,59 @@ func (h *Hub) fanout(m inbound) {
 	if r == nil {
 		return
 	}
-	for c := range r.members {
-		if c.dropped {
+	for c, mb := range r.members {
+		if mb.catching {
+			if len(mb.buf) < maxCatchUpBuffer {
+				mb.buf = append(mb.buf, m)
+			} else {
+				mb.overflow = true
+			}
 			continue
 		}
-		if !c.enqueue(m.payload) {
-			c.dropped = true
-			h.log.Warn().Str("conn", c.id).Str("room", m.room).Msg("send queue full: disconnecting slow consumer")
-			c.fail(protocol.CodeSlowConsumer, "send queue full")
-		}
+		h.push(c, m)
 	}
+}
+
+// push queues m for c, disconnecting c if its queue is full. Hub
+// goroutine only.
+func (h *Hub) push(c *peer, m inbound) {
+	if c.dropped {
+		return
+	}
+	if !c.enqueue(m.payload) {
+		c.dropped = true
+		h.log.Warn().Str("conn", c.id).Str("room", m.room).Msg("send queue full: disconnecting slow consumer")
+		c.fail(protocol.CodeSlowConsumer, "send queue full")
+	}
+}
+
+// FinishCatchUp ends c's catch-up in room, whose stored messages up to
+// last it has been sent. Unless live messages overflowed the buffer, it
+// queues the buffered ones that catch-up did not already send (seq 0, or
+// above last), in the order they came, switches c to live delivery and
+// returns true. After an overflow it empties the buffer, leaves c catching
+// up and returns false: the caller sends the stored messages after last
+// again and calls it once more. A c that is no longer in room gives true.
+func (h *Hub) FinishCatchUp(c *peer, room string, last int64) bool {
+	done := true
+	h.do(func() {
+		r := h.rooms[room]
+		if r == nil || r.members[c] == nil {
+			return
+		}
+		mb := r.members[c]
+		if mb.overflow {
+			mb.buf, mb.overflow, done = nil, false, false
+			return
+		}
+		for _, m := range mb.buf {
+			if m.seq == 0 || m.seq > last {
+				h.push(c, m)
+			}
+		}
+		mb.buf, mb.catching = nil, false
+	})
+	return done
 }
 
 // queueSub records a subscription change; runSubscriptions carries it out.
@@ -205,8 +276,10 @@ const maxMembersListed = 256
 
 // Join adds c to room and returns up to maxMembersListed display names of
 // the room's members on this node, sorted, and whether c was already a
-// member. It returns once the node receives the room's traffic.
-func (h *Hub) Join(ctx context.Context, c *peer, room string) (members []string, already bool, err error) {
+// member. It returns once the node receives the room's traffic. With
+// catchUp, a c that was not yet a member starts catching up: its live
+// deliveries wait until FinishCatchUp.
+func (h *Hub) Join(ctx context.Context, c *peer, room string, catchUp bool) (members []string, already bool, err error) {
 	var r *roomState
 	var refused error
 	ok := h.do(func() {
@@ -220,12 +293,12 @@ func (h *Hub) Join(ctx context.Context, c *peer, room string) (members []string,
 			}
 		}
 		if r == nil {
-			r = &roomState{members: make(map[*peer]struct{}), ready: make(chan struct{})}
+			r = &roomState{members: make(map[*peer]*member), ready: make(chan struct{})}
 			h.rooms[room] = r
 			h.queueSub(subOp{room: room, subscribe: true, state: r})
 		}
 		if !already {
-			r.members[c] = struct{}{}
+			r.members[c] = &member{catching: catchUp}
 			c.rooms++
 		}
 		for o := range r.members {
@@ -324,10 +397,11 @@ func (h *Hub) removeLocked(c *peer, room string) bool {
 	return true
 }
 
-// Publish sends an encoded application message to every member of room on
+// Publish sends an encoded application message, whose sequence number in
+// the room's stream is seq (0: not stored), to every member of room on
 // every node. It runs on the caller's goroutine.
-func (h *Hub) Publish(ctx context.Context, room string, payload []byte) error {
-	return h.broker.Publish(ctx, roomChannel(room), payload)
+func (h *Hub) Publish(ctx context.Context, room string, seq int64, payload []byte) error {
+	return h.broker.Publish(ctx, roomChannel(room), brokerFrame(seq, payload))
 }
 
 // Close stops the broker.

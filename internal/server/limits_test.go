@@ -109,7 +109,7 @@ func TestUnsealableMessageIsDropped(t *testing.T) {
 		t.Fatal(err)
 	}
 	huge := []byte(`{"t":"msg","room":"r","body":"` + strings.Repeat("x", protocol.MaxPlaintext) + `"}`)
-	if err := ts.hub.Publish(ctxT(t), "r", huge); err != nil {
+	if err := ts.hub.Publish(ctxT(t), "r", 0, huge); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := c.Send(ctxT(t), "r", "still here"); err != nil {

@@ -200,6 +200,7 @@ type Server struct {
 	hasher   passwordHasher
 	limiter  ephemeral.Limiter
 	hub      *Hub
+	roomMu   roomLocks // history.go: one room's append and publish at a time
 	logins   *logins
 	upgrader websocket.Upgrader
 	fp       protocol.Fingerprint

@@ -421,13 +421,78 @@ func (c *Conn) Leave(ctx context.Context, room string) error {
 }
 
 // Send says body in room and waits until the server has accepted it. It
-// returns the message id.
+// returns the message id. SendMessage also returns the sequence number.
 func (c *Conn) Send(ctx context.Context, room, body string) (string, error) {
 	m := &protocol.Message{Type: protocol.MsgSend, Room: room, Body: body}
 	if _, err := c.Request(ctx, m); err != nil {
 		return m.ID, err
 	}
 	return m.ID, nil
+}
+
+// Sent is what the server answered to a stored send.
+type Sent struct {
+	// Seq is the message's number in the room's stream; 0 for a room the
+	// server does not keep (docs/protocol.md §8.4).
+	Seq int64
+	// Epoch is the stream's epoch.
+	Epoch string
+}
+
+// SendMessage says body in room under the message id mid (a canonical
+// UUID from NewMessageID; empty: the request's id) and waits until the
+// server has committed it. To retry after an error or a
+// lost connection, call it again with the same mid: a message already
+// committed keeps its sequence number and is not delivered twice.
+func (c *Conn) SendMessage(ctx context.Context, room, body, mid string) (Sent, error) {
+	m := &protocol.Message{Type: protocol.MsgSend, Room: room, Body: body, Mid: mid}
+	r, err := c.Request(ctx, m)
+	if err != nil {
+		return Sent{}, err
+	}
+	return Sent{Seq: r.Seq, Epoch: r.Epoch}, nil
+}
+
+// NewMessageID returns a fresh message id for SendMessage.
+func NewMessageID() string { return uuid.NewString() }
+
+// JoinAfter enters room like Join and asks for the stored messages after
+// seq first (nil: the server decides, from the account's read position).
+// It returns the joined answer: Members, Head, Epoch, After, and More when
+// the server sent none because too many were missed (page them with
+// History). The stored messages then arrive on Messages, in order, before
+// any live one.
+func (c *Conn) JoinAfter(ctx context.Context, room, name string, after *int64) (*protocol.Message, error) {
+	return c.Request(ctx, &protocol.Message{Type: protocol.MsgJoin, Room: room, Name: name, After: after})
+}
+
+// HistoryQuery selects a page of a room's history: the oldest messages
+// after After, or the newest before Before, or (neither) the newest.
+type HistoryQuery struct {
+	After, Before *int64
+	// Limit is the most messages (0: the server's default).
+	Limit int
+}
+
+// History fetches a page of a joined room's stored messages. The answer's
+// Msgs are in ascending Seq; More says there may be more beyond the page.
+func (c *Conn) History(ctx context.Context, room string, q HistoryQuery) (*protocol.Message, error) {
+	return c.Request(ctx, &protocol.Message{Type: protocol.MsgHistory, Room: room, After: q.After, Before: q.Before, Limit: q.Limit})
+}
+
+// Read records that the account has read room up to seq.
+func (c *Conn) Read(ctx context.Context, room string, seq int64) error {
+	_, err := c.Request(ctx, &protocol.Message{Type: protocol.MsgRead, Room: room, Seq: seq})
+	return err
+}
+
+// Rooms returns the account's rooms with their heads and read positions.
+func (c *Conn) Rooms(ctx context.Context) ([]protocol.RoomPosition, error) {
+	r, err := c.Request(ctx, &protocol.Message{Type: protocol.MsgRooms})
+	if err != nil {
+		return nil, err
+	}
+	return r.Rooms, nil
 }
 
 // End ends the session: the server forgets it, so its ticket no longer

@@ -28,6 +28,11 @@ const (
 	MsgKeyChallenge = "key_challenge"
 	MsgPasswd       = "passwd" // change the password of User (this connection's): Password, NewPassword, Sig by the current keys
 
+	// Room history (docs/protocol.md §8.4).
+	MsgRead    = "read"    // Room read up to Seq: advance the account's read position
+	MsgHistory = "history" // a page of Room's stored messages (After or Before, Limit); the answer: Msgs, Seq, Head, Epoch, More
+	MsgRooms   = "rooms"   // the account's rooms with head and read position; the answer: Rooms
+
 	// Server → client.
 	MsgReady    = "ready"    // first record after the handshake: Session
 	MsgAck      = "ack"      // the request Ref was carried out
@@ -103,6 +108,46 @@ type Message struct {
 	Wrapped []byte `json:"wrapped,omitempty"`
 	// Proof is KeyPossessionProof: register, and login with Keys, carry it.
 	Proof []byte `json:"proof,omitempty"`
+
+	// Room history (docs/protocol.md §8.4).
+	// Mid is a send's message id: a UUID in canonical form that stays the
+	// same across retries of one message (ID changes on every try). Empty
+	// means ID.
+	Mid string `json:"mid,omitempty"`
+	// Seq is a message's number in its room's stream (msg, ack), the
+	// position a read request records, or the last message a join's
+	// catch-up sends (joined).
+	Seq int64 `json:"seq,omitempty"`
+	// Epoch names the copy of the room's stream that Seq and Head count in.
+	Epoch string `json:"epoch,omitempty"`
+	// Head is the stream's last sequence number (joined, history).
+	Head int64 `json:"head,omitempty"`
+	// After asks for the messages with a sequence number above it (join,
+	// history); Before for those below it (history).
+	After  *int64 `json:"after,omitempty"`
+	Before *int64 `json:"before,omitempty"`
+	// Limit is the most messages a history page holds (0: the server's
+	// default).
+	Limit int `json:"limit,omitempty"`
+	// More says that a history page was cut (by Limit or by size), or that
+	// a join did not catch up because too much was missed.
+	More bool `json:"more,omitempty"`
+	// Msgs are a history page's messages, each a "msg", in ascending Seq.
+	Msgs []*Message `json:"msgs,omitempty"`
+	// Rooms is the answer to a rooms request.
+	Rooms []RoomPosition `json:"rooms,omitempty"`
+}
+
+// RoomPosition is one room of the account in a rooms answer.
+type RoomPosition struct {
+	// Room is the room's name.
+	Room string `json:"room"`
+	// Head is the last sequence number of its stream (0: no message yet).
+	Head int64 `json:"head"`
+	// Read is the account's read position (0: none).
+	Read int64 `json:"read"`
+	// Epoch is the stream's epoch ("" before the first message).
+	Epoch string `json:"epoch,omitempty"`
 }
 
 // SessionInfo describes the session a connection belongs to; the "ready"
@@ -199,6 +244,9 @@ func ValidateRequest(m *Message) error {
 		if m.Name != "" && !ValidName(m.Name) {
 			return fmt.Errorf("protocol: join: bad display name: %w", CodeBadRequest)
 		}
+		if m.After != nil && *m.After < 0 {
+			return fmt.Errorf("protocol: join: after must be >= 0: %w", CodeBadRequest)
+		}
 	case MsgLeave:
 		if !ValidName(m.Room) {
 			return fmt.Errorf("protocol: leave: bad room name: %w", CodeBadRequest)
@@ -213,6 +261,29 @@ func ValidateRequest(m *Message) error {
 		if m.Body == "" || !utf8.ValidString(m.Body) {
 			return fmt.Errorf("protocol: send: body must be non-empty UTF-8: %w", CodeBadRequest)
 		}
+		if m.Mid != "" {
+			if u, err := uuid.Parse(m.Mid); err != nil || u.String() != m.Mid || u == uuid.Nil {
+				return fmt.Errorf("protocol: send: mid must be a UUID in canonical lower-case form, not nil: %w", CodeBadRequest)
+			}
+		}
+	case MsgRead:
+		if !ValidName(m.Room) {
+			return fmt.Errorf("protocol: read: bad room name: %w", CodeBadRequest)
+		}
+		if m.Seq < 1 {
+			return fmt.Errorf("protocol: read: seq must be >= 1: %w", CodeBadRequest)
+		}
+	case MsgHistory:
+		if !ValidName(m.Room) {
+			return fmt.Errorf("protocol: history: bad room name: %w", CodeBadRequest)
+		}
+		if m.After != nil && m.Before != nil {
+			return fmt.Errorf("protocol: history: after and before exclude each other: %w", CodeBadRequest)
+		}
+		if m.After != nil && *m.After < 0 || m.Before != nil && *m.Before < 0 || m.Limit < 0 {
+			return fmt.Errorf("protocol: history: after, before and limit must be >= 0: %w", CodeBadRequest)
+		}
+	case MsgRooms:
 	case MsgEnd:
 	case MsgRegister, MsgLogin, MsgAuth, MsgPasswd:
 		if !ValidUserName(m.User) {

@@ -67,6 +67,8 @@ func TestValidUserName(t *testing.T) {
 	}
 }
 
+func ptr(n int64) *int64 { return &n }
+
 func TestValidateRequest(t *testing.T) {
 	req := func(typ string, mod func(*protocol.Message)) *protocol.Message {
 		m := &protocol.Message{Type: typ, ID: testUUID, TS: 1700000000000, Room: "general", Body: "hi"}
@@ -86,6 +88,22 @@ func TestValidateRequest(t *testing.T) {
 		{"send", req(protocol.MsgSend, nil), 0},
 		{"send MaxBody", req(protocol.MsgSend, func(m *protocol.Message) { m.Body = strings.Repeat("a", protocol.MaxBody) }), 0},
 		{"end", req(protocol.MsgEnd, func(m *protocol.Message) { m.Room = "" }), 0},
+		{"send with mid", req(protocol.MsgSend, func(m *protocol.Message) { m.Mid = testUUID }), 0},
+		{"join after 0", req(protocol.MsgJoin, func(m *protocol.Message) { m.After = new(int64) }), 0},
+		{"history", req(protocol.MsgHistory, func(m *protocol.Message) { m.Before, m.Limit = ptr(9), 500 }), 0},
+		{"read", req(protocol.MsgRead, func(m *protocol.Message) { m.Seq = 1 }), 0},
+		{"rooms", req(protocol.MsgRooms, func(m *protocol.Message) { m.Room = "" }), 0},
+
+		{"send mid upper case", req(protocol.MsgSend, func(m *protocol.Message) { m.Mid = strings.ToUpper(testUUID) }), protocol.CodeBadRequest},
+		{"send mid nil", req(protocol.MsgSend, func(m *protocol.Message) { m.Mid = "00000000-0000-0000-0000-000000000000" }), protocol.CodeBadRequest},
+		{"send mid not a uuid", req(protocol.MsgSend, func(m *protocol.Message) { m.Mid = "x" }), protocol.CodeBadRequest},
+		{"join after negative", req(protocol.MsgJoin, func(m *protocol.Message) { m.After = ptr(-1) }), protocol.CodeBadRequest},
+		{"history after and before", req(protocol.MsgHistory, func(m *protocol.Message) { m.After, m.Before = ptr(1), ptr(5) }), protocol.CodeBadRequest},
+		{"history before negative", req(protocol.MsgHistory, func(m *protocol.Message) { m.Before = ptr(-1) }), protocol.CodeBadRequest},
+		{"history limit negative", req(protocol.MsgHistory, func(m *protocol.Message) { m.Limit = -1 }), protocol.CodeBadRequest},
+		{"history bad room", req(protocol.MsgHistory, func(m *protocol.Message) { m.Room = "" }), protocol.CodeBadRequest},
+		{"read seq 0", req(protocol.MsgRead, nil), protocol.CodeBadRequest},
+		{"read bad room", req(protocol.MsgRead, func(m *protocol.Message) { m.Room, m.Seq = "a b", 1 }), protocol.CodeBadRequest},
 
 		{"no id", req(protocol.MsgSend, func(m *protocol.Message) { m.ID = "" }), protocol.CodeBadRequest},
 		// Only the canonical form: a case variant of a used id must not
@@ -219,7 +237,25 @@ var goldenAppMessages = []protocol.Message{
 	{Type: protocol.MsgLogin, ID: testUUID, TS: 1700000000019, User: "alice", Password: "correct horse",
 		Keys: &protocol.KeyBundle{Signing: []byte("signing-der"), Encryption: []byte("encryption-der"), SelfSignature: []byte("self-sig")}, Sig: []byte("auth-sig"), Proof: []byte("proof-of-possession")},
 	{Type: protocol.MsgPasswd, ID: testUUID, TS: 1700000000020, User: "alice", Password: "correct horse", NewPassword: "battery staple", Sig: []byte("auth-sig")},
+	// Room history (docs/protocol.md §8.4).
+	{Type: protocol.MsgSend, ID: testUUID, TS: 1700000000021, Room: "general", Body: "hello", Mid: testMid},
+	{Type: protocol.MsgAck, Ref: testUUID, TS: 1700000000022, Seq: 42, Epoch: testEpoch},
+	{Type: protocol.MsgMessage, ID: testMid, TS: 1700000000022, Room: "general", From: "alice", Body: "hello", Seq: 42},
+	{Type: protocol.MsgJoin, ID: testUUID, TS: 1700000000023, Room: "general", After: ptr(0)},
+	{Type: protocol.MsgJoined, Ref: testUUID, TS: 1700000000024, Room: "general", Members: []string{"alice"}, Epoch: testEpoch, Head: 600, After: ptr(40), More: true},
+	{Type: protocol.MsgHistory, ID: testUUID, TS: 1700000000025, Room: "general", Before: ptr(42), Limit: 1},
+	{Type: protocol.MsgHistory, Ref: testUUID, TS: 1700000000026, Room: "general", Epoch: testEpoch, Head: 42, More: true,
+		Msgs: []*protocol.Message{{Type: protocol.MsgMessage, ID: testMid, TS: 1700000000022, Room: "general", From: "alice", Body: "hello", Seq: 41}}},
+	{Type: protocol.MsgRead, ID: testUUID, TS: 1700000000027, Room: "general", Seq: 42},
+	{Type: protocol.MsgAck, Ref: testUUID, TS: 1700000000028, Room: "general", Seq: 42},
+	{Type: protocol.MsgRooms, ID: testUUID, TS: 1700000000029},
+	{Type: protocol.MsgRooms, Ref: testUUID, TS: 1700000000030, Rooms: []protocol.RoomPosition{{Room: "general", Head: 42, Read: 40, Epoch: testEpoch}, {Room: "quiet"}}},
 }
+
+const (
+	testMid   = "5c1b0c8e-5b0f-4a3e-9d52-6c0f7f1e2a44"
+	testEpoch = "0b7e3f3c-8d2a-4a7e-9f0e-2f1d6c5b4a39"
+)
 
 func TestGoldenAppMessages(t *testing.T) {
 	const file = "app_messages.jsonl"

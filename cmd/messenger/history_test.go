@@ -1,0 +1,260 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/secure-messenger/messenger/internal/pgtest"
+	"github.com/secure-messenger/messenger/internal/syncbuf"
+	"github.com/secure-messenger/messenger/pkg/client"
+	"github.com/secure-messenger/messenger/pkg/protocol"
+)
+
+// historyEnv is a server's environment for the history tests: the data
+// directory, the database (empty: SQLite in dir), and rates that let a
+// test send 100 messages at once.
+func historyEnv(dir, db string) map[string]string {
+	env := map[string]string{"MESSENGER_DATA": dir, "MESSENGER_IDENTITY_BITS": "2048"}
+	if db != "" {
+		env["MESSENGER_DB"] = db
+	}
+	for _, k := range []string{"MESSENGER_REQUEST_RATE", "MESSENGER_USER_REQUEST_RATE", "MESSENGER_SEND_RATE", "MESSENGER_ROOM_SEND_RATE"} {
+		env[k] = "off"
+	}
+	return env
+}
+
+// historyBackends are the databases the history tests run on.
+func historyBackends(t *testing.T) map[string]func(t *testing.T) string {
+	return map[string]func(t *testing.T) string{
+		"sqlite":   func(*testing.T) string { return "" },
+		"postgres": func(t *testing.T) string { return pgtest.URL(t) },
+	}
+}
+
+// offlineSetup registers alice and bob, has both join #r, closes bob and
+// has alice send 100 messages (m1..m100) under the mids it returns.
+func offlineSetup(t *testing.T, n *node, alice, bob *client.Identity) (ca *client.Conn, mids []string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ca, cb := n.dial(t), n.dial(t)
+	if _, err := ca.Register(ctx, alice, "alice's password"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cb.Register(ctx, bob, "bob's password"); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []*client.Conn{ca, cb} {
+		if _, err := c.Join(ctx, "r", ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cb.Close()
+	go func() { // alice's own copies: read them so her queue never fills
+		for range ca.Messages() {
+		}
+	}()
+	for i := 1; i <= 100; i++ {
+		mid := client.NewMessageID()
+		s, err := ca.SendMessage(ctx, "r", fmt.Sprintf("m%d", i), mid)
+		if err != nil || s.Seq != int64(i) {
+			t.Fatalf("send %d: %+v, %v", i, s, err)
+		}
+		mids = append(mids, mid)
+	}
+	return ca, mids
+}
+
+// checkAfterRestart: bob joins and gets m1..m100 in order, once each; a
+// retry of alice's message 100 gets seq 100 and is not delivered again.
+func checkAfterRestart(t *testing.T, n *node, alice, bob *client.Identity, mids []string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cb := n.dial(t)
+	if _, err := cb.Auth(ctx, bob); err != nil {
+		t.Fatalf("bob auth after restart: %v", err)
+	}
+	if _, err := cb.Join(ctx, "r", ""); err != nil {
+		t.Fatal(err)
+	}
+	nextMsg := func() *protocol.Message {
+		t.Helper()
+		for {
+			select {
+			case m, ok := <-cb.Messages():
+				if !ok {
+					t.Fatalf("bob's connection ended: %v", cb.Err())
+				}
+				if m.Type == protocol.MsgMessage {
+					return m
+				}
+			case <-ctx.Done():
+				t.Fatal("bob: no message")
+			}
+		}
+	}
+	for i := int64(1); i <= 100; i++ {
+		if m := nextMsg(); m.Seq != i || m.Body != fmt.Sprintf("m%d", i) || m.ID != mids[i-1] {
+			t.Fatalf("bob's message %d: seq %d body %q id %s", i, m.Seq, m.Body, m.ID)
+		}
+	}
+	ca := n.dial(t)
+	if _, err := ca.Auth(ctx, alice); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ca.Join(ctx, "r", ""); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := ca.SendMessage(ctx, "r", "m100", mids[99]); err != nil || s.Seq != 100 {
+		t.Fatalf("retry of message 100 after the restart: %+v, %v", s, err)
+	}
+	if s, err := ca.SendMessage(ctx, "r", "m101", ""); err != nil || s.Seq != 101 {
+		t.Fatalf("send 101: %+v, %v", s, err)
+	}
+	if m := nextMsg(); m.Seq != 101 {
+		t.Fatalf("after the retry bob got seq %d %q, want 101", m.Seq, m.Body)
+	}
+}
+
+// TestRunHistorySurvivesRestart: messages sent while bob was offline are
+// his after a restart of the server, in order, once each.
+func TestRunHistorySurvivesRestart(t *testing.T) {
+	alice, bob := newIdentity(t, "alice"), newIdentity(t, "bob")
+	for name, db := range historyBackends(t) {
+		t.Run(name, func(t *testing.T) {
+			env := historyEnv(t.TempDir(), db(t))
+			first, stop := startStoppable(t, env)
+			ca, mids := offlineSetup(t, first, alice, bob)
+			ca.Close()
+			stop()
+			checkAfterRestart(t, start(t, env, "-addr", "127.0.0.1:0"), alice, bob, mids)
+		})
+	}
+}
+
+// killChildEnv names the data directory of a server the test binary runs
+// as a child, to be killed (TestRunHistorySurvivesKill); killDBEnv its
+// database.
+const (
+	killChildEnv = "MESSENGER_TEST_KILL_CHILD"
+	killDBEnv    = "MESSENGER_TEST_KILL_DB"
+)
+
+// TestRunKillChild is the server TestRunHistorySurvivesKill kills. It does
+// nothing in a normal test run.
+func TestRunKillChild(t *testing.T) {
+	dir := os.Getenv(killChildEnv)
+	if dir == "" {
+		t.Skip("run by TestRunHistorySurvivesKill")
+	}
+	env := historyEnv(dir, os.Getenv(killDBEnv))
+	err := run(context.Background(), []string{"-addr", "127.0.0.1:0"}, func(k string) string { return env[k] }, os.Stdout, os.Stderr)
+	t.Fatalf("run returned: %v", err)
+}
+
+// TestRunHistorySurvivesKill: the server process is killed with SIGKILL
+// right after acknowledging the last of 100 messages; restarted, it gives
+// bob all of them and knows the last one's mid.
+func TestRunHistorySurvivesKill(t *testing.T) {
+	if os.Getenv(killChildEnv) != "" {
+		t.Skip("in the child")
+	}
+	alice, bob := newIdentity(t, "alice"), newIdentity(t, "bob")
+	for name, db := range historyBackends(t) {
+		t.Run(name, func(t *testing.T) {
+			dir, dbURL := t.TempDir(), db(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestRunKillChild$", "-test.count=1")
+			cmd.Env = append(os.Environ(), killChildEnv+"="+dir, killDBEnv+"="+dbURL)
+			cmd.Stderr = os.Stderr
+			out, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+			n := &node{}
+			lines := bufio.NewScanner(out)
+			for n.addr == "" || n.fp == (protocol.Fingerprint{}) {
+				if !lines.Scan() {
+					t.Fatalf("child server ended: %v", lines.Err())
+				}
+				if m := listenRE.FindStringSubmatch(lines.Text()); m != nil {
+					n.addr = m[1]
+				}
+				if m := fpRE.FindStringSubmatch(lines.Text()); m != nil {
+					if n.fp, err = protocol.ParseFingerprint(m[1]); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			_, mids := offlineSetup(t, n, alice, bob)
+			if err := cmd.Process.Kill(); err != nil { // SIGKILL, right after the last ack
+				t.Fatal(err)
+			}
+			_ = cmd.Wait()
+			checkAfterRestart(t, start(t, historyEnv(dir, dbURL), "-addr", "127.0.0.1:0"), alice, bob, mids)
+		})
+	}
+}
+
+func newIdentity(t *testing.T, user string) *client.Identity {
+	t.Helper()
+	id, err := client.NewIdentity(user, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// startStoppable runs the server with env until stop, which waits for it
+// to end and fails the test if run returned an error.
+func startStoppable(t *testing.T, env map[string]string) (n *node, stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	out := &syncbuf.Buffer{}
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"-addr", "127.0.0.1:0"}, func(k string) string { return env[k] }, out, &syncbuf.Buffer{})
+	}()
+	stopped := false
+	stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+	}
+	t.Cleanup(stop)
+	deadline := time.Now().Add(time.Minute)
+	for !fpRE.MatchString(out.String()) || !listenRE.MatchString(out.String()) {
+		select {
+		case err := <-done:
+			stopped = true
+			t.Fatalf("server exited: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("server did not start")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	fp, err := protocol.ParseFingerprint(fpRE.FindStringSubmatch(out.String())[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &node{addr: listenRE.FindStringSubmatch(out.String())[1], fp: fp}, stop
+}
