@@ -124,6 +124,7 @@ type Room struct {
 // where those apply. Implementations are safe for concurrent use.
 type Store interface {
 	HistoryStore
+	DeviceStore
 
 	// CreateUser stores a new user and returns it with ID and CreatedAt
 	// filled in, Generation 1 and Name lower-cased. ErrConflict if the name
