@@ -1,10 +1,14 @@
 package server
 
 import (
+	"context"
+	"database/sql"
+	"path/filepath"
 	"testing"
 
 	"github.com/google/uuid"
 
+	"github.com/secure-messenger/messenger/internal/store"
 	"github.com/secure-messenger/messenger/pkg/client"
 	"github.com/secure-messenger/messenger/pkg/protocol"
 )
@@ -134,5 +138,102 @@ func TestAuthDevice(t *testing.T) {
 	r, err := ts.dial(t).Auth(ctxT(t), &old)
 	if err != nil || r.Device != alice.Device.String() || old.Device != alice.Device {
 		t.Fatalf("auth without a device id: %+v, %v; learned %s, want %s", r, err, old.Device, alice.Device)
+	}
+}
+
+// TestUpgradedAccountIsOneDevice: an account whose keys were published
+// before devices existed (a version-1 bundle in key_sets, no device) is,
+// once the server's store is migrated, one device with the user's id as
+// device id: a client from before devices signs in without a device id
+// and learns it, then signs in naming it; lookup lists the device with
+// its version-1 self-signature, checked, and pkg/e2e's user fingerprint.
+func TestUpgradedAccountIsOneDevice(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "old.db")
+	alice := identity(t, "alice", 0)
+	old, err := store.OpenSQLite(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := protocol.NewKeyBundle("alice", alice.Signing, &alice.Encryption.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, _, err := old.CreateUserWithKeys(ctx, store.User{Name: "alice", PasswordHash: "$argon2id$v=19$m=1024,t=1,p=2$c2FsdA$aGFzaA"},
+		store.KeySet{SigningKey: b.Signing, EncryptionKey: b.Encryption, SelfSignature: b.SelfSignature})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Take the database back to before migration 0005.
+	raw, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{`DROP TABLE devices`, `DELETE FROM schema_migrations WHERE version >= 5`} {
+		if _, err := raw.ExecContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := raw.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	db, err := store.OpenSQLite(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	ts := authServer(t, func(_ *Config, d *Deps) { d.Store = db })
+	legacy := *alice
+	legacy.Device = uuid.Nil
+	c := ts.dial(t)
+	r, err := c.Auth(ctxT(t), &legacy)
+	if err != nil || r.Device != u.ID.String() || legacy.Device != u.ID {
+		t.Fatalf("auth of the upgraded account: %+v, %v; learned %s, want the user id %s", r, err, legacy.Device, u.ID)
+	}
+	if _, err := ts.dial(t).Auth(ctxT(t), &legacy); err != nil {
+		t.Fatalf("auth naming the learned device: %v", err)
+	}
+	look, err := c.Lookup(ctxT(t), "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(look.Devices) != 1 || look.Devices[0].ID != u.ID || look.Fingerprint != userFingerprint(t, &legacy) ||
+		string(look.Devices[0].Keys.SelfSignature) != string(b.SelfSignature) {
+		t.Fatalf("lookup of the upgraded account: %+v", look)
+	}
+}
+
+// TestDeviceLimit: a 17th device is limit_reached, not counted as a
+// failed login, and adds nothing.
+func TestDeviceLimit(t *testing.T) {
+	ts := authServer(t, withoutRateLimits, func(c *Config, _ *Deps) { c.LoginFailuresPerUser = 1 })
+	const pw = "alice password"
+	alice := identity(t, "alice", 0)
+	if _, err := ts.dial(t).Register(ctxT(t), alice, pw); err != nil {
+		t.Fatal(err)
+	}
+	c := ts.dial(t)
+	for i := 1; i <= store.MaxDevicesPerUser; i++ {
+		d := *alice // the same keys may serve several devices
+		d.Device = uuid.New()
+		_, err := c.Login(ctxT(t), &d, pw, true)
+		if i < store.MaxDevicesPerUser && err != nil {
+			t.Fatalf("device %d: %v", i+1, err)
+		}
+		if i == store.MaxDevicesPerUser {
+			wantCode(t, err, protocol.CodeLimitReached)
+		}
+	}
+	u, _ := ts.store.UserByName(ctxT(t), "alice")
+	if ds, err := ts.store.DevicesOf(ctxT(t), u.ID); err != nil || len(ds) != store.MaxDevicesPerUser {
+		t.Fatalf("%d devices, %v; want %d", len(ds), err, store.MaxDevicesPerUser)
+	}
+	// One failed password would have used up alice's limit of one.
+	if _, err := c.Login(ctxT(t), alice, pw, false); err != nil {
+		t.Fatalf("a plain login after the refusal: %v", err)
 	}
 }

@@ -20,8 +20,9 @@ import (
 const (
 	// MaxDevicesPerUser bounds a user's current devices, so that the
 	// devices of two users fit one end-to-end key envelope (e2e.MaxRecipients
-	// is 64).
-	MaxDevicesPerUser = 32
+	// is 64) and a directory answer listing them, with 4096-bit keys, fits
+	// one record.
+	MaxDevicesPerUser = 16
 	// MaxDeviceNameLen is the longest device label, in bytes.
 	MaxDeviceNameLen = 64
 )
