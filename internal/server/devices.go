@@ -176,11 +176,7 @@ func (c *peer) announceKeyChange(ctx context.Context, u store.User, device uuid.
 	now := time.Now().UnixMilli()
 	ev := &protocol.Message{Type: protocol.MsgKeyChange, User: u.Name, Device: device.String(), Event: event, Fingerprint: fp.String(), TS: now}
 	if payload, err := ev.Encode(); err == nil {
-		for _, p := range c.srv.logins.connsOf(u.ID) {
-			if p != c {
-				p.enqueue(payload) // a full queue drops the notice, not the connection
-			}
-		}
+		c.srv.logins.tellDevices(ctx, u.ID, c, payload)
 	}
 	rooms, err := c.srv.store.RoomsOf(ctx, u.ID)
 	if err != nil {
@@ -200,13 +196,45 @@ func (c *peer) announceKeyChange(ctx context.Context, u store.User, device uuid.
 	}
 }
 
-// connsOf returns the connections of user logged in on this node.
-func (r *logins) connsOf(user uuid.UUID) []*peer {
+// devicesChannel carries device changes between nodes: the user's id, the
+// sending node's id (logins.node), then the encoded key_change to push to
+// the user's connections. The broker authenticates it like revocations.
+const devicesChannel = "ctl:devices"
+
+// tellDevices pushes payload, an encoded key_change, to every connection
+// of user but except: on this node at once, on the others through the
+// broker. Delivery is at most once, like the broker's; a full send queue
+// drops the notice, not the connection.
+func (r *logins) tellDevices(ctx context.Context, user uuid.UUID, except *peer, payload []byte) {
+	r.deliver(user, except, payload)
+	msg := make([]byte, 0, 32+len(payload))
+	msg = append(append(append(msg, user[:]...), r.node[:]...), payload...)
+	if err := r.broker.Publish(ctx, devicesChannel, msg); err != nil {
+		r.log.Warn().Err(err).Msg("device change not published: the user's connections on other nodes are not told")
+	}
+}
+
+// receiveDeviceChange delivers a device change that another node
+// published; this node's own come back too and are skipped.
+func (r *logins) receiveDeviceChange(msg []byte) {
+	if len(msg) <= 32 {
+		r.log.Warn().Int("size", len(msg)).Msg("device change of the wrong size dropped")
+		return
+	}
+	if uuid.UUID(msg[16:32]) == r.node {
+		return
+	}
+	r.deliver(uuid.UUID(msg[:16]), nil, msg[32:])
+}
+
+// deliver queues payload on every connection of user on this node but
+// except.
+func (r *logins) deliver(user uuid.UUID, except *peer, payload []byte) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	ps := make([]*peer, 0, len(r.byUser[user]))
 	for p := range r.byUser[user] {
-		ps = append(ps, p)
+		if p != except {
+			p.enqueue(payload)
+		}
 	}
-	return ps
 }

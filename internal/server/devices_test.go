@@ -2,12 +2,16 @@ package server
 
 import (
 	"context"
+	"crypto/rand"
 	"database/sql"
 	"path/filepath"
 	"testing"
 
 	"github.com/google/uuid"
 
+	"github.com/secure-messenger/messenger/internal/broker"
+	"github.com/secure-messenger/messenger/internal/ephemeral"
+	"github.com/secure-messenger/messenger/internal/redistest"
 	"github.com/secure-messenger/messenger/internal/store"
 	"github.com/secure-messenger/messenger/pkg/client"
 	"github.com/secure-messenger/messenger/pkg/protocol"
@@ -235,5 +239,43 @@ func TestDeviceLimit(t *testing.T) {
 	// One failed password would have used up alice's limit of one.
 	if _, err := c.Login(ctxT(t), alice, pw, false); err != nil {
 		t.Fatalf("a plain login after the refusal: %v", err)
+	}
+}
+
+// TestDeviceChangeAcrossNodes: a device added on node A is told to the
+// user's connection on node B, through the broker (Redis).
+func TestDeviceChangeAcrossNodes(t *testing.T) {
+	rc, prefix := redistest.Client(t)
+	sessionKey, brokerKey := make([]byte, 32), make([]byte, 32)
+	_, _ = rand.Read(sessionKey)
+	_, _ = rand.Read(brokerKey)
+	behindRedis := func(c *Config, d *Deps) {
+		rcfg := ephemeral.RedisConfig{Prefix: prefix}
+		d.SessionKey = sessionKey
+		d.Sessions = ephemeral.NewRedisSessionStore(rc, rcfg)
+		d.Limiter = ephemeral.NewRedisLimiter(rc, rcfg)
+		d.NewBroker = func(h broker.Handler) (broker.Broker, error) {
+			return broker.NewRedisBroker(rc, broker.RedisConfig{Prefix: prefix, Key: brokerKey}, h)
+		}
+	}
+	nodeA := authServer(t, behindRedis)
+	nodeB := authServer(t, behindRedis, func(_ *Config, d *Deps) { d.Store = nodeA.store })
+
+	const pw = "alice password"
+	alice, laptop := identity(t, "alice", 0), identity(t, "alice", 1)
+	if _, err := nodeA.dial(t).Register(ctxT(t), alice, pw); err != nil {
+		t.Fatal(err)
+	}
+	onB := nodeB.dial(t)
+	if _, err := onB.Auth(ctxT(t), alice); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nodeA.dial(t).Login(ctxT(t), laptop, pw, true); err != nil {
+		t.Fatal(err)
+	}
+	ev := next(t, onB, protocol.MsgKeyChange)
+	if ev.User != "alice" || ev.Room != "" || ev.Device != laptop.Device.String() || ev.Event != "device_added" ||
+		ev.Fingerprint != userFingerprint(t, alice, laptop).String() {
+		t.Fatalf("alice's device on node B was told %+v", ev)
 	}
 }
