@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -8,7 +9,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/secure-messenger/messenger/pkg/client"
+	"github.com/secure-messenger/messenger/pkg/e2e"
 	"github.com/secure-messenger/messenger/pkg/protocol"
 )
 
@@ -125,23 +129,45 @@ func (a *account) register(ctx context.Context) error {
 	if err := installKeys(staged, dir); err != nil {
 		return saveFailed("registered "+user, dir, staged, err)
 	}
-	a.ui.status("registered %s (key version %d); keys saved in %s", user, r.Version, dir)
+	a.ui.status("registered %s (device %s); keys saved in %s", user, id.Device, dir)
 	a.ui.status("compare this fingerprint with what the people you talk to get from: chat fingerprint -user THEM %s", user)
-	a.printKeys(user, r.Fingerprint, r.Version)
-	return a.checkFingerprint(id, r.Fingerprint)
+	a.printKeys(user, r.Fingerprint, 0)
+	return a.checkFingerprint(ctx, s, id, r.Fingerprint)
 }
 
-// checkFingerprint compares the server's fingerprint of our keys with our
-// own computation.
-func (a *account) checkFingerprint(id *client.Identity, got string) error {
-	want, err := id.Fingerprint()
+// checkFingerprint checks the account fingerprint the server reported
+// (got) against the account's devices, each checked here, and that this
+// device is one of them with our keys.
+func (a *account) checkFingerprint(ctx context.Context, s *session, id *client.Identity, got string) error {
+	rctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	ct, _, err := s.conn.Devices(rctx, id)
+	if err != nil {
+		return accountError("list the devices of "+id.User, err, "")
+	}
+	if got != ct.Fingerprint.String() {
+		return &exitError{code: exitRuntime, err: fmt.Errorf("the server reports fingerprint %s for your account, but its devices have %s", clean(got), ct.Fingerprint)}
+	}
+	self, err := id.Public()
 	if err != nil {
 		return err
 	}
-	if got != want.String() {
-		return &exitError{code: exitRuntime, err: fmt.Errorf("the server reports fingerprint %s for your keys, but they have %s", clean(got), want)}
+	for _, d := range ct.Devices {
+		if d.ID == id.Device && d.Fingerprint == self.Fingerprint() {
+			return nil
+		}
 	}
-	return nil
+	return &exitError{code: exitRuntime, err: fmt.Errorf("the server does not list this device (%s) with its keys among the devices of %s", id.Device, id.User)}
+}
+
+// soleFingerprint is the account fingerprint of id's user while id is its
+// only device.
+func soleFingerprint(id *client.Identity) (protocol.Fingerprint, error) {
+	d, err := id.Public()
+	if err != nil {
+		return protocol.Fingerprint{}, err
+	}
+	return e2e.UserFingerprint(id.User, []e2e.Device{d})
 }
 
 // login is chat login: a password login, with -new-keys publishing new
@@ -206,12 +232,102 @@ func (a *account) login(ctx context.Context) error {
 		if old != "" {
 			a.ui.status("the old keys are in %s", old)
 		}
-		a.ui.status("published new keys for %s (key version %d), saved in %s; your contacts are told your keys changed", user, r.Version, dir)
+		a.ui.status("added a new device of %s (%s), keys saved in %s; your contacts and other devices are told", user, id.Device, dir)
+		if old != "" {
+			if r.Fingerprint, err = a.retireDevice(ctx, s, id, old); err != nil {
+				return err
+			}
+		}
 	} else {
-		a.ui.status("logged in as %s (key version %d)", user, r.Version)
+		a.ui.status("logged in as %s (device %s)", user, id.Device)
+		if err := id.SaveDevice(dir); err != nil {
+			return err
+		}
 	}
-	a.printKeys(user, r.Fingerprint, r.Version)
-	return a.checkFingerprint(id, r.Fingerprint)
+	a.printKeys(user, r.Fingerprint, 0)
+	return a.checkFingerprint(ctx, s, id, r.Fingerprint)
+}
+
+// retireDevice removes from the account the device whose keys login
+// -new-keys just moved to the directory old, signing with the new device
+// id: a reset of this machine's keys. It returns the account's new
+// fingerprint. A device the server no longer lists is left alone.
+func (a *account) retireDevice(ctx context.Context, s *session, id *client.Identity, old string) (string, error) {
+	prev, err := client.LoadIdentity(old, id.User)
+	if err != nil {
+		return "", &exitError{code: exitRuntime, err: fmt.Errorf("the old keys in %s: %w", old, err)}
+	}
+	rctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	ct, _, err := s.conn.Devices(rctx, id)
+	if err != nil {
+		return "", accountError("list the devices of "+id.User, err, "")
+	}
+	prevKey, err := prev.Public()
+	if prev.Device == uuid.Nil {
+		// A profile from before devices: find its device by its keys.
+		prevKey, err = (&client.Identity{User: prev.User, Device: id.Device, Signing: prev.Signing, Encryption: prev.Encryption}).Public()
+	}
+	if err != nil {
+		return "", err
+	}
+	for _, d := range ct.Devices {
+		if d.ID == id.Device || !bytes.Equal(d.Signing, prevKey.Signing) {
+			continue
+		}
+		if err := s.conn.RemoveDevice(rctx, id, d.ID); err != nil {
+			return "", accountError("remove the old device "+d.ID.String(), err, "")
+		}
+		a.ui.status("removed the old device %s of %s: its keys no longer sign in, and its sessions are closed", d.ID, id.User)
+		break
+	}
+	ct, _, err = s.conn.Devices(rctx, id)
+	if err != nil {
+		return "", accountError("list the devices of "+id.User, err, "")
+	}
+	return ct.Fingerprint.String(), nil
+}
+
+// devices is chat devices: list the account's devices, or remove one.
+func (a *account) devices(ctx context.Context) error {
+	user := a.o.user
+	id, err := loadProfile(a.ui, a.home, user)
+	if err != nil {
+		return err
+	}
+	s, err := a.connectAs(ctx, id)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	if err := id.SaveDevice(profileDir(a.home, user)); err != nil {
+		return err
+	}
+	rctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	if a.o.remove != "" {
+		target, _ := protocol.ParseDeviceID(a.o.remove) // checked by parseOptions
+		if err := s.conn.RemoveDevice(rctx, id, target); err != nil {
+			return accountError("remove device "+a.o.remove, err, "")
+		}
+		a.ui.status("removed device %s of %s; its sessions are closed", target, user)
+	}
+	ct, _, err := s.conn.Devices(rctx, id)
+	if err != nil {
+		return accountError("list the devices of "+user, err, "")
+	}
+	for _, d := range ct.Devices {
+		line := fmt.Sprintf("  %s  %s  %s", d.ID, d.Fingerprint, d.Created.Format("2006-01-02 15:04Z"))
+		if d.Name != "" {
+			line += "  " + clean(d.Name)
+		}
+		if d.ID == id.Device {
+			line += "  (this device)"
+		}
+		a.ui.status("%s", line)
+	}
+	a.printKeys(user, ct.Fingerprint.String(), 0)
+	return nil
 }
 
 // passwd is chat passwd: a new password, proven by the current one and
@@ -253,10 +369,15 @@ func (a *account) fingerprint(ctx context.Context) error {
 		return err
 	}
 	if a.o.lookup == "" {
-		fp, err := id.Fingerprint()
+		if id.Device == uuid.Nil {
+			// A profile from before devices: the server names its id.
+			return &exitError{code: exitRuntime, err: fmt.Errorf("the profile of %s has no device id yet: run chat devices -user %s once", id.User, id.User)}
+		}
+		fp, err := soleFingerprint(id)
 		if err != nil {
 			return err
 		}
+		a.ui.status("the fingerprint of %s while this device is its only one; with other devices, ask the server: chat fingerprint -user %s %s", id.User, id.User, id.User)
 		a.printKeys(id.User, fp.String(), 0)
 		return nil
 	}
@@ -274,8 +395,8 @@ func (a *account) fingerprint(ctx context.Context) error {
 	if err != nil {
 		return accountError("look up "+a.o.lookup, err, "")
 	}
-	a.ui.status("%s's keys as the server hands them out (self-signature and fingerprint checked here): compare the fingerprint with %s", c.User, c.User)
-	a.printKeys(c.User, c.Fingerprint.String(), c.Version)
+	a.ui.status("%s's %d device(s) as the server hands them out (self-signatures and fingerprints checked here): compare the fingerprint with %s", c.User, len(c.Devices), c.User)
+	a.printKeys(c.User, c.Fingerprint.String(), 0)
 	return nil
 }
 

@@ -56,8 +56,8 @@ func (p *person) register(t *testing.T, url string) string {
 		t.Errorf("register %s printed the password:\n%s\n%s", p.user, stdout, stderr)
 	}
 	user, fp, version := parseKeys(t, stdout)
-	if user != p.user || version != 1 {
-		t.Fatalf("register %s printed %q; want %s FINGERPRINT version 1", p.user, stdout, p.user)
+	if user != p.user || version != 0 {
+		t.Fatalf("register %s printed %q; want %s FINGERPRINT", p.user, stdout, p.user)
 	}
 	return fp
 }
@@ -135,8 +135,8 @@ func TestRegisterAndFingerprint(t *testing.T) {
 		t.Errorf("bob's own fingerprint %s, register printed %s", fp, bobFP)
 	}
 	// Bob's, as the server hands it out to alice.
-	if fp, v := alice.fingerprintOf(t, ts.url, "bob"); fp != bobFP || v != 1 {
-		t.Errorf("alice sees bob's fingerprint %s version %d, bob has %s version 1", fp, v, bobFP)
+	if fp, _ := alice.fingerprintOf(t, ts.url, "bob"); fp != bobFP {
+		t.Errorf("alice sees bob's fingerprint %s, bob has %s", fp, bobFP)
 	}
 	_, _, err := runOnce(t, alice.env(ts.url), "fingerprint", "-user", "alice", "nobody")
 	if code := exitCode(err); code != exitRuntime || !errors.Is(err, protocol.CodeNotFound) {
@@ -226,8 +226,8 @@ func TestLoginAndNewKeys(t *testing.T) {
 	if err != nil {
 		t.Fatalf("login: %v; stderr:\n%s", err, stderr)
 	}
-	if _, fp, v := parseKeys(t, stdout); fp != oldFP || v != 1 {
-		t.Errorf("login printed %q, want fingerprint %s version 1", stdout, oldFP)
+	if _, fp, _ := parseKeys(t, stdout); fp != oldFP {
+		t.Errorf("login printed %q, want fingerprint %s", stdout, oldFP)
 	}
 
 	// Bob watches #team as JSON and as text; alice is there too.
@@ -238,21 +238,22 @@ func TestLoginAndNewKeys(t *testing.T) {
 	ai := start(t, alice.env(ts.url), "-user", "alice", "-room", "team")
 	waitFor(t, "alice stderr", ai.stderr, "joined #team")
 
-	// Alice resets her keys (as on a new device).
+	// Alice resets her keys: a new device, and the profile's old one
+	// removed.
 	stdout, stderr, err = runOnce(t, alice.env(ts.url), "login", "-user", "alice", "-new-keys", "-key-bits", testKeyBits, "-password-file", alice.pwFile)
 	if err != nil {
 		t.Fatalf("login -new-keys: %v; stderr:\n%s", err, stderr)
 	}
-	_, newFP, v := parseKeys(t, stdout)
-	if v != 2 || newFP == oldFP {
-		t.Fatalf("login -new-keys printed %q; want a new fingerprint, version 2", stdout)
+	_, newFP, _ := parseKeys(t, stdout)
+	if newFP == oldFP {
+		t.Fatalf("login -new-keys printed %q; want a new fingerprint", stdout)
 	}
 	waitUntil(t, "bob (json) stdout", bj.stdout, func(s string) bool {
 		return slices.ContainsFunc(jsonLines(t, s), func(m protocol.Message) bool {
-			return m.Type == protocol.MsgKeyChange && m.User == "alice" && m.Version == 2 && m.Fingerprint == newFP && m.Room == "team"
+			return m.Type == protocol.MsgKeyChange && m.User == "alice" && m.Event == "device_removed" && m.Fingerprint == newFP && m.Room == "team"
 		})
-	}, "no key_change for alice, version 2")
-	waitFor(t, "bob (text) stdout", bt.stdout, "! alice's keys changed (version 2, fingerprint "+newFP+"): compare with them before trusting\n")
+	}, "no key_change for alice's old device")
+	waitFor(t, "bob (text) stdout", bt.stdout, "! alice's keys changed (device removed, fingerprint "+newFP+"): compare with them before trusting\n")
 	// Alice's running chat had loaded the old keys: the server closes its
 	// session, and it signs in again with the new keys from the profile.
 	waitFor(t, "alice stderr", ai.stderr, "connection closed: alice's password or keys changed, here or on another device")
@@ -272,15 +273,15 @@ func TestLoginAndNewKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fp, _ := old.Fingerprint(); fp.String() != oldFP {
+	if fp, _ := soleFingerprint(old); fp.String() != oldFP {
 		t.Errorf("%s holds keys with fingerprint %s, want the old %s", olds[0], fp, oldFP)
 	}
 
 	// What alice has is what bob is shown.
 	local, _ := alice.fingerprintOf(t, ts.url)
-	remote, v := bob.fingerprintOf(t, ts.url, "alice")
-	if local != newFP || remote != newFP || v != 2 {
-		t.Errorf("alice's own %s, bob sees %s version %d; want %s version 2", local, remote, v, newFP)
+	remote, _ := bob.fingerprintOf(t, ts.url, "alice")
+	if local != newFP || remote != newFP {
+		t.Errorf("alice's own %s, bob sees %s; want %s", local, remote, newFP)
 	}
 	// And the new keys sign in.
 	if _, stderr, err := runOnce(t, alice.env(ts.url), "-user", "alice", "-room", "team", "-send", "new keys here"); err != nil {
@@ -305,8 +306,9 @@ func TestLoginAndNewKeys(t *testing.T) {
 	if code := exitCode(err); code != exitRuntime || !errors.Is(err, protocol.CodeAuthFailed) || !strings.Contains(err.Error(), "chat login -user alice -new-keys") {
 		t.Errorf("-send with the old keys: exit %d (%v), want 1 with auth_failed and a hint", code, err)
 	}
-	// The key change shows once, however many events announce it.
-	if n := strings.Count(bt.stdout.String(), "! alice's keys changed"); n != 1 {
+	// Each change (the device added, the old one removed) shows once,
+	// however many events announce it.
+	if n := strings.Count(bt.stdout.String(), "! alice's keys changed"); n != 2 {
 		t.Errorf("bob was told %d times:\n%s", n, bt.stdout)
 	}
 }
@@ -347,15 +349,26 @@ func TestAccountReconnects(t *testing.T) {
 	bi.typeLine("welcome back")
 	waitFor(t, "alice stdout", ai.stdout, "<bob> welcome back")
 
-	// Alice's keys are replaced on another device: the server closes this
-	// one's session (session_revoked); signing in again, it cannot, and
-	// says so.
+	// Alice adds another device, and removes this one from it: the server
+	// closes this one's session (session_revoked); signing in again, it
+	// cannot, and says so.
 	device := newPerson(t, "alice", alice.password)
 	if _, stderr, err := runOnce(t, device.env(fresh.url), "login", "-user", "alice", "-new-keys", "-key-bits", testKeyBits, "-password-file", device.pwFile); err != nil {
 		t.Fatalf("login -new-keys on the other device: %v; stderr:\n%s", err, stderr)
 	}
+	this, err := client.LoadIdentity(alice.profile(), "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, stderr, err := runOnce(t, device.env(fresh.url), "devices", "-user", "alice")
+	if err != nil || !strings.Contains(stderr, this.Device.String()) || strings.Count(stderr, "(this device)") != 1 {
+		t.Fatalf("devices: %v; stdout %q, stderr:\n%s", err, stdout, stderr)
+	}
+	if _, stderr, err := runOnce(t, device.env(fresh.url), "devices", "-user", "alice", "-remove", this.Device.String()); err != nil {
+		t.Fatalf("devices -remove on the other device: %v; stderr:\n%s", err, stderr)
+	}
 	waitFor(t, "alice stderr", ai.stderr, "connection closed: alice's password or keys changed, here or on another device (if not by you, someone else has your password); signing in again")
-	err := ai.wait()
+	err = ai.wait()
 	if code := exitCode(err); code != exitRuntime || !errors.Is(err, protocol.CodeAuthFailed) || !strings.Contains(err.Error(), "sign in as alice") {
 		t.Errorf("reconnect with replaced keys: exit %d (%v), want 1 with auth_failed; stderr:\n%s", code, err, ai.stderr)
 	}
@@ -387,16 +400,16 @@ func TestKeyChangeText(t *testing.T) {
 	var out, errOut bytes.Buffer
 	u := newUI(&out, &errOut, false, "bob")
 	fp := strings.Repeat("ab", 32)
-	ev := &protocol.Message{Type: protocol.MsgKeyChange, Room: "team", User: "alice", Version: 2, Fingerprint: fp}
+	ev := &protocol.Message{Type: protocol.MsgKeyChange, Room: "team", User: "alice", Event: "device_added", Fingerprint: fp}
 	u.event(ev)
 	again := *ev
 	again.Room = "other" // the same change, announced in another room
 	u.event(&again)
-	u.event(&protocol.Message{Type: protocol.MsgKeyChange, Room: "team", User: "bob", Version: 3, Fingerprint: fp})
-	u.event(&protocol.Message{Type: protocol.MsgKeyChange, Room: "team", User: "x\x1b[2J", Version: 1, Fingerprint: "y"})
-	want := "! alice's keys changed (version 2, fingerprint " + fp + "): compare with them before trusting\n" +
-		"! your keys changed (version 3, fingerprint " + fp + "): if you did not replace them on another device, someone else has your password\n" +
-		`! x\x1b[2J's keys changed (version 1, fingerprint y): compare with them before trusting` + "\n"
+	u.event(&protocol.Message{Type: protocol.MsgKeyChange, Room: "team", User: "bob", Event: "device_removed", Fingerprint: fp})
+	u.event(&protocol.Message{Type: protocol.MsgKeyChange, Room: "team", User: "x\x1b[2J", Event: "\x1b[2J", Fingerprint: "y"})
+	want := "! alice's keys changed (device added, fingerprint " + fp + "): compare with them before trusting\n" +
+		"! your keys changed (device removed, fingerprint " + fp + "): if you did not add or remove a device, someone else has your password\n" +
+		`! x\x1b[2J's keys changed (keys changed, fingerprint y): compare with them before trusting` + "\n"
 	if out.String() != want {
 		t.Errorf("got:\n%s\nwant:\n%s", out.String(), want)
 	}

@@ -52,6 +52,7 @@ const (
 	cmdLogin       = "login"
 	cmdFingerprint = "fingerprint"
 	cmdPasswd      = "passwd"
+	cmdDevices     = "devices"
 )
 
 // options are the client's settings, from flags and their environment
@@ -73,6 +74,7 @@ type options struct {
 	lookup       string // fingerprint's USER argument, lower-cased
 
 	newPasswordFile string // passwd -new-password-file
+	remove          string // devices -remove
 
 	sendSet   bool // -send was given: say send and exit
 	listenSet bool // -listen (or MESSENGER_LISTEN) was given
@@ -90,7 +92,7 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	o := &options{}
 	if len(args) > 0 {
 		switch args[0] {
-		case cmdRegister, cmdLogin, cmdFingerprint, cmdPasswd:
+		case cmdRegister, cmdLogin, cmdFingerprint, cmdPasswd, cmdDevices:
 			o.cmd, args = args[0], args[1:]
 		}
 	}
@@ -125,6 +127,8 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 		if o.cmd == cmdLogin {
 			fs.BoolVar(&o.newKeys, "new-keys", false, "generate new keys and publish them in place of the old ones (a new device, or a reset); the old ones move to the profile's old-TIME/")
 		}
+	case cmdDevices:
+		fs.StringVar(&o.remove, "remove", "", "remove the device with this `ID` (from the list) instead of listing; its sessions are closed")
 	case cmdPasswd:
 		fs.StringVar(&o.passwordFile, "password-file", env("MESSENGER_PASSWORD_FILE", ""), "read the current password from the first line of this `file` (MESSENGER_PASSWORD_FILE)")
 		fs.StringVar(&o.newPasswordFile, "new-password-file", env("MESSENGER_NEW_PASSWORD_FILE", ""), "read the new password from the first line of this `file` (MESSENGER_NEW_PASSWORD_FILE)")
@@ -193,6 +197,11 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	if (o.cmd == cmdRegister || o.cmd == cmdLogin) && !protocol.ValidRSAKeySize(o.keyBits) {
 		errs = append(errs, fmt.Errorf("-key-bits %d: want one of %v", o.keyBits, protocol.RSAKeySizes))
 	}
+	if o.remove != "" {
+		if _, err := protocol.ParseDeviceID(o.remove); err != nil {
+			errs = append(errs, fmt.Errorf("-remove %q: want a device id as chat devices lists it", o.remove))
+		}
+	}
 	if o.sendSet && o.send == "" {
 		errs = append(errs, errors.New("-send: the message is empty"))
 	}
@@ -230,6 +239,7 @@ var usageText = map[string]string{
        chat login -user NAME [-new-keys]     log in with the password
        chat passwd -user NAME                change the password
        chat fingerprint -user NAME [USER]    your key fingerprint, or USER's
+       chat devices -user NAME [-remove ID]  list (or remove) your devices
        chat COMMAND -h                       COMMAND's flags
 
 Joins a room on a messenger server. With -user it signs in with the keys
@@ -252,11 +262,13 @@ Flags:
 `,
 	cmdLogin: `Usage: chat login -user NAME [-new-keys] [flags]
 
-Logs in with the password and the profile's keys, and prints the key
-fingerprint. With -new-keys it generates new keys and publishes them in
-place of the old ones (a new device, or a reset): your contacts are told
-your keys changed, and existing profile keys move to old-TIME/ in the
-profile. The keys then work on this machine only.
+Logs in with the password and the profile's keys, and prints the
+account's fingerprint. With -new-keys it generates new keys and adds them
+as a new device of the account: your contacts and your other devices are
+told. If the profile had keys already, they move to old-TIME/ in the
+profile and their device is removed from the account (a reset: the old
+keys no longer sign in, and their sessions are closed); in a new profile
+(another machine) the account's other devices stay.
 ` + passwordText + exitText + `
 Flags:
 `,
@@ -277,12 +289,25 @@ current password in a pipe. It needs at least 8 characters.
 ` + exitText + `
 Flags:
 `,
+	cmdDevices: `Usage: chat devices -user NAME [-remove ID]
+
+Signs in as NAME with the profile's keys and lists NAME's current
+devices, one a line: id, fingerprint, date added, name, and "(this
+device)" for this profile's. Then the account's fingerprint, over all of
+them, as the result line. With -remove ID it removes that device instead
+(not this one: remove a device from another): the server closes every
+session of the removed device, and every other session of NAME but this
+one (chat on your other devices signs in again with its keys).
+` + exitText + `
+Flags:
+`,
 	cmdFingerprint: `Usage: chat fingerprint -user NAME [USER]
 
-Without USER, prints the fingerprint of your own keys, from the profile
-(no server needed). With USER, signs in as NAME and prints USER's
-fingerprint and key version as the server hands them out, checked here
-against USER's keys. Compare fingerprints with the person, out of band.
+Without USER, prints the fingerprint your account has while this
+profile's device is its only one, from the profile (no server needed).
+With USER, signs in as NAME and prints USER's fingerprint over all of
+USER's devices as the server hands them out, checked here against their
+keys. Compare fingerprints with the person, out of band.
 ` + exitText + `
 Flags:
 `,
@@ -339,6 +364,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 			return a.login(ctx)
 		case cmdPasswd:
 			return a.passwd(ctx)
+		case cmdDevices:
+			return a.devices(ctx)
 		default:
 			return a.fingerprint(ctx)
 		}

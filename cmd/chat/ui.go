@@ -212,15 +212,22 @@ func formatPresence(m *protocol.Message) string {
 	return line
 }
 
-// formatKeyChange renders a key_change event: user published new keys,
-// which the people who talk to them should check.
+// formatKeyChange renders a key_change event: user added or removed a
+// device, which the people who talk to them should check.
 func formatKeyChange(m *protocol.Message, self string) string {
-	if m.User == self {
-		return fmt.Sprintf("! your keys changed (version %d, fingerprint %s): if you did not replace them on another device, someone else has your password",
-			m.Version, clean(m.Fingerprint))
+	what := "keys changed"
+	switch m.Event {
+	case "device_added":
+		what = "device added"
+	case "device_removed":
+		what = "device removed"
 	}
-	return fmt.Sprintf("! %s's keys changed (version %d, fingerprint %s): compare with them before trusting",
-		clean(m.User), m.Version, clean(m.Fingerprint))
+	if m.User == self {
+		return fmt.Sprintf("! your keys changed (%s, fingerprint %s): if you did not add or remove a device, someone else has your password",
+			what, clean(m.Fingerprint))
+	}
+	return fmt.Sprintf("! %s's keys changed (%s, fingerprint %s): compare with them before trusting",
+		clean(m.User), what, clean(m.Fingerprint))
 }
 
 func stamp(ms int64) string {

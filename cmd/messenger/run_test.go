@@ -18,6 +18,7 @@ import (
 	"github.com/secure-messenger/messenger/internal/redistest"
 	"github.com/secure-messenger/messenger/internal/syncbuf"
 	"github.com/secure-messenger/messenger/pkg/client"
+	"github.com/secure-messenger/messenger/pkg/e2e"
 	"github.com/secure-messenger/messenger/pkg/protocol"
 )
 
@@ -306,7 +307,7 @@ func TestRunAccountsSurviveRestart(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if want, _ := bob.Fingerprint(); got.Fingerprint != want {
+		if want := soleDeviceFingerprint(t, bob); got.Fingerprint != want {
 			t.Fatalf("alice sees bob as %s, want %s", got.Fingerprint, want)
 		}
 		ca.Close()
@@ -324,7 +325,7 @@ func TestRunAccountsSurviveRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want, _ := bob.Fingerprint(); got.Fingerprint != want {
+	if want := soleDeviceFingerprint(t, bob); got.Fingerprint != want {
 		t.Fatalf("after restart alice sees bob as %s, want %s", got.Fingerprint, want)
 	}
 }
@@ -370,7 +371,7 @@ func TestRunRegisterPerAddr(t *testing.T) {
 	if _, err := n.dial(t).Register(ctx, alice, "alice's password"); err != nil {
 		t.Fatal(err)
 	}
-	bob := &client.Identity{User: "bob", Signing: alice.Signing, Encryption: alice.Encryption}
+	bob := &client.Identity{User: "bob", Device: uuid.New(), Signing: alice.Signing, Encryption: alice.Encryption}
 	if _, err := n.dial(t).Register(ctx, bob, "bob's password"); !errors.Is(err, protocol.CodeRateLimited) {
 		t.Fatalf("second registration from one address: %v, want rate_limited", err)
 	}
@@ -410,4 +411,19 @@ func TestRunLimitFlags(t *testing.T) {
 	if _, err := n.dial(t).Login(ctx, alice, "alice's password", false); !errors.Is(err, protocol.CodeRateLimited) {
 		t.Fatalf("login after one failure with MESSENGER_LOGIN_FAILURES_PER_USER=1: %v, want rate_limited", err)
 	}
+}
+
+// soleDeviceFingerprint is the user fingerprint of a user whose only
+// device is id (pkg/e2e's computation).
+func soleDeviceFingerprint(t *testing.T, id *client.Identity) protocol.Fingerprint {
+	t.Helper()
+	d, err := id.Public()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fp, err := e2e.UserFingerprint(id.User, []e2e.Device{d})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fp
 }

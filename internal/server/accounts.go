@@ -43,6 +43,8 @@ func storeError(err error) error {
 		return &requestError{protocol.CodeConflict, "already exists", err}
 	case errors.Is(err, store.ErrNotFound):
 		return &requestError{protocol.CodeNotFound, "not found", err}
+	case errors.Is(err, store.ErrLimit):
+		return &requestError{protocol.CodeLimitReached, "limit reached", err}
 	case errors.As(err, &fe):
 		return &requestError{protocol.CodeBadRequest, fe.Error(), err}
 	case errors.Is(err, store.ErrInvalid):
@@ -184,7 +186,7 @@ func (c *peer) register(ctx context.Context, m *protocol.Message) (err error) {
 	if err := password.Validate(m.Password); err != nil {
 		return fmt.Errorf("%w: %w", protocol.CodeBadRequest, err)
 	}
-	signing, err := m.Keys.Verify(m.User)
+	signing, deviceID, err := m.Keys.VerifyDevice(m.User)
 	if err != nil {
 		return err
 	}
@@ -211,15 +213,16 @@ func (c *peer) register(ctx context.Context, m *protocol.Message) (err error) {
 	if err != nil {
 		return storeError(err)
 	}
-	u, ks, err := c.srv.store.CreateUserWithKeys(ctx, store.User{Name: m.User, PasswordHash: hash}, keySet(uuid.Nil, m.Keys))
+	u, d, err := c.srv.store.CreateUserWithDevice(ctx, store.User{Name: m.User, PasswordHash: hash}, newDevice(uuid.Nil, deviceID, m.DeviceName, m.Keys))
 	if errors.Is(err, store.ErrConflict) {
+		// The name, or (by a client that reuses ids) the device id.
 		return &requestError{protocol.CodeConflict, "user name taken", err}
 	}
 	if err != nil {
 		return storeError(err)
 	}
 	c.log.Info().Str("user", u.Name).Msg("registered")
-	return c.authenticated(ctx, m, u, ks)
+	return c.authenticated(ctx, m, u, d)
 }
 
 func (c *peer) login(ctx context.Context, m *protocol.Message) (err error) {
@@ -247,11 +250,11 @@ func (c *peer) login(ctx context.Context, m *protocol.Message) (err error) {
 	if err != nil {
 		return storeError(err)
 	}
-	var ks store.KeySet
+	var d store.Device
 	if m.Keys != nil {
-		// A new device or a key reset: the password authorises new keys,
-		// which must sign this connection.
-		signing, err := m.Keys.Verify(u.Name)
+		// A new device: the password authorises its keys, which must sign
+		// this connection.
+		signing, deviceID, err := m.Keys.VerifyDevice(u.Name)
 		if err != nil {
 			return err
 		}
@@ -261,20 +264,23 @@ func (c *peer) login(ctx context.Context, m *protocol.Message) (err error) {
 		if err := challenge.verify(time.Now(), c.exporter, u.Name, m.Keys.Encryption, m.Proof); err != nil {
 			return err // not a failed password: not counted
 		}
-		if ks, u.Generation, err = c.srv.store.PublishKeys(ctx, keySet(u.ID, m.Keys)); err != nil {
+		d, err = c.srv.store.AddDevice(ctx, newDevice(u.ID, deviceID, m.DeviceName, m.Keys))
+		switch {
+		case errors.Is(err, store.ErrConflict):
+			return &requestError{protocol.CodeConflict, "device id already used", err}
+		case errors.Is(err, store.ErrLimit):
+			return &requestError{protocol.CodeLimitReached, fmt.Sprintf("at most %d devices", store.MaxDevicesPerUser), err}
+		case err != nil:
 			return storeError(err)
 		}
-		c.log.Info().Str("user", u.Name).Int("version", ks.Version).Msg("keys changed")
-		c.announceKeyChange(ctx, u, ks)
-		if ks.Version > 1 {
-			// This connection moves to the new generation first, so that
-			// the revocation spares it.
-			c.srv.logins.login(c, u.ID, u.Generation)
-			c.credentialsChanged(ctx, u.ID, u.Generation)
-		}
+		c.log.Info().Str("user", u.Name).Stringer("device", d.ID).Msg("device added")
+		c.announceKeyChange(ctx, u, d.ID, eventDeviceAdded)
 	} else {
-		if ks, err = c.verifyIdentity(ctx, u, m.Sig); err != nil {
+		switch d, err = c.verifyIdentity(ctx, u, m.Device, m.Sig); {
+		case errors.Is(err, errNoDevice):
 			return c.failedLogin(ctx, throttleLogin, m.User, "identity signature")
+		case err != nil:
+			return storeError(err)
 		}
 	}
 	if rehash {
@@ -284,7 +290,7 @@ func (c *peer) login(ctx context.Context, m *protocol.Message) (err error) {
 			}
 		}
 	}
-	return c.authenticated(ctx, m, u, ks)
+	return c.authenticated(ctx, m, u, d)
 }
 
 // auth authenticates a connection by the identity signature alone: what a
@@ -301,32 +307,23 @@ func (c *peer) auth(ctx context.Context, m *protocol.Message) (err error) {
 	if err != nil {
 		return storeError(err)
 	}
-	ks, err := c.verifyIdentity(ctx, u, m.Sig)
-	if errors.Is(err, protocol.CodeBadSignature) || errors.Is(err, protocol.CodeBadKey) || errors.Is(err, store.ErrNotFound) {
+	d, err := c.verifyIdentity(ctx, u, m.Device, m.Sig)
+	if errors.Is(err, errNoDevice) {
 		return c.failedLogin(ctx, throttleAuth, m.User, "identity signature")
 	}
 	if err != nil {
 		return storeError(err)
 	}
-	return c.authenticated(ctx, m, u, ks)
+	return c.authenticated(ctx, m, u, d)
 }
 
-// verifyIdentity checks sig against the user's current signing key.
-func (c *peer) verifyIdentity(ctx context.Context, u store.User, sig []byte) (store.KeySet, error) {
-	ks, err := c.srv.store.CurrentKeys(ctx, u.ID)
+// authenticated makes the connection and its session belong to u, logged
+// in with device d, and answers the request.
+func (c *peer) authenticated(ctx context.Context, m *protocol.Message, u store.User, d store.Device) error {
+	_, fp, err := c.directory(ctx, u)
 	if err != nil {
-		return ks, err
+		return err
 	}
-	pub, err := protocol.ParseRSAPublicKey(ks.SigningKey)
-	if err != nil {
-		return ks, err
-	}
-	return ks, protocol.VerifyClientAuth(pub, c.exporter, u.Name, sig)
-}
-
-// authenticated makes the connection and its session belong to u, and
-// answers the request.
-func (c *peer) authenticated(ctx context.Context, m *protocol.Message, u store.User, ks store.KeySet) error {
 	st := c.session
 	st.user, st.generation = u.ID, u.Generation
 	switch err := c.srv.sessions.refresh(ctx, c.sessionID, st); {
@@ -341,13 +338,14 @@ func (c *peer) authenticated(ctx context.Context, m *protocol.Message, u store.U
 	c.session = st
 	u.PasswordHash = ""
 	c.user = &u
+	c.device = d.ID
 	c.srv.logins.login(c, u.ID, u.Generation)
 	c.lastCheck = time.Now()
 	c.setName(u.Name)
 	c.log = c.log.With().Str("user", u.Name).Logger()
 	c.log.Info().Str("via", m.Type).Msg("authenticated")
-	c.reply(&protocol.Message{Type: protocol.MsgAuthed, Ref: m.ID, User: u.Name, Version: ks.Version,
-		Fingerprint: protocol.UserFingerprint(u.Name, ks.SigningKey, ks.EncryptionKey).String(), TS: time.Now().UnixMilli()})
+	c.reply(&protocol.Message{Type: protocol.MsgAuthed, Ref: m.ID, User: u.Name, Device: d.ID.String(),
+		Fingerprint: fp.String(), TS: time.Now().UnixMilli()})
 	return nil
 }
 
@@ -360,35 +358,12 @@ func (c *peer) lookup(ctx context.Context, m *protocol.Message) error {
 	if err != nil {
 		return storeError(err)
 	}
-	ks, err := c.srv.store.CurrentKeys(ctx, u.ID)
+	infos, fp, err := c.directory(ctx, u)
 	if err != nil {
-		return storeError(err)
+		return err
 	}
-	c.reply(&protocol.Message{Type: protocol.MsgKeys, Ref: m.ID, User: u.Name, Version: ks.Version,
-		Keys:        &protocol.KeyBundle{Signing: ks.SigningKey, Encryption: ks.EncryptionKey, SelfSignature: ks.SelfSignature},
-		Fingerprint: protocol.UserFingerprint(u.Name, ks.SigningKey, ks.EncryptionKey).String(), TS: time.Now().UnixMilli()})
+	c.reply(&protocol.Message{Type: protocol.MsgKeys, Ref: m.ID, User: u.Name, Devices: infos, Fingerprint: fp.String(), TS: time.Now().UnixMilli()})
 	return nil
-}
-
-// announceKeyChange tells the user's contacts, in every room the user is
-// in, that the keys changed: like Signal's "safety number changed".
-func (c *peer) announceKeyChange(ctx context.Context, u store.User, ks store.KeySet) {
-	rooms, err := c.srv.store.RoomsOf(ctx, u.ID)
-	if err != nil {
-		c.log.Warn().Err(err).Msg("key change: rooms")
-		return
-	}
-	fp := protocol.UserFingerprint(u.Name, ks.SigningKey, ks.EncryptionKey).String()
-	for _, r := range rooms {
-		ev := &protocol.Message{Type: protocol.MsgKeyChange, Room: r.Name, User: u.Name, Version: ks.Version, Fingerprint: fp, TS: time.Now().UnixMilli()}
-		payload, err := ev.Encode()
-		if err != nil {
-			continue
-		}
-		if err := c.srv.hub.Publish(ctx, r.Name, 0, payload); err != nil {
-			c.log.Warn().Err(err).Str("room", r.Name).Msg("key change: publish")
-		}
-	}
 }
 
 // rememberMembership records a logged-in user's join or leave in the
@@ -419,10 +394,6 @@ func (c *peer) rememberMembership(ctx context.Context, room string, join bool) e
 		return storeError(err)
 	}
 	return nil
-}
-
-func keySet(user uuid.UUID, k *protocol.KeyBundle) store.KeySet {
-	return store.KeySet{UserID: user, SigningKey: k.Signing, EncryptionKey: k.Encryption, SelfSignature: k.SelfSignature}
 }
 
 // clientIP returns the address of the client behind r: the connection's

@@ -8,6 +8,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/netip"
 	"path/filepath"
@@ -15,9 +16,12 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/google/uuid"
+
 	"github.com/secure-messenger/messenger/internal/password"
 	"github.com/secure-messenger/messenger/internal/store"
 	"github.com/secure-messenger/messenger/pkg/client"
+	"github.com/secure-messenger/messenger/pkg/e2e"
 	"github.com/secure-messenger/messenger/pkg/protocol"
 )
 
@@ -27,7 +31,9 @@ var (
 )
 
 // identity returns a 2048-bit identity for user, its keys drawn from a pool
-// made once per test binary (slot picks which pair).
+// made once per test binary (slot picks which pair). Its device id is
+// derived from user and slot, so that calling it again gives the same
+// device.
 func identity(t *testing.T, user string, slot int) *client.Identity {
 	t.Helper()
 	idOnce.Do(func() {
@@ -39,7 +45,31 @@ func identity(t *testing.T, user string, slot int) *client.Identity {
 			idKeys = append(idKeys, k)
 		}
 	})
-	return &client.Identity{User: user, Signing: idKeys[2*slot], Encryption: idKeys[2*slot+1]}
+	return &client.Identity{User: user, Device: testDeviceID(user, slot), Signing: idKeys[2*slot], Encryption: idKeys[2*slot+1]}
+}
+
+// testDeviceID is the device id of identity(t, user, slot).
+func testDeviceID(user string, slot int) uuid.UUID {
+	return uuid.NewSHA1(uuid.NameSpaceOID, fmt.Appendf(nil, "%s/%d", user, slot))
+}
+
+// userFingerprint is the user fingerprint of ids, all devices of one
+// user, as pkg/e2e computes it.
+func userFingerprint(t *testing.T, ids ...*client.Identity) protocol.Fingerprint {
+	t.Helper()
+	var ds []e2e.Device
+	for _, id := range ids {
+		d, err := id.Public()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ds = append(ds, d)
+	}
+	fp, err := e2e.UserFingerprint(ids[0].User, ds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fp
 }
 
 func authServer(t *testing.T, opts ...serverOption) *testServer {
@@ -70,9 +100,9 @@ func TestRegisterLookupAndMutualAuth(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		fp, _ := x.id.Fingerprint()
-		if r.Type != protocol.MsgAuthed || r.User != x.id.User || r.Version != 1 || r.Fingerprint != fp.String() {
-			t.Fatalf("register answer %+v, want authed v1 %s", r, fp)
+		fp := userFingerprint(t, x.id)
+		if r.Type != protocol.MsgAuthed || r.User != x.id.User || r.Device != x.id.Device.String() || r.Fingerprint != fp.String() {
+			t.Fatalf("register answer %+v, want authed by device %s, %s", r, x.id.Device, fp)
 		}
 	}
 	// Each sees the other's fingerprint, checked client-side.
@@ -80,7 +110,7 @@ func TestRegisterLookupAndMutualAuth(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want, _ := bob.Fingerprint(); got.Fingerprint != want {
+	if want := userFingerprint(t, bob); got.Fingerprint != want || len(got.Devices) != 1 || got.Devices[0].ID != bob.Device {
 		t.Fatalf("alice sees bob as %s, want %s", got.Fingerprint, want)
 	}
 	_, err = ca.Lookup(ctxT(t), "nobody")
@@ -215,24 +245,32 @@ func TestKeyChangeReachesContacts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	newFP, _ := device.Fingerprint()
-	if r.Version != 2 || r.Fingerprint != newFP.String() {
+	// The answer, and bob in the room they share, and alice's first device
+	// both there and directly, all have the device added and alice's new
+	// user fingerprint.
+	bothFP := userFingerprint(t, alice, device).String()
+	if r.Device != device.Device.String() || r.Fingerprint != bothFP {
 		t.Fatalf("login with new keys: %+v", r)
 	}
 	ev := next(t, cb, protocol.MsgKeyChange)
-	if ev.User != "alice" || ev.Version != 2 || ev.Fingerprint != newFP.String() || ev.Room != "team" {
+	if ev.User != "alice" || ev.Device != device.Device.String() || ev.Event != "device_added" || ev.Fingerprint != bothFP || ev.Room != "team" {
 		t.Fatalf("key change event %+v", ev)
 	}
-	// The old keys no longer authenticate; the new ones do.
-	_, err = ts.dial(t).Auth(ctxT(t), alice)
-	wantCode(t, err, protocol.CodeAuthFailed)
-	if _, err := ts.dial(t).Auth(ctxT(t), device); err != nil {
-		t.Fatal(err)
+	for range 2 {
+		ev := next(t, ca, protocol.MsgKeyChange)
+		if ev.User != "alice" || ev.Device != device.Device.String() || ev.Fingerprint != bothFP {
+			t.Fatalf("alice's first device was told %+v", ev)
+		}
+	}
+	// Both devices authenticate: a new device adds, it does not replace.
+	for _, id := range []*client.Identity{alice, device} {
+		if _, err := ts.dial(t).Auth(ctxT(t), id); err != nil {
+			t.Fatalf("auth as device %s: %v", id.Device, err)
+		}
 	}
 	u, _ := ts.store.UserByName(ctxT(t), "alice")
-	hist, err := ts.store.KeyHistory(ctxT(t), u.ID)
-	if err != nil || len(hist) != 2 {
-		t.Fatalf("key history: %d versions, %v", len(hist), err)
+	if ds, err := ts.store.DevicesOf(ctxT(t), u.ID); err != nil || len(ds) != 2 {
+		t.Fatalf("alice's devices: %d, %v", len(ds), err)
 	}
 }
 
@@ -274,6 +312,15 @@ func TestRegisterBadInput(t *testing.T) {
 		}, protocol.CodeBadSignature},
 		{"signature oversized", "alice", func(_ *client.Conn, m *protocol.Message) { m.Sig = make([]byte, 2000) }, protocol.CodeBadRequest},
 		{"keys missing", "alice", func(_ *client.Conn, m *protocol.Message) { m.Keys = nil }, protocol.CodeBadRequest},
+		{"bundle without a device id (version 1)", "alice", func(_ *client.Conn, m *protocol.Message) {
+			m.Keys, _ = protocol.NewKeyBundle("alice", alice.Signing, &alice.Encryption.PublicKey)
+		}, protocol.CodeBadKey},
+		{"version-1 self-signature with a device id", "alice", func(_ *client.Conn, m *protocol.Message) {
+			b, _ := protocol.NewKeyBundle("alice", alice.Signing, &alice.Encryption.PublicKey)
+			b.Device = m.Keys.Device
+			m.Keys = b
+		}, protocol.CodeBadSignature},
+		{"device id changed after signing", "alice", func(_ *client.Conn, m *protocol.Message) { m.Keys.Device = uuid.NewString() }, protocol.CodeBadSignature},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -283,7 +330,7 @@ func TestRegisterBadInput(t *testing.T) {
 			if !protocol.ValidUserName(bundleUser) {
 				bundleUser = "alice" // no bundle can name an invalid user; the request must still be refused
 			}
-			b, err := protocol.NewKeyBundle(bundleUser, id.Signing, &id.Encryption.PublicKey)
+			b, err := protocol.NewDeviceBundle(bundleUser, uuid.New(), id.Signing, &id.Encryption.PublicKey)
 			if err != nil {
 				t.Fatal(err)
 			}

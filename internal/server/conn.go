@@ -45,6 +45,7 @@ type peer struct {
 	ids       recentIDs     // reader goroutine only
 
 	user      *store.User   // reader goroutine only; nil while anonymous
+	device    uuid.UUID     // reader goroutine only: the device user logged in with; nil UUID after a resumption
 	challenge *keyChallenge // reader goroutine only; the outstanding key challenge
 
 	seal *protocol.RecordLayer // writer goroutine only
@@ -334,6 +335,10 @@ func (c *peer) handle(ctx context.Context, plaintext []byte) bool {
 		err = c.keyChallenge(ctx, m)
 	case protocol.MsgPasswd:
 		err = c.passwd(ctx, m)
+	case protocol.MsgDevices:
+		err = c.devices(ctx, m)
+	case protocol.MsgRemoveDevice:
+		err = c.removeDevice(ctx, m)
 	case protocol.MsgEnd:
 		if err := c.srv.sessions.end(ctx, c.sessionID); err != nil {
 			c.log.Error().Err(err).Msg("end session")

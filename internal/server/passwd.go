@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/secure-messenger/messenger/internal/password"
-	"github.com/secure-messenger/messenger/internal/store"
 	"github.com/secure-messenger/messenger/pkg/protocol"
 )
 
@@ -34,8 +33,8 @@ func (c *peer) passwd(ctx context.Context, m *protocol.Message) (err error) {
 	}
 	// The signature first: without the keys, nothing about the password is
 	// ever tested.
-	_, err = c.verifyIdentity(ctx, u, m.Sig)
-	if errors.Is(err, protocol.CodeBadSignature) || errors.Is(err, protocol.CodeBadKey) || errors.Is(err, store.ErrNotFound) {
+	_, err = c.verifyIdentity(ctx, u, m.Device, m.Sig)
+	if errors.Is(err, errNoDevice) {
 		return c.failedLogin(ctx, throttleLogin, m.User, "passwd: identity signature")
 	}
 	if err != nil {

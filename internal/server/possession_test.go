@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/secure-messenger/messenger/pkg/client"
 	"github.com/secure-messenger/messenger/pkg/protocol"
 )
@@ -128,7 +130,7 @@ func TestRegisterNeedsProofOfPossession(t *testing.T) {
 		if _, err := ts.dial(t).Register(ctxT(t), identity(t, "bob", 2), pw); err != nil {
 			t.Fatal(err)
 		}
-		bob := &client.Identity{User: "bob", Signing: alice.Signing, Encryption: alice.Encryption}
+		bob := &client.Identity{User: "bob", Device: uuid.New(), Signing: alice.Signing, Encryption: alice.Encryption}
 		c := ts.dial(t)
 		proof := proofOn(t, c, bob)
 		_, err := c.Request(ctxT(t), accountRequest(t, c, protocol.MsgRegister, bob, pw, proof))
@@ -149,7 +151,7 @@ func TestRegisterNeedsProofOfPossession(t *testing.T) {
 	// The session goes on after all that, and an honest register works.
 	c := ts.dial(t)
 	r, err := c.Request(ctxT(t), accountRequest(t, c, protocol.MsgRegister, alice, pw, proofOn(t, c, alice)))
-	if err != nil || r.Type != protocol.MsgAuthed || r.Version != 1 {
+	if err != nil || r.Type != protocol.MsgAuthed || r.Device != alice.Device.String() {
 		t.Fatalf("honest register: %+v, %v", r, err)
 	}
 }
@@ -179,7 +181,7 @@ func TestLoginWithNewKeysNeedsProofOfPossession(t *testing.T) {
 
 	proof := proofOn(t, c, device)
 	r, err := c.Request(ctxT(t), accountRequest(t, c, protocol.MsgLogin, device, pw, proof))
-	if err != nil || r.Version != 2 {
+	if err != nil || r.Device != device.Device.String() {
 		t.Fatalf("login with new keys and a proof: %+v, %v", r, err)
 	}
 	// The same proof again: the challenge is gone.
@@ -190,8 +192,9 @@ func TestLoginWithNewKeysNeedsProofOfPossession(t *testing.T) {
 		t.Fatalf("plain login: %v", err)
 	}
 	// And the client library runs the challenge by itself.
-	r, err = ts.dial(t).Login(ctxT(t), alice, pw, true)
-	if err != nil || r.Version != 3 {
+	third := identity(t, "alice", 2)
+	r, err = ts.dial(t).Login(ctxT(t), third, pw, true)
+	if err != nil || r.Device != third.Device.String() {
 		t.Fatalf("client Login publishing keys: %+v, %v", r, err)
 	}
 }

@@ -51,6 +51,7 @@ const revokedReason = "the account's password or keys changed: log in again"
 type logins struct {
 	log    zerolog.Logger
 	broker broker.Broker // the hub's, set by wrap when NewHub builds it
+	node   uuid.UUID     // random: tells this node's device changes from other nodes' (devices.go)
 
 	mu     sync.Mutex
 	byUser map[uuid.UUID]map[*peer]int64
@@ -58,7 +59,7 @@ type logins struct {
 }
 
 func newLogins(log zerolog.Logger) *logins {
-	return &logins{log: log, byUser: make(map[uuid.UUID]map[*peer]int64), userOf: make(map[*peer]uuid.UUID)}
+	return &logins{log: log, node: uuid.New(), byUser: make(map[uuid.UUID]map[*peer]int64), userOf: make(map[*peer]uuid.UUID)}
 }
 
 // wrap returns newBroker with a handler that takes revokeChannel's
@@ -66,8 +67,12 @@ func newLogins(log zerolog.Logger) *logins {
 func (r *logins) wrap(newBroker func(broker.Handler) (broker.Broker, error)) func(broker.Handler) (broker.Broker, error) {
 	return func(h broker.Handler) (broker.Broker, error) {
 		b, err := newBroker(func(channel string, payload []byte) {
-			if channel == revokeChannel {
+			switch channel {
+			case revokeChannel:
 				r.receive(payload)
+				return
+			case devicesChannel:
+				r.receiveDeviceChange(payload)
 				return
 			}
 			h(channel, payload)
@@ -84,6 +89,9 @@ func (r *logins) wrap(newBroker func(broker.Handler) (broker.Broker, error)) fun
 func (r *logins) subscribe(ctx context.Context) error {
 	if err := r.broker.Subscribe(ctx, revokeChannel); err != nil {
 		return fmt.Errorf("server: subscribe to revocations: %w", err)
+	}
+	if err := r.broker.Subscribe(ctx, devicesChannel); err != nil {
+		return fmt.Errorf("server: subscribe to device changes: %w", err)
 	}
 	return nil
 }

@@ -91,9 +91,10 @@ func wantTicketRevoked(t *testing.T, ts *testServer, ticket client.Ticket) {
 }
 
 // TestNewKeysRevokeSessions: an attacker who resumed alice's session with
-// a stolen ticket is shut out when alice publishes new keys: his open
-// connection is closed and the ticket no longer resumes. The connection
-// that published the keys stays, as does its session.
+// a stolen ticket is shut out when alice adds a new device and removes the
+// old one from it: his open connection is closed and the ticket no longer
+// resumes. The connection that removed the device stays, as does its
+// session. (Adding a device alone revokes nothing: TestAddDeviceKeepsSessions.)
 func TestNewKeysRevokeSessions(t *testing.T) {
 	ts := authServer(t)
 	device, attacker, ticket := stolenSession(t, ts)
@@ -110,9 +111,13 @@ func TestNewKeysRevokeSessions(t *testing.T) {
 	if _, err := reset.Auth(ctxT(t), identity(t, "alice", 0)); err != nil {
 		t.Fatal(err)
 	}
-	r, err := reset.Login(ctxT(t), identity(t, "alice", 2), "alice password", true)
-	if err != nil || r.Version != 2 {
-		t.Fatalf("login with new keys: %+v, %v", r, err)
+	fresh := identity(t, "alice", 2)
+	if _, err := reset.Login(ctxT(t), fresh, "alice password", true); err != nil {
+		t.Fatalf("login with new keys: %v", err)
+	}
+	stillWorks(t, attacker, "alice")
+	if err := reset.RemoveDevice(ctxT(t), fresh, identity(t, "alice", 0).Device); err != nil {
+		t.Fatalf("remove the old device: %v", err)
 	}
 
 	wantRevoked(t, attacker)

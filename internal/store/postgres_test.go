@@ -331,3 +331,46 @@ func TestPostgresUpgradeGivesGeneration(t *testing.T) {
 		t.Errorf("ChangePassword after the upgrade: %d, %v; want 2", g, err)
 	}
 }
+
+// TestPostgresUpgradeMakesDevices: as TestSQLiteUpgradeMakesDevices.
+func TestPostgresUpgradeMakesDevices(t *testing.T) {
+	ctx := context.Background()
+	dbURL := pgtest.URL(t)
+	ms, err := loadMigrations(migrationFiles, "migrations/postgres")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, pgCreateMigrationsTable); err != nil {
+		t.Fatal(err)
+	}
+	// Every migration before the one that made devices (0004).
+	for _, m := range ms[:3] {
+		if _, err := conn.Exec(ctx, m.sql); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := conn.Exec(ctx, `INSERT INTO schema_migrations (version) VALUES ($1)`, m.version); err != nil {
+			t.Fatal(err)
+		}
+	}
+	withKeys, without := uuid.New(), uuid.New()
+	for _, q := range []struct {
+		sql  string
+		args []any
+	}{
+		{`INSERT INTO users (id, name, password_hash, created_at) VALUES ($1, 'old', $2, now())`, []any{withKeys, []byte(testHash)}},
+		{`INSERT INTO users (id, name, password_hash, created_at) VALUES ($1, 'nokeys', $2, now())`, []any{without, []byte(testHash)}},
+		{`INSERT INTO key_sets VALUES ($1, 1, 'sig-1', 'enc-1', 'self-1', now())`, []any{withKeys}},
+		{`INSERT INTO key_sets VALUES ($1, 2, 'sig-2', 'enc-2', 'self-2', now())`, []any{withKeys}},
+	} {
+		if _, err := conn.Exec(ctx, q.sql, q.args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conn.Close(ctx)
+
+	checkUpgradedDevices(t, openPostgresTest(t, dbURL), withKeys, without)
+}

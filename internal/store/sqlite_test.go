@@ -418,3 +418,68 @@ func TestSQLiteSurvivesKill(t *testing.T) {
 		t.Errorf("after the kill: %+v at %+v; want the message %s at seq %d", ms, pos, id, seq)
 	}
 }
+
+// TestSQLiteUpgradeMakesDevices: a database made before devices existed
+// (migrations 1 to 4) turns each user's current key set, its highest
+// version, into the user's first device, with the user's id as device id;
+// a user without keys gets none.
+func TestSQLiteUpgradeMakesDevices(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "messenger.db")
+	ms, err := loadMigrations(migrationFiles, "migrations/sqlite")
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", path+"?"+sqliteWriterParams)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Every migration before the one that made devices (0004).
+	for _, m := range ms[:3] {
+		if err := applySQLite(ctx, db, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	withKeys, without := uuid.New(), uuid.New()
+	for _, q := range []struct {
+		sql  string
+		args []any
+	}{
+		{`INSERT INTO users (id, name, password_hash, created_at) VALUES (?, 'old', ?, 0)`, []any{withKeys, []byte(testHash)}},
+		{`INSERT INTO users (id, name, password_hash, created_at) VALUES (?, 'nokeys', ?, 0)`, []any{without, []byte(testHash)}},
+		{`INSERT INTO key_sets VALUES (?, 1, CAST('sig-1' AS BLOB), CAST('enc-1' AS BLOB), CAST('self-1' AS BLOB), 10)`, []any{withKeys}},
+		{`INSERT INTO key_sets VALUES (?, 2, CAST('sig-2' AS BLOB), CAST('enc-2' AS BLOB), CAST('self-2' AS BLOB), 20)`, []any{withKeys}},
+	} {
+		if _, err := db.ExecContext(ctx, q.sql, q.args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s := openSQLiteTest(t, path)
+	checkUpgradedDevices(t, s, withKeys, without)
+}
+
+// checkUpgradedDevices checks what TestSQLiteUpgradeMakesDevices and
+// TestPostgresUpgradeMakesDevices set up.
+func checkUpgradedDevices(t *testing.T, s Store, withKeys, without uuid.UUID) {
+	t.Helper()
+	ctx := context.Background()
+	ds, err := s.DevicesOf(ctx, withKeys)
+	if err != nil || len(ds) != 1 {
+		t.Fatalf("devices after the upgrade: %+v, %v; want one", ds, err)
+	}
+	d := ds[0]
+	if d.ID != withKeys || d.UserID != withKeys || d.Name != "" || string(d.SigningKey) != "sig-2" ||
+		string(d.EncryptionKey) != "enc-2" || string(d.SelfSignature) != "self-2" || !d.RemovedAt.IsZero() {
+		t.Errorf("migrated device %+v; want id = user id and the keys of version 2", d)
+	}
+	if ds, err := s.DevicesOf(ctx, without); err != nil || len(ds) != 0 {
+		t.Errorf("user without keys has devices %+v, %v", ds, err)
+	}
+	if _, err := s.AddDevice(ctx, testDevice(withKeys, "new")); err != nil {
+		t.Errorf("AddDevice after the upgrade: %v", err)
+	}
+}

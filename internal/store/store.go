@@ -80,14 +80,19 @@ type User struct {
 	CreatedAt time.Time
 	// Generation counts changes of the user's credentials: 1 when the user
 	// is created (a value passed to CreateUser is ignored), one more with
-	// every ChangePassword and every key version after the first that
-	// PublishKeys stores. The server seals it into a logged-in session, so
+	// every ChangePassword, every RemoveDevice, and every key version after
+	// the first that PublishKeys stores. The server seals it into a logged-in session, so
 	// that a change revokes every session logged in before it.
 	Generation int64
 }
 
 // KeySet is one version of a user's published public identity keys. The
 // store keeps every version; the current keys are the highest version.
+//
+// Key sets are what the server published before devices (devices.go):
+// migration 0004 made each user's current key set the user's first
+// device, and the server now reads and writes devices only. The key-set
+// methods stay, with their contract, for that history.
 type KeySet struct {
 	// UserID is the owner.
 	UserID uuid.UUID
@@ -124,6 +129,7 @@ type Room struct {
 // where those apply. Implementations are safe for concurrent use.
 type Store interface {
 	HistoryStore
+	DeviceStore
 
 	// CreateUser stores a new user and returns it with ID and CreatedAt
 	// filled in, Generation 1 and Name lower-cased. ErrConflict if the name

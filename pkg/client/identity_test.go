@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/google/uuid"
 )
 
 func TestIdentitySaveLoad(t *testing.T) {
@@ -18,7 +20,7 @@ func TestIdentitySaveLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id := &Identity{User: "alice", Signing: s, Encryption: e}
+	id := &Identity{User: "alice", Device: uuid.New(), Signing: s, Encryption: e}
 	dir := filepath.Join(t.TempDir(), "profiles", "alice")
 	if HasIdentity(dir) {
 		t.Fatal("empty profile has an identity")
@@ -39,7 +41,7 @@ func TestIdentitySaveLoad(t *testing.T) {
 		t.Fatalf("profile dir mode %v", st.Mode().Perm())
 	}
 	got, err := LoadIdentity(dir, "alice")
-	if err != nil || !got.Signing.Equal(s) || !got.Encryption.Equal(e) {
+	if err != nil || !got.Signing.Equal(s) || !got.Encryption.Equal(e) || got.Device != id.Device {
 		t.Fatalf("load: %v", err)
 	}
 	fp1, _ := id.Fingerprint()
@@ -73,5 +75,48 @@ func TestIdentitySaveLoad(t *testing.T) {
 	}
 	if _, err := NewIdentity("Not Valid", 2048); err == nil {
 		t.Fatal("NewIdentity accepted an invalid user name")
+	}
+}
+
+// TestLegacyProfileDevice: a profile saved before devices (no device
+// file) loads without a device id, cannot publish, and keeps the id it is
+// given once SaveDevice writes it; SaveDevice never changes an id.
+func TestLegacyProfileDevice(t *testing.T) {
+	s, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := (&Identity{User: "alice", Signing: s, Encryption: s}).Save(dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "device")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a device file for an identity without an id: %v", err)
+	}
+	id, err := LoadIdentity(dir, "alice")
+	if err != nil || id.Device != uuid.Nil {
+		t.Fatalf("load legacy: %v, device %s", err, id.Device)
+	}
+	if _, err := id.Bundle(); !errors.Is(err, ErrNoDeviceID) {
+		t.Fatalf("Bundle without a device id: %v", err)
+	}
+	id.Device = uuid.New()
+	if err := id.SaveDevice(dir); err != nil {
+		t.Fatal(err)
+	}
+	other := *id
+	other.Device = uuid.New()
+	if err := other.SaveDevice(dir); err != nil {
+		t.Fatal(err)
+	}
+	again, err := LoadIdentity(dir, "alice")
+	if err != nil || again.Device != id.Device {
+		t.Fatalf("reload: %v, device %s, want %s", err, again.Device, id.Device)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "device"), []byte("not a uuid\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadIdentity(dir, "alice"); err == nil {
+		t.Fatal("loaded a profile with a garbled device id")
 	}
 }

@@ -3,6 +3,8 @@ package client
 import (
 	"context"
 
+	"github.com/google/uuid"
+
 	"github.com/secure-messenger/messenger/pkg/protocol"
 )
 
@@ -22,6 +24,10 @@ func (c *Conn) ChangePassword(ctx context.Context, id *Identity, current, next s
 	if err != nil {
 		return err
 	}
-	_, err = c.Request(ctx, &protocol.Message{Type: protocol.MsgPasswd, User: id.User, Password: current, NewPassword: next, Sig: sig})
+	m := &protocol.Message{Type: protocol.MsgPasswd, User: id.User, Password: current, NewPassword: next, Sig: sig}
+	if id.Device != uuid.Nil {
+		m.Device = id.Device.String()
+	}
+	_, err = c.Request(ctx, m)
 	return err
 }

@@ -19,9 +19,13 @@ const (
 	MsgEnd   = "end"   // end the session: the server forgets it and closes
 
 	MsgRegister = "register" // create account User with Password and Keys; Sig proves the signing key
-	MsgLogin    = "login"    // log in as User with Password and Sig; new Keys replace the old ones
-	MsgAuth     = "auth"     // authenticate this connection as User by Sig alone
-	MsgLookup   = "lookup"   // fetch User's published keys
+	MsgLogin    = "login"    // log in as User with Password and Sig (by Device's key); new Keys add a device
+	MsgAuth     = "auth"     // authenticate this connection as User (Device) by Sig alone
+	MsgLookup   = "lookup"   // fetch User's current devices
+	// MsgDevices lists the devices of this connection's user; MsgRemoveDevice
+	// removes the user's device Device, signed like auth (Sig).
+	MsgDevices      = "devices"
+	MsgRemoveDevice = "remove_device"
 	// MsgKeyChallenge asks for a challenge to the encryption key Key, whose
 	// answer proves possession of it in the next register or login with
 	// Keys (docs/protocol.md §10.4).
@@ -42,9 +46,9 @@ const (
 	MsgPresence = "presence" // From joined or left Room (Event)
 	MsgError    = "error"    // request Ref failed with Code; Fatal ends the session
 
-	MsgAuthed    = "authed"     // answer to register/login/auth: User, Version, Fingerprint
-	MsgKeys      = "keys"       // answer to lookup: User, Keys, Version, Fingerprint
-	MsgKeyChange = "key_change" // User, who shares Room with you, published new keys (Version, Fingerprint)
+	MsgAuthed    = "authed"     // answer to register/login/auth: User, Device, Fingerprint (the device's)
+	MsgKeys      = "keys"       // answer to lookup and devices: User, Devices, Fingerprint (the user's)
+	MsgKeyChange = "key_change" // User, who shares Room with you (or is you), changed devices (Device, Fingerprint)
 	MsgChallenge = "challenge"  // answer to key_challenge: Wrapped
 )
 
@@ -99,6 +103,13 @@ type Message struct {
 	Sig         []byte `json:"sig,omitempty"`
 	Version     int    `json:"version,omitempty"`
 	Fingerprint string `json:"fingerprint,omitempty"`
+	// Device names a device (a UUID): the one auth, login and passwd sign
+	// with, the one remove_device removes, the one authed logged in.
+	Device string `json:"device,omitempty"`
+	// DeviceName labels the device register or login with Keys adds.
+	DeviceName string `json:"device_name,omitempty"`
+	// Devices are a user's current devices (answers keys).
+	Devices []DeviceInfo `json:"devices,omitempty"`
 
 	// Proof of possession of an encryption key (docs/protocol.md §10.4).
 	// Key is the PKIX DER of the encryption key a key_challenge is about.
@@ -312,6 +323,9 @@ func ValidateRequest(m *Message) error {
 		if m.Proof != nil && len(m.Proof) != ChallengeSize {
 			return fmt.Errorf("protocol: %s: proof of %d bytes, want %d: %w", m.Type, len(m.Proof), ChallengeSize, CodeBadRequest)
 		}
+		if err := validateDevice(m); err != nil {
+			return err
+		}
 	case MsgKeyChallenge:
 		if len(m.Key) == 0 {
 			return fmt.Errorf("protocol: key_challenge: key missing: %w", CodeBadRequest)
@@ -320,8 +334,45 @@ func ValidateRequest(m *Message) error {
 		if !ValidUserName(m.User) {
 			return fmt.Errorf("protocol: lookup: bad user name: %w", CodeBadRequest)
 		}
+	case MsgDevices:
+	case MsgRemoveDevice:
+		if !ValidUserName(m.User) {
+			return fmt.Errorf("protocol: remove_device: bad user name: %w", CodeBadRequest)
+		}
+		if _, err := ParseDeviceID(m.Device); err != nil {
+			return fmt.Errorf("protocol: remove_device: %w", err)
+		}
+		if len(m.Sig) == 0 || len(m.Sig) > MaxSignature {
+			return fmt.Errorf("protocol: remove_device: signature missing or too large: %w", CodeBadRequest)
+		}
 	default:
 		return fmt.Errorf("protocol: unknown request type %q: %w", m.Type, CodeBadRequest)
+	}
+	return nil
+}
+
+// validateDevice checks the device fields of register, login, auth and
+// passwd: a bundle (register, login with keys) carries its device id in
+// keys.device, checked with the bundle, and the request then has no device; otherwise device, if
+// present, names the signing device. device_name goes only with a bundle.
+func validateDevice(m *Message) error {
+	if m.Keys != nil {
+		// keys.device is part of the bundle, checked with it (bad_key).
+		if m.Device != "" {
+			return fmt.Errorf("protocol: %s: device goes in keys.device: %w", m.Type, CodeBadRequest)
+		}
+		if !ValidDeviceName(m.DeviceName) {
+			return fmt.Errorf("protocol: %s: device_name must be at most %d bytes of printable ASCII: %w", m.Type, MaxDeviceName, CodeBadRequest)
+		}
+		return nil
+	}
+	if m.DeviceName != "" {
+		return fmt.Errorf("protocol: %s: device_name goes only with keys: %w", m.Type, CodeBadRequest)
+	}
+	if m.Device != "" {
+		if _, err := ParseDeviceID(m.Device); err != nil {
+			return fmt.Errorf("protocol: %s: %w", m.Type, err)
+		}
 	}
 	return nil
 }

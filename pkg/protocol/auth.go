@@ -15,6 +15,12 @@ const (
 	ContextClientAuth = "messenger v1 client auth"
 	// ContextKeyBundle prefixes a key bundle's self-signature.
 	ContextKeyBundle = "messenger v1 key bundle"
+	// ContextDeviceBundle prefixes the self-signature of a device's key
+	// bundle: one that carries a device id (docs/protocol.md §10.1).
+	ContextDeviceBundle = "messenger v2 key bundle"
+	// ContextDeviceFingerprint prefixes the encoding a device fingerprint
+	// hashes; the same as pkg/e2e's (docs/e2e.md §3.1).
+	ContextDeviceFingerprint = "messenger v1 device"
 )
 
 // KeyBundle is a user's published public identity: an RSA-PSS signing key
@@ -22,6 +28,9 @@ const (
 // the signing key over both (and the user name), so that any client can
 // check a bundle the directory hands out.
 type KeyBundle struct {
+	// Device is the device's id, a UUID in canonical lower-case form,
+	// chosen by the client; empty in a bundle of version 1 (NewKeyBundle).
+	Device        string `json:"device,omitempty"`
 	Signing       []byte `json:"signing"`
 	Encryption    []byte `json:"encryption"`
 	SelfSignature []byte `json:"self_sig"`
@@ -81,6 +90,22 @@ func (k *KeyBundle) Verify(user string) (*rsa.PublicKey, error) {
 	if !ValidUserName(user) {
 		return nil, fmt.Errorf("protocol: key bundle for %q: not a valid user name: %w", user, CodeBadRequest)
 	}
+	sig, err := k.checkKeys(user)
+	if err != nil {
+		return nil, err
+	}
+	if err := VerifyTranscript(sig, ContextKeyBundle, bundleDigest(user, k.Signing, k.Encryption), k.SelfSignature); err != nil {
+		return nil, fmt.Errorf("protocol: key bundle self-signature: %w", CodeBadSignature)
+	}
+	return sig, nil
+}
+
+// checkKeys checks the user name, the sizes and both keys of k, and
+// returns the parsed signing key.
+func (k *KeyBundle) checkKeys(user string) (*rsa.PublicKey, error) {
+	if !ValidUserName(user) {
+		return nil, fmt.Errorf("protocol: key bundle for %q: not a valid user name: %w", user, CodeBadRequest)
+	}
 	if len(k.Signing) > MaxPublicKeySize || len(k.Encryption) > MaxPublicKeySize || len(k.SelfSignature) > 1024 {
 		return nil, fmt.Errorf("protocol: key bundle field too large: %w", CodeBadKey)
 	}
@@ -90,9 +115,6 @@ func (k *KeyBundle) Verify(user string) (*rsa.PublicKey, error) {
 	}
 	if _, err := ParseRSAPublicKey(k.Encryption); err != nil {
 		return nil, fmt.Errorf("encryption key: %w", err)
-	}
-	if err := VerifyTranscript(sig, ContextKeyBundle, bundleDigest(user, k.Signing, k.Encryption), k.SelfSignature); err != nil {
-		return nil, fmt.Errorf("protocol: key bundle self-signature: %w", CodeBadSignature)
 	}
 	return sig, nil
 }
