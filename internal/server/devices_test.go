@@ -2,16 +2,12 @@ package server
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
 	"path/filepath"
 	"testing"
 
 	"github.com/google/uuid"
 
-	"github.com/secure-messenger/messenger/internal/broker"
-	"github.com/secure-messenger/messenger/internal/ephemeral"
-	"github.com/secure-messenger/messenger/internal/redistest"
 	"github.com/secure-messenger/messenger/internal/store"
 	"github.com/secure-messenger/messenger/pkg/client"
 	"github.com/secure-messenger/messenger/pkg/protocol"
@@ -245,21 +241,7 @@ func TestDeviceLimit(t *testing.T) {
 // TestDeviceChangeAcrossNodes: a device added on node A is told to the
 // user's connection on node B, through the broker (Redis).
 func TestDeviceChangeAcrossNodes(t *testing.T) {
-	rc, prefix := redistest.Client(t)
-	sessionKey, brokerKey := make([]byte, 32), make([]byte, 32)
-	_, _ = rand.Read(sessionKey)
-	_, _ = rand.Read(brokerKey)
-	behindRedis := func(c *Config, d *Deps) {
-		rcfg := ephemeral.RedisConfig{Prefix: prefix}
-		d.SessionKey = sessionKey
-		d.Sessions = ephemeral.NewRedisSessionStore(rc, rcfg)
-		d.Limiter = ephemeral.NewRedisLimiter(rc, rcfg)
-		d.NewBroker = func(h broker.Handler) (broker.Broker, error) {
-			return broker.NewRedisBroker(rc, broker.RedisConfig{Prefix: prefix, Key: brokerKey}, h)
-		}
-	}
-	nodeA := authServer(t, behindRedis)
-	nodeB := authServer(t, behindRedis, func(_ *Config, d *Deps) { d.Store = nodeA.store })
+	nodeA, nodeB := twoNodes(t)
 
 	const pw = "alice password"
 	alice, laptop := identity(t, "alice", 0), identity(t, "alice", 1)

@@ -13,8 +13,10 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/secure-messenger/messenger/internal/broker"
 	"github.com/secure-messenger/messenger/internal/ephemeral"
 	"github.com/secure-messenger/messenger/internal/password"
+	"github.com/secure-messenger/messenger/internal/redistest"
 	"github.com/secure-messenger/messenger/internal/store"
 	"github.com/secure-messenger/messenger/internal/syncbuf"
 	"github.com/secure-messenger/messenger/pkg/client"
@@ -183,4 +185,33 @@ func waitEnd(t testing.TB, c *client.Conn) error {
 		t.Fatal("connection did not end")
 		return nil
 	}
+}
+
+// twoNodes starts two account servers that share one real Redis (sessions,
+// login counters, rate limits, broker) and one database, as two nodes of a
+// deployment behind a load balancer. It skips without Redis.
+func twoNodes(t *testing.T) (nodeA, nodeB *testServer) {
+	t.Helper()
+	rc, prefix := redistest.Client(t)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = redistest.DeletePrefix(ctx, rc, "rate:"+prefix) // redis_rate's own prefix first
+	})
+	sessionKey, brokerKey := make([]byte, 32), make([]byte, 32)
+	_, _ = rand.Read(sessionKey)
+	_, _ = rand.Read(brokerKey)
+	behindRedis := func(_ *Config, d *Deps) {
+		rcfg := ephemeral.RedisConfig{Prefix: prefix}
+		d.SessionKey = sessionKey
+		d.Sessions = ephemeral.NewRedisSessionStore(rc, rcfg)
+		d.Limiter = ephemeral.NewRedisLimiter(rc, rcfg)
+		d.Rates = ephemeral.NewRedisRateLimiter(rc, rcfg)
+		d.NewBroker = func(h broker.Handler) (broker.Broker, error) {
+			return broker.NewRedisBroker(rc, broker.RedisConfig{Prefix: prefix, Key: brokerKey}, h)
+		}
+	}
+	nodeA = authServer(t, behindRedis)
+	nodeB = authServer(t, behindRedis, func(_ *Config, d *Deps) { d.Store = nodeA.store })
+	return nodeA, nodeB
 }

@@ -1,15 +1,11 @@
 package server
 
 import (
-	"crypto/rand"
 	"errors"
 	"strings"
 	"testing"
 
-	"github.com/secure-messenger/messenger/internal/broker"
-	"github.com/secure-messenger/messenger/internal/ephemeral"
 	"github.com/secure-messenger/messenger/internal/password"
-	"github.com/secure-messenger/messenger/internal/redistest"
 	"github.com/secure-messenger/messenger/pkg/client"
 	"github.com/secure-messenger/messenger/pkg/protocol"
 )
@@ -292,21 +288,7 @@ func TestLostRevocationCaughtByCheck(t *testing.T) {
 // broker); a password change on node A closes alice's connection on node
 // B, and her session's ticket resumes on neither.
 func TestRevocationAcrossNodes(t *testing.T) {
-	rc, prefix := redistest.Client(t)
-	sessionKey, brokerKey := make([]byte, 32), make([]byte, 32)
-	_, _ = rand.Read(sessionKey)
-	_, _ = rand.Read(brokerKey)
-	behindRedis := func(c *Config, d *Deps) {
-		rcfg := ephemeral.RedisConfig{Prefix: prefix}
-		d.SessionKey = sessionKey
-		d.Sessions = ephemeral.NewRedisSessionStore(rc, rcfg)
-		d.Limiter = ephemeral.NewRedisLimiter(rc, rcfg)
-		d.NewBroker = func(h broker.Handler) (broker.Broker, error) {
-			return broker.NewRedisBroker(rc, broker.RedisConfig{Prefix: prefix, Key: brokerKey}, h)
-		}
-	}
-	nodeA := authServer(t, behindRedis)
-	nodeB := authServer(t, behindRedis, func(_ *Config, d *Deps) { d.Store = nodeA.store })
+	nodeA, nodeB := twoNodes(t)
 
 	alice := identity(t, "alice", 0)
 	if _, err := nodeA.dial(t).Register(ctxT(t), alice, "alice password"); err != nil {
