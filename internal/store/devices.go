@@ -113,3 +113,17 @@ func prepareDevice(d Device) (Device, error) {
 	d.RemovedAt = time.Time{}
 	return d, nil
 }
+
+// prepareUserWithDevice validates u and d for CreateUserWithDevice, in
+// both backends, and makes d the new user's.
+func prepareUserWithDevice(u User, d Device) (User, Device, error) {
+	u, err := prepareUser(u)
+	if err != nil {
+		return User{}, Device{}, fmt.Errorf("store: create user with device: %w", err)
+	}
+	d.UserID = u.ID
+	if d, err = prepareDevice(d); err != nil {
+		return User{}, Device{}, fmt.Errorf("store: create user with device: %w", err)
+	}
+	return u, d, nil
+}

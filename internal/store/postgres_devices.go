@@ -15,13 +15,9 @@ const pgDeviceColumns = `id, user_id, name, signing_key, encryption_key, self_si
 
 // CreateUserWithDevice implements DeviceStore.
 func (p *Postgres) CreateUserWithDevice(ctx context.Context, u User, d Device) (User, Device, error) {
-	u, err := prepareUser(u)
+	u, d, err := prepareUserWithDevice(u, d)
 	if err != nil {
-		return User{}, Device{}, fmt.Errorf("store: create user with device: %w", err)
-	}
-	d.UserID = u.ID
-	if d, err = prepareDevice(d); err != nil {
-		return User{}, Device{}, fmt.Errorf("store: create user with device: %w", err)
+		return User{}, Device{}, err
 	}
 	err = p.inTx(ctx, "create user with device", func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx,

@@ -15,13 +15,9 @@ const sqliteDeviceColumns = `id, user_id, name, signing_key, encryption_key, sel
 
 // CreateUserWithDevice implements DeviceStore.
 func (s *SQLite) CreateUserWithDevice(ctx context.Context, u User, d Device) (User, Device, error) {
-	u, err := prepareUser(u)
+	u, d, err := prepareUserWithDevice(u, d)
 	if err != nil {
-		return User{}, Device{}, fmt.Errorf("store: create user with device: %w", err)
-	}
-	d.UserID = u.ID
-	if d, err = prepareDevice(d); err != nil {
-		return User{}, Device{}, fmt.Errorf("store: create user with device: %w", err)
+		return User{}, Device{}, err
 	}
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
