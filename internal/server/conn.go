@@ -320,7 +320,23 @@ func (c *peer) handle(ctx context.Context, plaintext []byte) bool {
 			err = c.history(ctx, m)
 		}
 	case protocol.MsgRead:
-		err = c.markRead(ctx, m)
+		if m.Conv != "" {
+			err = c.convRead(ctx, m)
+		} else {
+			err = c.markRead(ctx, m)
+		}
+	case protocol.MsgConvOpen:
+		err = c.convOpen(ctx, m)
+	case protocol.MsgConvs:
+		err = c.convList(ctx, m)
+	case protocol.MsgConvPutKey:
+		err = c.convPutKey(ctx, m)
+	case protocol.MsgConvKeys:
+		err = c.convKeys(ctx, m)
+	case protocol.MsgConvSend:
+		err = c.convSend(ctx, m)
+	case protocol.MsgConvHistory:
+		err = c.convHistory(ctx, m)
 	case protocol.MsgRooms:
 		err = c.roomPositions(ctx, m)
 	case protocol.MsgRegister:

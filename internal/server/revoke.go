@@ -74,6 +74,9 @@ func (r *logins) wrap(newBroker func(broker.Handler) (broker.Broker, error)) fun
 			case devicesChannel:
 				r.receiveDeviceChange(payload)
 				return
+			case convChannel:
+				r.receiveConv(payload)
+				return
 			}
 			h(channel, payload)
 		})
@@ -92,6 +95,9 @@ func (r *logins) subscribe(ctx context.Context) error {
 	}
 	if err := r.broker.Subscribe(ctx, devicesChannel); err != nil {
 		return fmt.Errorf("server: subscribe to device changes: %w", err)
+	}
+	if err := r.broker.Subscribe(ctx, convChannel); err != nil {
+		return fmt.Errorf("server: subscribe to conversation deliveries: %w", err)
 	}
 	return nil
 }

@@ -37,6 +37,15 @@ const (
 	MsgHistory = "history" // a page of Room's stored messages (After or Before, Limit); the answer: Msgs, Seq, Head, Epoch, More
 	MsgRooms   = "rooms"   // the account's rooms with head and read position; the answer: Rooms
 
+	// Direct conversations (docs/protocol.md §11). read takes Conv in
+	// place of Room for a conversation's stream.
+	MsgConvOpen    = "conv_open"    // open (creating if need be) the conversation with User; the answer: conv
+	MsgConvs       = "convs"        // the account's conversations; the answer: convs (Convs)
+	MsgConvPutKey  = "conv_put_key" // store Envelope as key Version of Conv; the answer: ack (Conv, Version)
+	MsgConvKeys    = "conv_keys"    // Conv's key envelopes above Version; the answer: conv_keys (Envelopes)
+	MsgConvSend    = "conv_send"    // store and deliver Record in Conv; the answer: ack (Conv, Seq, Epoch)
+	MsgConvHistory = "conv_history" // a page of Conv's records (After or Before, Limit); the answer: history (Conv, Msgs of conv_msg)
+
 	// Server → client.
 	MsgReady    = "ready"    // first record after the handshake: Session
 	MsgAck      = "ack"      // the request Ref was carried out
@@ -50,6 +59,22 @@ const (
 	MsgKeys      = "keys"       // answer to lookup and devices: User, Devices, Fingerprint (the user's)
 	MsgKeyChange = "key_change" // User, who shares Room with you (or is you), changed devices (Device, Fingerprint)
 	MsgChallenge = "challenge"  // answer to key_challenge: Wrapped
+
+	MsgConv    = "conv"     // answer to conv_open: Conv, User (the peer), Version, Head, Epoch, Seq (read position)
+	MsgConvMsg = "conv_msg" // a record of Conv: From, Seq, Epoch, TS, Record
+	MsgConvKey = "conv_key" // a new key envelope of Conv: From, Version, TS, Envelope
+)
+
+// Limits of direct conversations (docs/protocol.md §11).
+const (
+	// MaxConvRecord bounds a conv_send's record, in bytes: at least the
+	// largest record pkg/e2e makes (e2e.MaxRecordSize).
+	MaxConvRecord = 20 << 10
+	// MaxConvEnvelope bounds a conv_put_key's envelope, in bytes, so that
+	// one envelope fits in a record in base64. pkg/e2e allows larger
+	// ones (64 devices of 8192-bit keys); 40 KiB holds 32 stanzas of
+	// 4096-bit keys.
+	MaxConvEnvelope = 40 << 10
 )
 
 // Limits on application messages.
@@ -147,6 +172,36 @@ type Message struct {
 	Msgs []*Message `json:"msgs,omitempty"`
 	// Rooms is the answer to a rooms request.
 	Rooms []RoomPosition `json:"rooms,omitempty"`
+
+	// Direct conversations (docs/protocol.md §11).
+	// Conv is a conversation's id: a UUID in canonical lower-case form.
+	Conv string `json:"conv,omitempty"`
+	// Record is a pkg/e2e record (conv_send, conv_msg), opaque to the
+	// server but for its header.
+	Record []byte `json:"record,omitempty"`
+	// Envelope is a pkg/e2e key envelope (conv_put_key, conv_key).
+	Envelope []byte `json:"envelope,omitempty"`
+	// Envelopes answer conv_keys, in ascending Version.
+	Envelopes []*Message `json:"envelopes,omitempty"`
+	// Convs answer a convs request.
+	Convs []ConvPosition `json:"convs,omitempty"`
+}
+
+// ConvPosition is one conversation of the account in a convs answer.
+type ConvPosition struct {
+	// Conv is the conversation's id.
+	Conv string `json:"conv"`
+	// User is the other user.
+	User string `json:"user"`
+	// Version is the latest key version (0: none yet).
+	Version int `json:"version"`
+	// Head is the last sequence number of its stream (0: no record yet).
+	Head int64 `json:"head"`
+	// Read is the account's read position (0: none); Head - Read records
+	// are unread.
+	Read int64 `json:"read"`
+	// Epoch is the stream's epoch.
+	Epoch string `json:"epoch,omitempty"`
 }
 
 // RoomPosition is one room of the account in a rooms answer.
@@ -278,7 +333,14 @@ func ValidateRequest(m *Message) error {
 			}
 		}
 	case MsgRead:
-		if !ValidName(m.Room) {
+		if m.Conv != "" {
+			if m.Room != "" {
+				return fmt.Errorf("protocol: read: room and conv exclude each other: %w", CodeBadRequest)
+			}
+			if err := validConv(m); err != nil {
+				return err
+			}
+		} else if !ValidName(m.Room) {
 			return fmt.Errorf("protocol: read: bad room name: %w", CodeBadRequest)
 		}
 		if m.Seq < 1 {
@@ -294,7 +356,51 @@ func ValidateRequest(m *Message) error {
 		if m.After != nil && *m.After < 0 || m.Before != nil && *m.Before < 0 || m.Limit < 0 {
 			return fmt.Errorf("protocol: history: after, before and limit must be >= 0: %w", CodeBadRequest)
 		}
-	case MsgRooms:
+	case MsgRooms, MsgConvs:
+	case MsgConvOpen:
+		if !ValidUserName(m.User) {
+			return fmt.Errorf("protocol: conv_open: bad user name: %w", CodeBadRequest)
+		}
+	case MsgConvPutKey:
+		if err := validConv(m); err != nil {
+			return err
+		}
+		if m.Version < 1 {
+			return fmt.Errorf("protocol: conv_put_key: version must be >= 1: %w", CodeBadRequest)
+		}
+		if len(m.Envelope) > MaxConvEnvelope {
+			return fmt.Errorf("protocol: conv_put_key: envelope of %d bytes, limit %d: %w", len(m.Envelope), MaxConvEnvelope, CodeTooLarge)
+		}
+		if len(m.Envelope) == 0 {
+			return fmt.Errorf("protocol: conv_put_key: envelope missing: %w", CodeBadRequest)
+		}
+	case MsgConvKeys:
+		if err := validConv(m); err != nil {
+			return err
+		}
+		if m.Version < 0 {
+			return fmt.Errorf("protocol: conv_keys: version must be >= 0: %w", CodeBadRequest)
+		}
+	case MsgConvSend:
+		if err := validConv(m); err != nil {
+			return err
+		}
+		if len(m.Record) > MaxConvRecord {
+			return fmt.Errorf("protocol: conv_send: record of %d bytes, limit %d: %w", len(m.Record), MaxConvRecord, CodeTooLarge)
+		}
+		if len(m.Record) == 0 {
+			return fmt.Errorf("protocol: conv_send: record missing: %w", CodeBadRequest)
+		}
+	case MsgConvHistory:
+		if err := validConv(m); err != nil {
+			return err
+		}
+		if m.After != nil && m.Before != nil {
+			return fmt.Errorf("protocol: conv_history: after and before exclude each other: %w", CodeBadRequest)
+		}
+		if m.After != nil && *m.After < 0 || m.Before != nil && *m.Before < 0 || m.Limit < 0 {
+			return fmt.Errorf("protocol: conv_history: after, before and limit must be >= 0: %w", CodeBadRequest)
+		}
 	case MsgEnd:
 	case MsgRegister, MsgLogin, MsgAuth, MsgPasswd:
 		if !ValidUserName(m.User) {
@@ -347,6 +453,15 @@ func ValidateRequest(m *Message) error {
 		}
 	default:
 		return fmt.Errorf("protocol: unknown request type %q: %w", m.Type, CodeBadRequest)
+	}
+	return nil
+}
+
+// validConv checks a request's conversation id: a UUID in canonical
+// lower-case form, not the nil UUID.
+func validConv(m *Message) error {
+	if u, err := uuid.Parse(m.Conv); err != nil || u.String() != m.Conv || u == uuid.Nil {
+		return fmt.Errorf("protocol: %s: conv must be a non-nil UUID in canonical lower-case form: %w", m.Type, CodeBadRequest)
 	}
 	return nil
 }
