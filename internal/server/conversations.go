@@ -1,6 +1,6 @@
 package server
 
-// Direct conversations (docs/protocol.md §11): two users, one stream
+// Direct conversations (docs/protocol.md §8.5): two users, one stream
 // "conv:<id>" of pkg/e2e records the server cannot read, and the key
 // envelopes that wrap each key version to every device of both. The
 // server checks who may touch a conversation and that what is stored is

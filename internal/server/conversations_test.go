@@ -7,6 +7,7 @@ import (
 	"crypto/rsa"
 	"encoding/base64"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -14,6 +15,9 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/secure-messenger/messenger/internal/broker"
+	"github.com/secure-messenger/messenger/internal/ephemeral"
+	"github.com/secure-messenger/messenger/internal/redistest"
 	"github.com/secure-messenger/messenger/internal/store"
 	"github.com/secure-messenger/messenger/pkg/client"
 	"github.com/secure-messenger/messenger/pkg/e2e"
@@ -419,38 +423,10 @@ func TestConversationMarker(t *testing.T) {
 		t.Fatalf("bob's history: %v", err)
 	}
 
-	forms := [][]byte{[]byte(marker)}
-	for _, f := range []string{
-		hex.EncodeToString([]byte(marker)),
-		base64.StdEncoding.EncodeToString([]byte(marker)),
-		base64.URLEncoding.EncodeToString([]byte(marker)),
-		base64.RawStdEncoding.EncodeToString([]byte(marker)),
-		base64.RawURLEncoding.EncodeToString([]byte(marker)),
-	} {
-		forms = append(forms, []byte(f))
-	}
-	// The middle of the phrase, so that base64 of it at another
-	// alignment is caught too.
-	mid := []byte(marker[7:43])
-	forms = append(forms, mid, []byte(hex.EncodeToString(mid)))
-	holds := func(data []byte) []byte {
-		for _, f := range forms {
-			if bytes.Contains(bytes.ToLower(data), bytes.ToLower(f)) {
-				return f
-			}
-		}
-		return nil
-	}
 	search := func(what string, data []byte) {
 		t.Helper()
-		if f := holds(data); f != nil {
+		if f := markerIn(marker, data); f != nil {
 			t.Errorf("%s holds the marker (as %q)", what, f)
-		}
-	}
-	// The search finds the marker where it is, in any of its forms.
-	for _, f := range forms {
-		if holds(append([]byte("x"), f...)) == nil {
-			t.Fatalf("the search misses %q", f)
 		}
 	}
 	files, _ := filepath.Glob(filepath.Join(dir, "messenger.db*"))
@@ -468,4 +444,156 @@ func TestConversationMarker(t *testing.T) {
 	search("what carol fetched", seen.Bytes())
 	b, _ := h.Encode()
 	search("bob's history answer", b)
+}
+
+// markerForms are the forms a marker phrase is searched for in: plain,
+// hex, and base64 (std and url alphabets) at each of the three
+// alignments it can have inside a larger encoded blob (the characters
+// that depend on the neighbouring bytes are cut off).
+func markerForms(marker string) [][]byte {
+	forms := [][]byte{[]byte(marker), []byte(hex.EncodeToString([]byte(marker)))}
+	for _, enc := range []*base64.Encoding{base64.RawStdEncoding, base64.RawURLEncoding} {
+		for k := range 3 {
+			e := enc.EncodeToString(append(make([]byte, k), marker...))
+			forms = append(forms, []byte(e[4:len(e)-4]))
+		}
+	}
+	return forms
+}
+
+// markerIn returns the form of marker that data holds, or nil.
+func markerIn(marker string, data []byte) []byte {
+	lower := bytes.ToLower(data)
+	for _, f := range markerForms(marker) {
+		if bytes.Contains(data, f) || bytes.Contains(lower, bytes.ToLower(f)) {
+			return f
+		}
+	}
+	return nil
+}
+
+// TestMarkerSearch: the search of TestConversationMarker finds the marker
+// in each of its forms, in the middle of other bytes.
+func TestMarkerSearch(t *testing.T) {
+	marker := "marker " + uuid.NewString() + " purple elephant"
+	for _, f := range markerForms(marker) {
+		if markerIn(marker, append(append([]byte("x"), f...), 'y')) == nil {
+			t.Fatalf("the search misses %q", f)
+		}
+	}
+	for i := range 3 {
+		for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding} {
+			b64 := enc.EncodeToString(append(append(make([]byte, i), marker...), 0xff, 0xfe))
+			if markerIn(marker, []byte(b64)) == nil {
+				t.Fatalf("the search misses base64 of the marker at offset %d", i)
+			}
+		}
+	}
+	if markerIn(marker, []byte("nothing here")) != nil {
+		t.Fatal("the search finds the marker where it is not")
+	}
+}
+
+// TestConversationLimits: the protocol's bound on a record carries the
+// largest record pkg/e2e makes.
+func TestConversationLimits(t *testing.T) {
+	if protocol.MaxConvRecord < e2e.MaxRecordSize {
+		t.Fatalf("MaxConvRecord %d < e2e.MaxRecordSize %d", protocol.MaxConvRecord, e2e.MaxRecordSize)
+	}
+}
+
+// TestConversationAcrossNodes: alice on node A, bob on node B (one
+// database, Redis for sessions, limits and the broker): bob's connection
+// receives alice's record through ctl:conv, and nothing in Redis, key or
+// value, holds the marker phrase she sent.
+func TestConversationAcrossNodes(t *testing.T) {
+	rc, prefix := redistest.Client(t)
+	sessionKey, brokerKey := make([]byte, 32), make([]byte, 32)
+	_, _ = rand.Read(sessionKey)
+	_, _ = rand.Read(brokerKey)
+	behindRedis := func(c *Config, d *Deps) {
+		withoutRateLimits(c, d)
+		rcfg := ephemeral.RedisConfig{Prefix: prefix}
+		d.SessionKey = sessionKey
+		d.Sessions = ephemeral.NewRedisSessionStore(rc, rcfg)
+		d.Limiter = ephemeral.NewRedisLimiter(rc, rcfg)
+		d.NewBroker = func(h broker.Handler) (broker.Broker, error) {
+			return broker.NewRedisBroker(rc, broker.RedisConfig{Prefix: prefix, Key: brokerKey}, h)
+		}
+	}
+	nodeA := authServer(t, behindRedis)
+	nodeB := authServer(t, behindRedis, func(_ *Config, d *Deps) { d.Store = nodeA.store })
+	alice, bob := identity(t, "alice", 0), identity(t, "bob", 1)
+	ca, cb := nodeA.dial(t), nodeB.dial(t)
+	if _, err := ca.Register(ctxT(t), alice, "alice password"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cb.Register(ctxT(t), bob, "bob password"); err != nil {
+		t.Fatal(err)
+	}
+	cva := openConv(t, ca, alice, "bob")
+	cvb := openConv(t, cb, bob, "alice")
+	marker := "marker " + uuid.NewString() + " across nodes"
+	if _, _, err := cva.SendText(ctxT(t), marker); err != nil {
+		t.Fatal(err)
+	}
+	if got := receive(t, cb, cvb); got.Text != marker || got.From != "alice" {
+		t.Fatalf("bob on node B got %+v", got)
+	}
+
+	ctx := ctxT(t)
+	var n int
+	iter := rc.Scan(ctx, 0, prefix+"*", 100).Iterator()
+	for iter.Next(ctx) {
+		key := iter.Val()
+		n++
+		if f := markerIn(marker, []byte(key)); f != nil {
+			t.Errorf("redis key %q holds the marker", key)
+		}
+		var vals []string
+		switch typ, _ := rc.Type(ctx, key).Result(); typ {
+		case "string":
+			v, _ := rc.Get(ctx, key).Result()
+			vals = []string{v}
+		case "hash":
+			m, _ := rc.HGetAll(ctx, key).Result()
+			for k, v := range m {
+				vals = append(vals, k, v)
+			}
+		case "list":
+			vals, _ = rc.LRange(ctx, key, 0, -1).Result()
+		case "set":
+			vals, _ = rc.SMembers(ctx, key).Result()
+		case "zset":
+			vals, _ = rc.ZRange(ctx, key, 0, -1).Result()
+		case "stream":
+			xs, _ := rc.XRange(ctx, key, "-", "+").Result()
+			for _, x := range xs {
+				for k, v := range x.Values {
+					vals = append(vals, k, fmt.Sprint(v))
+				}
+			}
+		default:
+			t.Errorf("redis key %q of type %q not searched", key, typ)
+		}
+		for _, v := range vals {
+			if f := markerIn(marker, []byte(v)); f != nil {
+				t.Errorf("redis key %q holds the marker (as %q)", key, f)
+			}
+		}
+	}
+	if err := iter.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if n == 0 {
+		t.Fatal("no redis keys under the test's prefix: nothing was searched")
+	}
+	search := func(what string, data []byte) {
+		t.Helper()
+		if f := markerIn(marker, data); f != nil {
+			t.Errorf("%s holds the marker (as %q)", what, f)
+		}
+	}
+	search("node A's log", []byte(nodeA.logs.String()))
+	search("node B's log", []byte(nodeB.logs.String()))
 }

@@ -1,6 +1,6 @@
 package client
 
-// Direct conversations (docs/protocol.md §11) on top of pkg/e2e: the
+// Direct conversations (docs/protocol.md §8.5) on top of pkg/e2e: the
 // server stores and delivers records and key envelopes it cannot read;
 // this side looks the devices up, pins them, makes and opens the keys,
 // and seals and opens the records.

@@ -37,7 +37,7 @@ const (
 	MsgHistory = "history" // a page of Room's stored messages (After or Before, Limit); the answer: Msgs, Seq, Head, Epoch, More
 	MsgRooms   = "rooms"   // the account's rooms with head and read position; the answer: Rooms
 
-	// Direct conversations (docs/protocol.md §11). read takes Conv in
+	// Direct conversations (docs/protocol.md §8.5). read takes Conv in
 	// place of Room for a conversation's stream.
 	MsgConvOpen    = "conv_open"    // open (creating if need be) the conversation with User; the answer: conv
 	MsgConvs       = "convs"        // the account's conversations; the answer: convs (Convs)
@@ -65,7 +65,7 @@ const (
 	MsgConvKey = "conv_key" // a new key envelope of Conv: From, Version, TS, Envelope
 )
 
-// Limits of direct conversations (docs/protocol.md §11).
+// Limits of direct conversations (docs/protocol.md §8.5).
 const (
 	// MaxConvRecord bounds a conv_send's record, in bytes: at least the
 	// largest record pkg/e2e makes (e2e.MaxRecordSize).
@@ -173,7 +173,7 @@ type Message struct {
 	// Rooms is the answer to a rooms request.
 	Rooms []RoomPosition `json:"rooms,omitempty"`
 
-	// Direct conversations (docs/protocol.md §11).
+	// Direct conversations (docs/protocol.md §8.5).
 	// Conv is a conversation's id: a UUID in canonical lower-case form.
 	Conv string `json:"conv,omitempty"`
 	// Record is a pkg/e2e record (conv_send, conv_msg), opaque to the
