@@ -53,6 +53,7 @@ const (
 	cmdFingerprint = "fingerprint"
 	cmdPasswd      = "passwd"
 	cmdDevices     = "devices"
+	cmdSafety      = "safety"
 )
 
 // options are the client's settings, from flags and their environment
@@ -75,6 +76,7 @@ type options struct {
 
 	newPasswordFile string // passwd -new-password-file
 	remove          string // devices -remove
+	to              string // -to: a direct conversation with this user, lower-cased
 
 	sendSet   bool // -send was given: say send and exit
 	listenSet bool // -listen (or MESSENGER_LISTEN) was given
@@ -92,7 +94,7 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	o := &options{}
 	if len(args) > 0 {
 		switch args[0] {
-		case cmdRegister, cmdLogin, cmdFingerprint, cmdPasswd, cmdDevices:
+		case cmdRegister, cmdLogin, cmdFingerprint, cmdPasswd, cmdDevices, cmdSafety:
 			o.cmd, args = args[0], args[1:]
 		}
 	}
@@ -121,6 +123,7 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 		fs.BoolVar(&o.json, "json", ev.Bool("MESSENGER_JSON", false), "print every received event as one JSON line on stdout (MESSENGER_JSON)")
 		fs.DurationVar(&o.listen, "listen", ev.Duration("MESSENGER_LISTEN", 0), "do not read commands: stay joined this long, then exit; 0 means until end of input or a signal (MESSENGER_LISTEN)")
 		fs.StringVar(&o.send, "send", "", "join, say `TEXT`, wait for the server's acknowledgement and exit")
+		fs.StringVar(&o.to, "to", env("MESSENGER_TO", ""), "talk with this `USER` in a direct, end-to-end encrypted conversation instead of a room; needs -user (MESSENGER_TO)")
 	case cmdRegister, cmdLogin:
 		fs.StringVar(&o.passwordFile, "password-file", env("MESSENGER_PASSWORD_FILE", ""), "read the password from the first line of this `file` (MESSENGER_PASSWORD_FILE)")
 		fs.IntVar(&o.keyBits, "key-bits", ev.Int("MESSENGER_KEY_BITS", client.DefaultIdentityBits), "size of new RSA keys: 2048, 3072 or 4096 (MESSENGER_KEY_BITS)")
@@ -151,7 +154,10 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 		o.listenSet = true
 	}
 	rest := fs.Args()
-	if o.cmd == cmdFingerprint && len(rest) > 0 {
+	if o.cmd == cmdSafety && len(rest) == 0 {
+		errs = append(errs, errors.New("chat safety: name the other USER"))
+	}
+	if (o.cmd == cmdFingerprint || o.cmd == cmdSafety) && len(rest) > 0 {
 		o.lookup, rest = strings.ToLower(rest[0]), rest[1:]
 		if !protocol.ValidUserName(o.lookup) {
 			errs = append(errs, fmt.Errorf("user %q: %s", o.lookup, userRule))
@@ -171,6 +177,17 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	if o.needsServer() {
 		if o.host, err = parseServer(o.server); err != nil {
 			errs = append(errs, err)
+		}
+	}
+	o.to = strings.ToLower(o.to)
+	if o.to != "" {
+		switch {
+		case !protocol.ValidUserName(o.to):
+			errs = append(errs, fmt.Errorf("-to %q: %s", o.to, userRule))
+		case o.user == "":
+			errs = append(errs, errors.New("-to needs -user: a direct conversation is between accounts"))
+		case o.to == o.user:
+			errs = append(errs, errors.New("-to: a conversation is with someone else"))
 		}
 	}
 	if o.cmd == cmdChat && !protocol.ValidName(o.room) {
@@ -240,6 +257,8 @@ var usageText = map[string]string{
        chat passwd -user NAME                change the password
        chat fingerprint -user NAME [USER]    your key fingerprint, or USER's
        chat devices -user NAME [-remove ID]  list (or remove) your devices
+       chat -user NAME -to USER [flags]      talk with USER, end-to-end encrypted
+       chat safety -user NAME USER           the safety number of NAME and USER
        chat COMMAND -h                       COMMAND's flags
 
 Joins a room on a messenger server. With -user it signs in with the keys
@@ -248,6 +267,14 @@ anonymously. Interactively, each line typed is sent to the room and what
 others say is printed; /help lists the commands. -send says one message
 and exits; -listen (with -json for scripts) prints what arrives for a
 while without reading commands.
+
+With -to USER, chat opens the direct conversation of -user and USER
+instead: end-to-end encrypted, so the server stores and relays only
+ciphertext. It shows what arrived while you were away, then what
+arrives; each line typed is sent to USER. The devices of both users are
+pinned on first use in the profile's contacts file; a message from a
+device that was not pinned shows as UNVERIFIED (compare the safety
+number). -send and -listen (with -json) work as in a room.
 ` + exitText + `
 Flags:
 `,
@@ -298,6 +325,16 @@ them, as the result line. With -remove ID it removes that device instead
 (not this one: remove a device from another): the server closes every
 session of the removed device, and every other session of NAME but this
 one (chat on your other devices signs in again with its keys).
+` + exitText + `
+Flags:
+`,
+	cmdSafety: `Usage: chat safety -user NAME USER
+
+Signs in as NAME and prints the safety number of NAME and USER: 60
+digits computed here from both users' devices as the server lists them
+(their fingerprints checked against their keys). USER runs chat safety
+-user USER NAME; if the two numbers match, read out in person or on a
+call, nobody added or swapped a device of either of you.
 ` + exitText + `
 Flags:
 `,
@@ -366,6 +403,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 			return a.passwd(ctx)
 		case cmdDevices:
 			return a.devices(ctx)
+		case cmdSafety:
+			return a.safety(ctx)
 		default:
 			return a.fingerprint(ctx)
 		}
@@ -379,6 +418,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		if o.name != "" {
 			u.status("note: -name is ignored with -user: you speak as %s", o.user)
 		}
+	}
+	if o.to != "" {
+		return direct(ctx, o, u, home, id, stdin)
 	}
 	tr, err := newTrust(o, home)
 	if err != nil {

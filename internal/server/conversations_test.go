@@ -10,8 +10,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -416,6 +418,16 @@ func TestConversationMarker(t *testing.T) {
 			seen.Write(b)
 		}
 	}
+	// And whatever the server pushed to carol meanwhile.
+	for drained := false; !drained; {
+		select {
+		case m := <-u.cc.Messages():
+			b, _ := m.Encode()
+			seen.Write(b)
+		default:
+			drained = true
+		}
+	}
 	// bob's own history, to check that the search finds what is there:
 	// the record, not the marker.
 	h, err := u.cb1.Request(ctxT(t), &protocol.Message{Type: protocol.MsgConvHistory, Conv: cva.ID().String(), After: &zero})
@@ -596,4 +608,52 @@ func TestConversationAcrossNodes(t *testing.T) {
 	}
 	search("node A's log", []byte(nodeA.logs.String()))
 	search("node B's log", []byte(nodeB.logs.String()))
+}
+
+// TestConversationSendRate: conv_send counts against the sender's send
+// rate, as a room send does: past the burst, rate_limited, and nothing is
+// stored.
+func TestConversationSendRate(t *testing.T) {
+	// Opening takes one send of the burst (conv_open) and alice's key
+	// version another; three records fit, the fourth does not.
+	ts := authServer(t, withoutRateLimits, func(c *Config, _ *Deps) {
+		c.Limits.SendRate = ephemeral.Rate{Limit: 1, Per: time.Hour, Burst: 5}
+	})
+	u := registerConvUsers(t, ts)
+	cva := openConv(t, u.ca, u.alice, "bob")
+	var err error
+	for i := 0; i < 10 && err == nil; i++ {
+		_, _, err = cva.SendText(ctxT(t), "again")
+	}
+	wantCode(t, err, protocol.CodeRateLimited)
+	zero := int64(0)
+	h, err := u.ca.Request(ctxT(t), &protocol.Message{Type: protocol.MsgConvHistory, Conv: cva.ID().String(), After: &zero})
+	if err != nil || len(h.Msgs) != 3 {
+		t.Fatalf("history after the limit: %d records, %v; want 3", len(h.Msgs), err)
+	}
+}
+
+// TestConversationHistoryFitsARecord: a page of large records is cut to
+// fit one record, with more set, keeping the oldest of an after page.
+func TestConversationHistoryFitsARecord(t *testing.T) {
+	ts := authServer(t, withoutRateLimits)
+	u := registerConvUsers(t, ts)
+	cva := openConv(t, u.ca, u.alice, "bob")
+	big := strings.Repeat("x", e2e.MaxPlaintext)
+	var seqs []int64
+	for range 5 {
+		_, sent, err := cva.SendText(ctxT(t), big)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seqs = append(seqs, sent.Seq)
+	}
+	zero := int64(0)
+	h, err := u.cb1.Request(ctxT(t), &protocol.Message{Type: protocol.MsgConvHistory, Conv: cva.ID().String(), After: &zero})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(h.Msgs) == 0 || len(h.Msgs) >= len(seqs) || !h.More || h.Msgs[0].Seq != seqs[0] || h.Head != seqs[len(seqs)-1] {
+		t.Fatalf("page of %d records, more %v, head %d; want the oldest, cut, more", len(h.Msgs), h.More, h.Head)
+	}
 }
