@@ -55,9 +55,11 @@ func start(t *testing.T, env map[string]string, args ...string) *node {
 	})
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		if m := listenRE.FindStringSubmatch(out.String()); m != nil {
+		// run prints the address and then the fingerprint: wait for both.
+		text := out.String()
+		if m, f := listenRE.FindStringSubmatch(text), fpRE.FindStringSubmatch(text); m != nil && f != nil {
 			n.addr = m[1]
-			fp, err := protocol.ParseFingerprint(fpRE.FindStringSubmatch(out.String())[1])
+			fp, err := protocol.ParseFingerprint(f[1])
 			if err != nil {
 				t.Fatal(err)
 			}
