@@ -357,31 +357,11 @@ func (c *peer) convHistory(ctx context.Context, m *protocol.Message) error {
 	}
 	answer := &protocol.Message{Type: protocol.MsgHistory, Ref: m.ID, Conv: m.Conv, TS: time.Now().UnixMilli(), Head: pos.Seq, Epoch: pos.Epoch, More: len(msgs) == limit}
 	answer.Msgs = make([]*protocol.Message, len(msgs))
-	sizes := make([]int, len(msgs))
-	total := len(`,"msgs":[]`)
 	for i, sm := range msgs {
 		answer.Msgs[i] = convMessage(cv.ID, sm, pos.Epoch)
-		b, err := answer.Msgs[i].Encode()
-		if err != nil {
-			return protocol.CodeInternal
-		}
-		sizes[i] = len(b) + 1
-		total += sizes[i]
 	}
-	head, err := (&protocol.Message{Type: answer.Type, Ref: answer.Ref, Conv: answer.Conv, TS: answer.TS, Head: answer.Head, Epoch: answer.Epoch, More: true}).Encode()
-	if err != nil {
-		return protocol.CodeInternal
-	}
-	total += len(head)
-	for total > protocol.MaxPlaintext && len(answer.Msgs) > 0 {
-		answer.More = true
-		if m.After != nil {
-			total -= sizes[len(answer.Msgs)-1]
-			answer.Msgs = answer.Msgs[:len(answer.Msgs)-1]
-		} else {
-			total -= sizes[0]
-			sizes, answer.Msgs = sizes[1:], answer.Msgs[1:]
-		}
+	if err := fitPage(answer, m.After != nil); err != nil {
+		return err
 	}
 	c.reply(answer)
 	return nil

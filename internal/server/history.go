@@ -310,34 +310,11 @@ func (c *peer) history(ctx context.Context, m *protocol.Message) error {
 	}
 	answer := &protocol.Message{Type: protocol.MsgHistory, Ref: m.ID, Room: m.Room, TS: time.Now().UnixMilli(), Head: pos.Seq, Epoch: pos.Epoch, More: len(msgs) == limit}
 	answer.Msgs = make([]*protocol.Message, len(msgs))
-	sizes := make([]int, len(msgs))
-	total := len(`,"msgs":[]`)
 	for i, sm := range msgs {
 		answer.Msgs[i] = roomMessage(m.Room, sm)
-		b, err := answer.Msgs[i].Encode()
-		if err != nil {
-			return protocol.CodeInternal
-		}
-		sizes[i] = len(b) + 1
-		total += sizes[i]
 	}
-	head, err := (&protocol.Message{Type: answer.Type, Ref: answer.Ref, Room: answer.Room, TS: answer.TS, Head: answer.Head, Epoch: answer.Epoch, More: true}).Encode()
-	if err != nil {
-		return protocol.CodeInternal
-	}
-	total += len(head)
-	// Cut to one record: an "after" page keeps its oldest messages, the
-	// others their newest, so that paging on from the page's edge misses
-	// nothing.
-	for total > protocol.MaxPlaintext && len(answer.Msgs) > 0 {
-		answer.More = true
-		if m.After != nil {
-			total -= sizes[len(answer.Msgs)-1]
-			answer.Msgs = answer.Msgs[:len(answer.Msgs)-1]
-		} else {
-			total -= sizes[0]
-			sizes, answer.Msgs = sizes[1:], answer.Msgs[1:]
-		}
+	if err := fitPage(answer, m.After != nil); err != nil {
+		return err
 	}
 	c.reply(answer)
 	return nil
@@ -388,5 +365,39 @@ func (c *peer) roomPositions(ctx context.Context, m *protocol.Message) error {
 		answer.Rooms = append(answer.Rooms, rp)
 	}
 	c.reply(answer)
+	return nil
+}
+
+// fitPage cuts a history answer to what one record carries, setting More
+// when it cuts: a page read forwards (keepOldest) keeps its oldest
+// messages, the others their newest, so that paging on from the page's
+// edge misses nothing.
+func fitPage(answer *protocol.Message, keepOldest bool) error {
+	header := *answer
+	header.Msgs, header.More = nil, true
+	head, err := header.Encode()
+	if err != nil {
+		return protocol.CodeInternal
+	}
+	sizes := make([]int, len(answer.Msgs))
+	total := len(head) + len(`,"msgs":[]`)
+	for i, msg := range answer.Msgs {
+		b, err := msg.Encode()
+		if err != nil {
+			return protocol.CodeInternal
+		}
+		sizes[i] = len(b) + 1
+		total += sizes[i]
+	}
+	for total > protocol.MaxPlaintext && len(answer.Msgs) > 0 {
+		answer.More = true
+		if keepOldest {
+			total -= sizes[len(answer.Msgs)-1]
+			answer.Msgs = answer.Msgs[:len(answer.Msgs)-1]
+		} else {
+			total -= sizes[0]
+			sizes, answer.Msgs = sizes[1:], answer.Msgs[1:]
+		}
+	}
 	return nil
 }
