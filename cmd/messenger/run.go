@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/hkdf"
 	"crypto/sha256"
-	"encoding/binary"
 	"flag"
 	"fmt"
 	"io"
@@ -24,6 +23,7 @@ import (
 	"github.com/secure-messenger/messenger/internal/envflag"
 	"github.com/secure-messenger/messenger/internal/ephemeral"
 	"github.com/secure-messenger/messenger/internal/keyfile"
+	"github.com/secure-messenger/messenger/internal/keyring"
 	"github.com/secure-messenger/messenger/internal/password"
 	"github.com/secure-messenger/messenger/internal/server"
 	"github.com/secure-messenger/messenger/internal/store"
@@ -61,6 +61,7 @@ type options struct {
 	loginPerUser     int
 	loginPerAddr     int
 	loginWindow      time.Duration
+	storage          storageOptions
 }
 
 func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (*options, error) {
@@ -118,7 +119,11 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	fs.IntVar(&o.loginPerAddr, "login-failures-per-addr", envInt("MESSENGER_LOGIN_FAILURES_PER_ADDR", 50), "password logins, and apart signature logins, per client address (IPv6: per /64) that may fail within -login-window (MESSENGER_LOGIN_FAILURES_PER_ADDR)")
 	fs.DurationVar(&o.loginWindow, "login-window", envDur("MESSENGER_LOGIN_WINDOW", 15*time.Minute), "the window of the failed-login limits (MESSENGER_LOGIN_WINDOW)")
 	fs.IntVar(&o.registerPerAddr, "register-per-addr", envInt("MESSENGER_REGISTER_PER_ADDR", 10), "register requests allowed per client address (IPv6: per /64) per hour (MESSENGER_REGISTER_PER_ADDR)")
+	o.storage.addFlags(fs, ev)
 	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if err := o.storage.check(); err != nil {
 		return nil, err
 	}
 	for i, r := range rates {
@@ -191,17 +196,16 @@ func deriveKey(storage []byte, purpose string) []byte {
 // for a 2^-32 chance) without a record of which is which; a storage key
 // rotation can then hold both while the store rewraps.
 func messageKeyring(storage []byte) (*store.StaticKeyring, error) {
-	id := binary.BigEndian.Uint32(deriveKey(storage, "message key id"))
-	if id == 0 {
-		id = 1 // 0 is not a key id
-	}
-	return store.NewKeyring(map[uint32][]byte{id: deriveKey(storage, "stored messages")}, id)
+	return keyring.Single(storage).StoreKeyring()
 }
 
 // run is the whole server: it returns when ctx ends (after a graceful
 // shutdown) or on a start-up error. It prints "listening on ADDR" and the
 // identity fingerprint to stdout once it accepts connections.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == rotateCommand {
+		return runRotate(ctx, args[1:], getenv, stdout, stderr)
+	}
 	o, err := parseOptions(args, getenv, stderr)
 	if err != nil {
 		return err
@@ -267,12 +271,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		log.Info().Msg("ephemeral state in memory (no -redis)")
 	}
 
-	keyring, err := messageKeyring(storageKey)
+	keysCtx, stopKeys := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopKeys()
+	keys, err := openKeyring(keysCtx, keyringPath(o.storage.keyringFile, o.dataDir), storageKey, o.storage.keyringReload, log)
 	if err != nil {
 		return err
 	}
 	dbctx, cancelDB := context.WithTimeout(ctx, 30*time.Second)
-	db, err := store.Open(dbctx, o.dbURL, o.dataDir, store.WithKeyring(keyring))
+	db, err := store.Open(dbctx, o.dbURL, o.dataDir, store.WithKeyring(keys))
 	cancelDB()
 	if err != nil {
 		return fmt.Errorf("database: %w", err)

@@ -694,6 +694,14 @@ func testNoKeyring(t *testing.T, e historyEnv) {
 // reads work throughout, and afterwards with the new key alone.
 func testRewrap(t *testing.T, e historyEnv) {
 	ctx := context.Background()
+	usage := func(t *testing.T, want map[int64]int64) {
+		t.Helper()
+		got, err := e.s.KeyUsage(ctx)
+		if err != nil || got == nil || !maps.Equal(got, want) {
+			t.Errorf("KeyUsage = %v, %v; want %v", got, err, want)
+		}
+	}
+	usage(t, map[int64]int64{})
 	a, b := e.room(t, "a"), e.room(t, "b")
 	for i := range 3 {
 		mustAppend(t, e.s, newMessage(a, fmt.Sprint("a", i)))
@@ -711,6 +719,7 @@ func testRewrap(t *testing.T, e historyEnv) {
 	e.kr.add(2)
 	e.kr.use(2)
 	before[a] = append(before[a], mustAppend(t, e.s, newMessage(a, "a under key 2")))
+	usage(t, map[int64]int64{1: 5, 2: 1})
 	if _, err := e.s.Rewrap(ctx, 0); !errors.Is(err, ErrInvalid) {
 		t.Errorf("Rewrap(0): %v, want ErrInvalid", err)
 	}
@@ -737,6 +746,7 @@ func testRewrap(t *testing.T, e historyEnv) {
 	if want := []int{2, 2, 1, 0}; !reflect.DeepEqual(done, want) {
 		t.Errorf("Rewrap batches re-sealed %v, want %v", done, want)
 	}
+	usage(t, map[int64]int64{2: 6})
 	e.kr.remove(1)
 	readAll(t)
 	for stream, ms := range before {

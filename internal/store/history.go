@@ -257,6 +257,11 @@ type HistoryStore interface {
 	// under a key the keyring lacks with ErrUnknownKey; nothing of that
 	// batch is re-sealed.
 	Rewrap(ctx context.Context, batch int) (int, error)
+	// KeyUsage returns how many stored messages name each key id (ids
+	// that no message names are absent; empty, not nil, with no
+	// messages). It opens nothing and works without a keyring: what a
+	// key rotation checks before a key is removed from the keyring.
+	KeyUsage(ctx context.Context) (map[int64]int64, error)
 
 	// SetReadPosition records that user has received the stream up to seq.
 	// The position only moves forward: a seq at or below the recorded one
