@@ -25,6 +25,7 @@ import (
 	"github.com/secure-messenger/messenger/internal/keyfile"
 	"github.com/secure-messenger/messenger/internal/keyring"
 	"github.com/secure-messenger/messenger/internal/password"
+	"github.com/secure-messenger/messenger/internal/retention"
 	"github.com/secure-messenger/messenger/internal/server"
 	"github.com/secure-messenger/messenger/internal/store"
 	"github.com/secure-messenger/messenger/pkg/protocol"
@@ -285,6 +286,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	closers = append(closers, db.Close)
 	deps.Store = db
+	pruneCtx, stopPruning := context.WithCancel(ctx)
+	pruned := make(chan struct{})
+	go func() {
+		defer close(pruned)
+		retention.Run(pruneCtx, db, o.storage.rules, o.storage.retentionInterval, log)
+	}()
+	defer func() { stopPruning(); <-pruned }()
 	hp := password.Params{Memory: uint32(o.argonMemory), Time: uint32(o.argonTime)}
 	if err := hp.Check(); err != nil {
 		return fmt.Errorf("argon2 parameters: %w", err)

@@ -297,6 +297,20 @@ type HistoryStore interface {
 	ConversationKeys(ctx context.Context, conversation uuid.UUID, sinceVersion int) ([]ConversationKey, error)
 }
 
+// CanonicalStream validates a stream name and returns it canonical: a
+// room name lower-cased, a conversation id in canonical UUID form. An
+// invalid name is ErrInvalid.
+func CanonicalStream(name string) (string, error) {
+	s, err := checkStream(name)
+	if err != nil {
+		return "", fmt.Errorf("store: %w", err)
+	}
+	return s, nil
+}
+
+// IsConversationStream reports whether a stream name is a conversation's.
+func IsConversationStream(name string) bool { return strings.HasPrefix(name, convStreamPrefix) }
+
 // checkStream validates a stream name and returns it canonical: a room
 // name lower-cased, a conversation id in canonical UUID form.
 func checkStream(name string) (string, error) {
