@@ -367,9 +367,24 @@ func (c *peer) lookup(ctx context.Context, m *protocol.Message) error {
 }
 
 // rememberMembership records a logged-in user's join or leave in the
-// durable store, creating the room on first join.
+// durable store, creating the room on first join. An anonymous join
+// creates the room (without a creator, and records no membership), so
+// that rooms only anonymous connections use keep a history too.
 func (c *peer) rememberMembership(ctx context.Context, room string, join bool) error {
 	if c.user == nil {
+		if !join {
+			return nil
+		}
+		_, err := c.srv.store.RoomByName(ctx, room)
+		if errors.Is(err, store.ErrNotFound) {
+			_, err = c.srv.store.CreateRoom(ctx, store.Room{Name: room})
+			if errors.Is(err, store.ErrConflict) { // created meanwhile by someone else
+				err = nil
+			}
+		}
+		if err != nil {
+			return storeError(err)
+		}
 		return nil
 	}
 	r, err := c.srv.store.RoomByName(ctx, room)

@@ -116,6 +116,7 @@ var historyCases = []struct {
 	run  func(t *testing.T, e historyEnv)
 }{
 	{"AppendAndRead", testAppendAndRead},
+	{"AnonymousRoom", testAnonymousRoom},
 	{"AppendIsIdempotent", testAppendIsIdempotent},
 	{"AppendInvalid", testAppendInvalid},
 	{"ConcurrentAppend", testConcurrentAppend},
@@ -556,6 +557,27 @@ func testSealedAtRest(t *testing.T, e historyEnv) {
 // testTamperedRows: a row altered in any column, moved, swapped or
 // re-keyed behind the store's back fails on read with ErrCorrupt (or, for
 // a key id the keyring lacks, ErrUnknownKey), and never reads as a message.
+// testAnonymousRoom: a room no account created (CreatedBy uuid.Nil, as
+// an anonymous connection makes it) reads back so, and keeps a history
+// like any other, anonymous senders included.
+func testAnonymousRoom(t *testing.T, e historyEnv) {
+	ctx := context.Background()
+	r, err := e.s.CreateRoom(ctx, Room{Name: "Drop-In"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := e.s.RoomByName(ctx, "drop-in"); err != nil || got != r || got.CreatedBy != uuid.Nil {
+		t.Fatalf("RoomByName = %+v, %v; want %+v with no creator", got, err, r)
+	}
+	stream := RoomStream(r.Name)
+	m := newMessage(stream, "from nobody")
+	m.Sender, m.SenderName = uuid.Nil, "guest"
+	stored := mustAppend(t, e.s, m)
+	if got, pos := mustHistory(t, e.s, stream, HistoryQuery{}); !reflect.DeepEqual(got, []StoredMessage{stored}) || pos.Seq != 1 || !isEpoch(pos.Epoch) {
+		t.Errorf("History = %+v at %+v; want the one message", got, pos)
+	}
+}
+
 func testTamperedRows(t *testing.T, e historyEnv) {
 	ctx := context.Background()
 	e.kr.add(2)      // a second key the keyring holds, but does not seal with

@@ -271,7 +271,7 @@ func (p *Postgres) CreateRoom(ctx context.Context, r Room) (Room, error) {
 	err = p.with(ctx, "create room", func(c pgQuerier) error {
 		_, err := c.Exec(ctx,
 			`INSERT INTO rooms (id, name, created_by, created_at) VALUES ($1, $2, $3, $4)`,
-			r.ID, r.Name, r.CreatedBy, r.CreatedAt)
+			r.ID, r.Name, roomCreator(r.CreatedBy), r.CreatedAt)
 		return err
 	})
 	if err != nil {
@@ -435,10 +435,14 @@ func scanPgKeySet(row pgx.Row) (KeySet, error) {
 }
 
 func scanPgRoom(row pgx.Row) (Room, error) {
-	var r Room
-	if err := row.Scan(&r.ID, &r.Name, &r.CreatedBy, &r.CreatedAt); err != nil {
+	var (
+		r       Room
+		creator uuid.NullUUID
+	)
+	if err := row.Scan(&r.ID, &r.Name, &creator, &r.CreatedAt); err != nil {
 		return Room{}, err
 	}
+	r.CreatedBy = creator.UUID
 	r.CreatedAt = r.CreatedAt.UTC()
 	return r, nil
 }
