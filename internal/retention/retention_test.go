@@ -210,3 +210,32 @@ type panicPruner struct{}
 func (panicPruner) PruneAll(context.Context, func(string) store.RetentionPolicy) (int, error) {
 	panic("PruneAll called with rules that keep everything")
 }
+
+// FuzzParseOverrides: whatever ParseOverrides accepts has no negative
+// limit and only canonical room streams; what it refuses is an error,
+// never a panic.
+func FuzzParseOverrides(f *testing.F) {
+	for _, s := range []string{"", "lobby=30d,1000", "a=keep;@conversations=,5", "x=720h", "=", ";;", "a=1d;A=2d"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, spec string) {
+		r, err := ParseOverrides(spec, store.RetentionPolicy{})
+		if err != nil {
+			return
+		}
+		check := func(p store.RetentionPolicy) {
+			if p.MaxAge < 0 || p.MaxCount < 0 {
+				t.Fatalf("ParseOverrides(%q) gave %+v", spec, p)
+			}
+		}
+		for stream, p := range r.Rooms {
+			if c, err := store.CanonicalStream(stream); err != nil || c != stream || store.IsConversationStream(stream) {
+				t.Fatalf("ParseOverrides(%q) gave stream %q", spec, stream)
+			}
+			check(p)
+		}
+		if r.Conversations != nil {
+			check(*r.Conversations)
+		}
+	})
+}
