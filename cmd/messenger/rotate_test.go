@@ -110,6 +110,39 @@ func TestRunRotateStorageKeyWhileServing(t *testing.T) {
 				t.Fatalf("before the rotation: %v, want one key id", old)
 			}
 
+			// A reader pages the room's newest messages throughout: rows
+			// under both keys read while the rotation runs.
+			cr := n.dial(t)
+			if _, err := cr.Auth(ctx, alice); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := cr.Join(ctx, "r", ""); err != nil {
+				t.Fatal(err)
+			}
+			go func() {
+				for range cr.Messages() {
+				}
+			}()
+			stopReader := make(chan struct{})
+			readerDone := make(chan error, 1)
+			go func() {
+				for pages := 0; ; pages++ {
+					select {
+					case <-stopReader:
+						readerDone <- nil
+						return
+					default:
+					}
+					page, err := cr.History(ctx, "r", client.HistoryQuery{Limit: 200})
+					if err == nil && len(page.Msgs) == 0 {
+						err = fmt.Errorf("an empty page")
+					}
+					if err != nil {
+						readerDone <- fmt.Errorf("history page %d during the rotation: %w", pages, err)
+						return
+					}
+				}
+			}()
 			stopWriter := make(chan struct{})
 			writerDone := make(chan error, 1)
 			go func() {
@@ -154,6 +187,10 @@ func TestRunRotateStorageKeyWhileServing(t *testing.T) {
 			if err := <-writerDone; err != nil {
 				t.Fatalf("sending during the rotation: %v", err)
 			}
+			close(stopReader)
+			if err := <-readerDone; err != nil {
+				t.Fatal(err)
+			}
 			// What a node wrote under the old key before it reloaded.
 			if out, err := rotate(ctx, env, "-rewrap"); err != nil {
 				t.Fatalf("rotate -rewrap: %v\n%s", err, out)
@@ -175,10 +212,8 @@ func TestRunRotateStorageKeyWhileServing(t *testing.T) {
 				t.Errorf("storage.key changed: %v", err)
 			}
 
-			// Every message reads through the running server (after it
-			// reloaded the keyring without the old key) and through a
-			// new one.
-			time.Sleep(300 * time.Millisecond) // > -storage-keyring-reload: the old key is gone on the server too
+			// Every message reads through the running server and through
+			// a new one, which has only the new key.
 			readAll := func(t *testing.T, c *client.Conn) {
 				t.Helper()
 				var got []string
