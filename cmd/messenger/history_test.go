@@ -155,6 +155,9 @@ func TestRunKillChild(t *testing.T) {
 		t.Skip("run by TestRunHistorySurvivesKill")
 	}
 	env := historyEnv(dir, os.Getenv(killDBEnv))
+	if v := os.Getenv("MESSENGER_STORAGE_KEYRING_RELOAD"); v != "" {
+		env["MESSENGER_STORAGE_KEYRING_RELOAD"] = v
+	}
 	err := run(context.Background(), []string{"-addr", "127.0.0.1:0"}, func(k string) string { return env[k] }, os.Stdout, os.Stderr)
 	t.Fatalf("run returned: %v", err)
 }
@@ -170,7 +173,7 @@ func TestRunHistorySurvivesKill(t *testing.T) {
 	for name, db := range historyBackends(t) {
 		t.Run(name, func(t *testing.T) {
 			dir, dbURL := t.TempDir(), db(t)
-			n, kill := startChild(t, dir, dbURL)
+			n, _, kill := startChild(t, dir, dbURL)
 			_, mids := offlineSetup(t, n, alice, bob)
 			kill() // SIGKILL, right after the last ack
 			checkAfterRestart(t, start(t, historyEnv(dir, dbURL), "-addr", "127.0.0.1:0"), alice, bob, mids)
@@ -179,14 +182,15 @@ func TestRunHistorySurvivesKill(t *testing.T) {
 }
 
 // startChild runs a server on dir and dbURL in a child process (the test
-// binary running TestRunKillChild, which calls run as main does) and
-// returns it once it listens, with kill, which SIGKILLs it and waits.
-func startChild(t *testing.T, dir, dbURL string) (*node, func()) {
+// binary running TestRunKillChild, which calls run as main does; env adds
+// MESSENGER_STORAGE_KEYRING_RELOAD=…) and returns it once it listens, with
+// the process and kill, which SIGKILLs it and waits.
+func startChild(t *testing.T, dir, dbURL string, env ...string) (*node, *exec.Cmd, func()) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	t.Cleanup(cancel)
 	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestRunKillChild$", "-test.count=1")
-	cmd.Env = append(os.Environ(), killChildEnv+"="+dir, killDBEnv+"="+dbURL)
+	cmd.Env = append(append(os.Environ(), killChildEnv+"="+dir, killDBEnv+"="+dbURL), env...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -215,7 +219,7 @@ func startChild(t *testing.T, dir, dbURL string) (*node, func()) {
 		for lines.Scan() {
 		}
 	}()
-	return n, func() {
+	return n, cmd, func() {
 		if err := cmd.Process.Kill(); err != nil {
 			t.Fatal(err)
 		}
@@ -356,7 +360,7 @@ func TestRunConversationSurvivesKill(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			alice, bob := newIdentity(t, "alice"), newIdentity(t, "bob")
 			dir, dbURL := t.TempDir(), db(t)
-			n, kill := startChild(t, dir, dbURL)
+			n, _, kill := startChild(t, dir, dbURL)
 			sealed := convOfflineSetup(t, n, alice, bob)
 			kill()
 			checkConvAfterRestart(t, start(t, historyEnv(dir, dbURL), "-addr", "127.0.0.1:0"), alice, bob, sealed)

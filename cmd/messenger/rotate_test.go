@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -298,5 +299,68 @@ func TestRunRotateStorageKeyStaged(t *testing.T) {
 		if out, err := rotate(ctx, env, args...); err == nil {
 			t.Errorf("%v accepted: %s", args, out)
 		}
+	}
+}
+
+// TestRunKeyringReloadOnSIGHUP: a server process that re-reads the keyring
+// only on SIGHUP (-storage-keyring-reload 0) keeps sealing under the old
+// key after a rotation, and under the new one after SIGHUP, reading both.
+func TestRunKeyringReloadOnSIGHUP(t *testing.T) {
+	if os.Getenv(killChildEnv) != "" {
+		t.Skip("in the child")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	env := historyEnv(dir, "")
+	n, cmd, _ := startChild(t, dir, "", "MESSENGER_STORAGE_KEYRING_RELOAD=0")
+	alice := newIdentity(t, "alice")
+	c := n.dial(t)
+	if _, err := c.Register(ctx, alice, "alice's password"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Join(ctx, "r", ""); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for range c.Messages() {
+		}
+	}()
+	sent := 0
+	send := func() {
+		t.Helper()
+		sent++
+		if _, err := c.SendMessage(ctx, "r", fmt.Sprint("m", sent), ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send()
+	out, err := rotate(ctx, env, "-no-rewrap")
+	if err != nil {
+		t.Fatalf("rotate: %v\n%s", err, out)
+	}
+	m := currentKeyRE.FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("rotate said:\n%s", out)
+	}
+	newID, _ := strconv.ParseInt(m[1], 10, 64)
+	oldID, _ := strconv.ParseInt(m[2], 10, 64)
+	send()
+	if got, want := keyUsage(t, env), map[int64]int64{oldID: 2}; !maps.Equal(got, want) {
+		t.Fatalf("before SIGHUP: %v, want %v (no reload without the signal)", got, want)
+	}
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for keyUsage(t, env)[newID] == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("after SIGHUP the server still seals under key %d: %v", oldID, keyUsage(t, env))
+		}
+		send()
+	}
+	page, err := c.History(ctx, "r", client.HistoryQuery{})
+	if err != nil || len(page.Msgs) != sent {
+		t.Fatalf("history after SIGHUP: %d messages, %v; want %d", len(page.Msgs), err, sent)
 	}
 }
