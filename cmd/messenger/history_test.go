@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sync"
 	"testing"
 	"time"
 
@@ -139,36 +142,54 @@ func TestRunHistorySurvivesRestart(t *testing.T) {
 	}
 }
 
-// killChildEnv names the data directory of a server the test binary runs
-// as a child, to be killed (TestRunHistorySurvivesKill); killDBEnv its
-// database.
-const (
-	killChildEnv = "MESSENGER_TEST_KILL_CHILD"
-	killDBEnv    = "MESSENGER_TEST_KILL_DB"
-)
+// messengerBinary is the messenger command, built once by
+// buildMessenger for the tests that kill a server process.
+var messengerBinary struct {
+	once      sync.Once
+	dir, path string
+	err       error
+}
 
-// TestRunKillChild is the server TestRunHistorySurvivesKill kills. It does
-// nothing in a normal test run.
-func TestRunKillChild(t *testing.T) {
-	dir := os.Getenv(killChildEnv)
-	if dir == "" {
-		t.Skip("run by TestRunHistorySurvivesKill")
+// TestMain removes the built messenger binary after the tests.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if messengerBinary.dir != "" {
+		os.RemoveAll(messengerBinary.dir)
 	}
-	env := historyEnv(dir, os.Getenv(killDBEnv))
-	if v := os.Getenv("MESSENGER_STORAGE_KEYRING_RELOAD"); v != "" {
-		env["MESSENGER_STORAGE_KEYRING_RELOAD"] = v
+	os.Exit(code)
+}
+
+// buildMessenger builds this package's command (without -race) and
+// returns its path; it skips the test if the go tool cannot be found.
+func buildMessenger(t *testing.T) string {
+	t.Helper()
+	goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if _, err := os.Stat(goTool); err != nil {
+		if goTool, err = exec.LookPath("go"); err != nil {
+			t.Skip("no go tool to build the messenger binary with")
+		}
 	}
-	err := run(context.Background(), []string{"-addr", "127.0.0.1:0"}, func(k string) string { return env[k] }, os.Stdout, os.Stderr)
-	t.Fatalf("run returned: %v", err)
+	b := &messengerBinary
+	b.once.Do(func() {
+		if b.dir, b.err = os.MkdirTemp("", "messenger-bin-"); b.err != nil {
+			return
+		}
+		b.path = filepath.Join(b.dir, "messenger")
+		out, err := exec.Command(goTool, "build", "-o", b.path, ".").CombinedOutput()
+		if err != nil {
+			b.err = fmt.Errorf("go build: %w\n%s", err, out)
+		}
+	})
+	if b.err != nil {
+		t.Fatal(b.err)
+	}
+	return b.path
 }
 
 // TestRunHistorySurvivesKill: the server process is killed with SIGKILL
 // right after acknowledging the last of 100 messages; restarted, it gives
 // bob all of them and knows the last one's mid.
 func TestRunHistorySurvivesKill(t *testing.T) {
-	if os.Getenv(killChildEnv) != "" {
-		t.Skip("in the child")
-	}
 	alice, bob := newIdentity(t, "alice"), newIdentity(t, "bob")
 	for name, db := range historyBackends(t) {
 		t.Run(name, func(t *testing.T) {
@@ -181,16 +202,21 @@ func TestRunHistorySurvivesKill(t *testing.T) {
 	}
 }
 
-// startChild runs a server on dir and dbURL in a child process (the test
-// binary running TestRunKillChild, which calls run as main does; env adds
-// MESSENGER_STORAGE_KEYRING_RELOAD=…) and returns it once it listens, with
-// the process and kill, which SIGKILLs it and waits.
+// startChild runs the messenger binary (buildMessenger) as a server on
+// dir and dbURL, with historyEnv and env (KEY=VALUE) as its environment,
+// and returns it once it listens, with the process and kill, which
+// SIGKILLs it and waits.
 func startChild(t *testing.T, dir, dbURL string, env ...string) (*node, *exec.Cmd, func()) {
 	t.Helper()
+	bin := buildMessenger(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	t.Cleanup(cancel)
-	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestRunKillChild$", "-test.count=1")
-	cmd.Env = append(append(os.Environ(), killChildEnv+"="+dir, killDBEnv+"="+dbURL), env...)
+	cmd := exec.CommandContext(ctx, bin, "-addr", "127.0.0.1:0")
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
+	for k, v := range historyEnv(dir, dbURL) {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	cmd.Env = append(append(cmd.Env, "MESSENGER_LOG_LEVEL=warn"), env...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -353,9 +379,6 @@ func TestRunConversationSurvivesRestart(t *testing.T) {
 // TestRunConversationSurvivesKill: as TestRunConversationSurvivesRestart,
 // with the server process killed (SIGKILL) right after the last ack.
 func TestRunConversationSurvivesKill(t *testing.T) {
-	if os.Getenv(killChildEnv) != "" {
-		t.Skip("in the child")
-	}
 	for name, db := range historyBackends(t) {
 		t.Run(name, func(t *testing.T) {
 			alice, bob := newIdentity(t, "alice"), newIdentity(t, "bob")
