@@ -53,7 +53,7 @@ var currentKeyRE = regexp.MustCompile(`key (\d+) is current .* \(was (\d+)\)`)
 // connection stays up throughout; every message still reads through the
 // server; afterwards every row names the new key, the old one can be
 // retired, and storage.key (which the session and broker keys come from)
-// is unchanged.
+// is unchanged: a session made before the rotation resumes.
 func TestRunRotateStorageKeyWhileServing(t *testing.T) {
 	alice := newIdentity(t, "alice")
 	for name, db := range historyBackends(t) {
@@ -212,6 +212,17 @@ func TestRunRotateStorageKeyWhileServing(t *testing.T) {
 			if now, err := os.ReadFile(filepath.Join(dir, "storage.key")); err != nil || !bytes.Equal(now, storageKey) {
 				t.Errorf("storage.key changed: %v", err)
 			}
+			// alice's session, made before the rotation, still resumes
+			// (without a new key exchange), logged in.
+			ticket := ca.Ticket()
+			resumed, err := client.Dial(ctx, client.Config{URL: "ws://" + n.addr + "/ws", VerifyIdentity: client.Pin(n.fp), Resume: &ticket, ResumeOnly: true})
+			if err != nil {
+				t.Fatalf("resume after the rotation: %v", err)
+			}
+			if info := resumed.Session(); !info.Resumed || info.User != "alice" {
+				t.Errorf("resumed session: %+v", info)
+			}
+			resumed.Close()
 
 			// Every message reads through the running server and through
 			// a new one, which has only the new key.
