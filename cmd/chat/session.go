@@ -36,6 +36,9 @@ type session struct {
 	id    *client.Identity // -user's keys; nil for an anonymous session
 	home  string           // holds the profile id was loaded from
 	quiet bool             // pushed events are not shown (-send, account commands)
+	// ownMessages: no pump; the caller reads conn.Messages() itself (device
+	// links wait for pushed offers and approvals).
+	ownMessages bool
 
 	conn    *client.Conn
 	pumped  chan struct{} // closed when conn's pump has printed everything
@@ -192,6 +195,10 @@ func (s *session) attach(conn *client.Conn) {
 	s.ui.reply(&protocol.Message{Type: protocol.MsgReady, Session: &info})
 	done := make(chan struct{})
 	s.pumped = done
+	if s.ownMessages {
+		close(done)
+		return
+	}
 	quiet := s.quiet
 	wake := make(chan struct{}, 1)
 	if s.id != nil && !quiet {

@@ -355,6 +355,12 @@ func (c *peer) handle(ctx context.Context, plaintext []byte) bool {
 		err = c.devices(ctx, m)
 	case protocol.MsgRemoveDevice:
 		err = c.removeDevice(ctx, m)
+	case protocol.MsgLinkStart:
+		err = c.linkStart(ctx, m)
+	case protocol.MsgLinkJoin:
+		err = c.linkJoin(ctx, m)
+	case protocol.MsgLinkApprove:
+		err = c.linkApprove(ctx, m)
 	case protocol.MsgEnd:
 		if err := c.srv.sessions.end(ctx, c.sessionID); err != nil {
 			c.log.Error().Err(err).Msg("end session")

@@ -56,6 +56,9 @@ type logins struct {
 	mu     sync.Mutex
 	byUser map[uuid.UUID]map[*peer]int64
 	userOf map[*peer]uuid.UUID
+	// linkWaiters are the new devices' connections waiting for link_done
+	// (link.go).
+	linkWaiters map[linkWaiter]*peer
 }
 
 func newLogins(log zerolog.Logger) *logins {
@@ -76,6 +79,9 @@ func (r *logins) wrap(newBroker func(broker.Handler) (broker.Broker, error)) fun
 				return
 			case convChannel:
 				r.receiveConv(payload)
+				return
+			case linkChannel:
+				r.receiveLink(payload)
 				return
 			}
 			h(channel, payload)
@@ -99,6 +105,9 @@ func (r *logins) subscribe(ctx context.Context) error {
 	if err := r.broker.Subscribe(ctx, convChannel); err != nil {
 		return fmt.Errorf("server: subscribe to conversation deliveries: %w", err)
 	}
+	if err := r.broker.Subscribe(ctx, linkChannel); err != nil {
+		return fmt.Errorf("server: subscribe to device link approvals: %w", err)
+	}
 	return nil
 }
 
@@ -121,6 +130,7 @@ func (r *logins) login(c *peer, user uuid.UUID, gen int64) {
 func (r *logins) forget(c *peer) {
 	r.mu.Lock()
 	r.forgetLocked(c)
+	r.forgetLinksLocked(c)
 	r.mu.Unlock()
 }
 

@@ -102,6 +102,9 @@ type Config struct {
 	// change whose revocation its node missed (docs/protocol.md §10.3).
 	// Zero means a quarter of SessionTTL.
 	CredentialCheck time.Duration
+	// LinkTTL is how long a device link code works (docs/protocol.md
+	// §10.5). Zero means 2 minutes.
+	LinkTTL time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -143,6 +146,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.HTTPIdleTimeout == 0 {
 		c.HTTPIdleTimeout = 2 * time.Minute
+	}
+	if c.LinkTTL == 0 {
+		c.LinkTTL = 2 * time.Minute
 	}
 	c.Limits.setDefaults()
 	if c.RegisterPerAddr == 0 {
