@@ -347,8 +347,9 @@ devices, one a line: id, fingerprint, date added, name, and "(this
 device)" for this profile's. Then the account's fingerprint, over all of
 them, as the result line. With -remove ID it removes that device instead
 (not this one: remove a device from another): the server closes every
-session of the removed device, and every other session of NAME but this
-one (chat on your other devices signs in again with its keys).
+session of the removed device, on every node, and none of them can be
+resumed; your other devices stay signed in. New conversation keys are no
+longer wrapped to it.
 
 With -add it prints a one-time code as the result line (valid 2 minutes)
 and waits: type it on the new machine with chat login -user NAME -link

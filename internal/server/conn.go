@@ -45,7 +45,7 @@ type peer struct {
 	ids       recentIDs     // reader goroutine only
 
 	user      *store.User   // reader goroutine only; nil while anonymous
-	device    uuid.UUID     // reader goroutine only: the device user logged in with; nil UUID after a resumption
+	device    uuid.UUID     // reader goroutine only: the device user logged in with (also after a resumption); nil UUID if a version-2 session record did not say
 	challenge *keyChallenge // reader goroutine only; the outstanding key challenge
 
 	seal *protocol.RecordLayer // writer goroutine only

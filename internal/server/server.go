@@ -445,7 +445,7 @@ func (s *Server) serve(ctx context.Context, c *peer, hs *serverHandshake) {
 		// A resumed session keeps its user, unless the user's credentials
 		// changed since it logged in. Entered in the login table first, so
 		// that a change from now on closes it too.
-		s.logins.login(c, hs.state.user, hs.state.generation)
+		s.logins.login(c, hs.state.user, hs.state.generation, hs.state.device)
 		u, err := s.store.UserByID(ctx, hs.state.user)
 		switch {
 		case errors.Is(err, store.ErrNotFound):
@@ -463,6 +463,10 @@ func (s *Server) serve(ctx context.Context, c *peer, hs *serverHandshake) {
 			c.fail(protocol.CodeSessionRevoked, revokedReason)
 			return
 		}
+		if !s.resumedDeviceCurrent(ctx, c, hs) {
+			return
+		}
+		c.device = hs.state.device
 		u.PasswordHash = ""
 		c.user = &u
 		c.lastCheck = time.Now()
