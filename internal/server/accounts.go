@@ -325,7 +325,7 @@ func (c *peer) authenticated(ctx context.Context, m *protocol.Message, u store.U
 		return err
 	}
 	st := c.session
-	st.user, st.generation = u.ID, u.Generation
+	st.user, st.generation, st.device = u.ID, u.Generation, d.ID
 	switch err := c.srv.sessions.refresh(ctx, c.sessionID, st); {
 	case errors.Is(err, protocol.CodeSessionUnknown):
 		// The session record is gone (ended by another connection, or past
@@ -339,7 +339,7 @@ func (c *peer) authenticated(ctx context.Context, m *protocol.Message, u store.U
 	u.PasswordHash = ""
 	c.user = &u
 	c.device = d.ID
-	c.srv.logins.login(c, u.ID, u.Generation)
+	c.srv.logins.login(c, u.ID, u.Generation, d.ID)
 	c.lastCheck = time.Now()
 	c.setName(u.Name)
 	c.log = c.log.With().Str("user", u.Name).Logger()

@@ -45,7 +45,7 @@ type peer struct {
 	ids       recentIDs     // reader goroutine only
 
 	user      *store.User   // reader goroutine only; nil while anonymous
-	device    uuid.UUID     // reader goroutine only: the device user logged in with; nil UUID after a resumption
+	device    uuid.UUID     // reader goroutine only: the device user logged in with (also after a resumption); nil UUID if a version-2 session record did not say
 	challenge *keyChallenge // reader goroutine only; the outstanding key challenge
 
 	seal *protocol.RecordLayer // writer goroutine only
@@ -355,6 +355,12 @@ func (c *peer) handle(ctx context.Context, plaintext []byte) bool {
 		err = c.devices(ctx, m)
 	case protocol.MsgRemoveDevice:
 		err = c.removeDevice(ctx, m)
+	case protocol.MsgLinkStart:
+		err = c.linkStart(ctx, m)
+	case protocol.MsgLinkJoin:
+		err = c.linkJoin(ctx, m)
+	case protocol.MsgLinkApprove:
+		err = c.linkApprove(ctx, m)
 	case protocol.MsgEnd:
 		if err := c.srv.sessions.end(ctx, c.sessionID); err != nil {
 			c.log.Error().Err(err).Msg("end session")

@@ -102,6 +102,9 @@ type Config struct {
 	// change whose revocation its node missed (docs/protocol.md §10.3).
 	// Zero means a quarter of SessionTTL.
 	CredentialCheck time.Duration
+	// LinkTTL is how long a device link code works (docs/protocol.md
+	// §10.5). Zero means 2 minutes.
+	LinkTTL time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -143,6 +146,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.HTTPIdleTimeout == 0 {
 		c.HTTPIdleTimeout = 2 * time.Minute
+	}
+	if c.LinkTTL == 0 {
+		c.LinkTTL = 2 * time.Minute
 	}
 	c.Limits.setDefaults()
 	if c.RegisterPerAddr == 0 {
@@ -439,7 +445,7 @@ func (s *Server) serve(ctx context.Context, c *peer, hs *serverHandshake) {
 		// A resumed session keeps its user, unless the user's credentials
 		// changed since it logged in. Entered in the login table first, so
 		// that a change from now on closes it too.
-		s.logins.login(c, hs.state.user, hs.state.generation)
+		s.logins.login(c, hs.state.user, hs.state.generation, hs.state.device)
 		u, err := s.store.UserByID(ctx, hs.state.user)
 		switch {
 		case errors.Is(err, store.ErrNotFound):
@@ -457,6 +463,10 @@ func (s *Server) serve(ctx context.Context, c *peer, hs *serverHandshake) {
 			c.fail(protocol.CodeSessionRevoked, revokedReason)
 			return
 		}
+		if !s.resumedDeviceCurrent(ctx, c, hs) {
+			return
+		}
+		c.device = hs.state.device
 		u.PasswordHash = ""
 		c.user = &u
 		c.lastCheck = time.Now()

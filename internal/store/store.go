@@ -80,7 +80,7 @@ type User struct {
 	CreatedAt time.Time
 	// Generation counts changes of the user's credentials: 1 when the user
 	// is created (a value passed to CreateUser is ignored), one more with
-	// every ChangePassword, every RemoveDevice, and every key version after
+	// every ChangePassword, and every key version after
 	// the first that PublishKeys stores. The server seals it into a logged-in session, so
 	// that a change revokes every session logged in before it.
 	Generation int64

@@ -32,6 +32,11 @@ const (
 	MsgKeyChallenge = "key_challenge"
 	MsgPasswd       = "passwd" // change the password of User (this connection's): Password, NewPassword, Sig by the current keys
 
+	// Device link codes (docs/protocol.md §10.5).
+	MsgLinkStart   = "link_start"   // an existing device asks for a link id; the answer: link (Link, Expires)
+	MsgLinkJoin    = "link_join"    // a new device offers Keys for Link as User: Sig, Proof, MAC; the answer: ack
+	MsgLinkApprove = "link_approve" // the existing device approves Device for Link: Sig is the approval; the answer: ack
+
 	// Room history (docs/protocol.md §8.4).
 	MsgRead    = "read"    // Room read up to Seq: advance the account's read position
 	MsgHistory = "history" // a page of Room's stored messages (After or Before, Limit); the answer: Msgs, Seq, Head, Epoch, More
@@ -59,6 +64,9 @@ const (
 	MsgKeys      = "keys"       // answer to lookup and devices: User, Devices, Fingerprint (the user's)
 	MsgKeyChange = "key_change" // User, who shares Room with you (or is you), changed devices (Device, Fingerprint)
 	MsgChallenge = "challenge"  // answer to key_challenge: Wrapped
+	MsgLink      = "link"       // answer to link_start: Link, Expires
+	MsgLinkOffer = "link_offer" // pushed to the user's devices: a new device joined Link (User, Keys, DeviceName, MAC)
+	MsgLinkDone  = "link_done"  // pushed to the new device: Link approved, Device added; log in with auth
 
 	MsgConv    = "conv"     // answer to conv_open: Conv, User (the peer), Version, Head, Epoch, Seq (read position)
 	MsgConvMsg = "conv_msg" // a record of Conv: From, Seq, Epoch, TS, Record
@@ -144,6 +152,14 @@ type Message struct {
 	Wrapped []byte `json:"wrapped,omitempty"`
 	// Proof is KeyPossessionProof: register, and login with Keys, carry it.
 	Proof []byte `json:"proof,omitempty"`
+
+	// Device link codes (docs/protocol.md §10.5).
+	// Link is a link id (LinkIDSize bytes).
+	Link []byte `json:"link,omitempty"`
+	// MAC is a link_join's LinkMAC.
+	MAC []byte `json:"mac,omitempty"`
+	// Expires is when a link id stops working, Unix milliseconds.
+	Expires int64 `json:"expires,omitempty"`
 
 	// Room history (docs/protocol.md §8.4).
 	// Mid is a send's message id: a UUID in canonical form that stays the
@@ -440,7 +456,33 @@ func ValidateRequest(m *Message) error {
 		if !ValidUserName(m.User) {
 			return fmt.Errorf("protocol: lookup: bad user name: %w", CodeBadRequest)
 		}
-	case MsgDevices:
+	case MsgDevices, MsgLinkStart:
+	case MsgLinkJoin:
+		if !ValidUserName(m.User) {
+			return fmt.Errorf("protocol: link_join: bad user name: %w", CodeBadRequest)
+		}
+		if len(m.Link) != LinkIDSize || len(m.MAC) != LinkMACSize {
+			return fmt.Errorf("protocol: link_join: link of %d bytes and mac of %d bytes wanted: %w", LinkIDSize, LinkMACSize, CodeBadRequest)
+		}
+		if m.Keys == nil || len(m.Proof) != ChallengeSize {
+			return fmt.Errorf("protocol: link_join: keys and a proof of %d bytes wanted: %w", ChallengeSize, CodeBadRequest)
+		}
+		if len(m.Sig) == 0 || len(m.Sig) > MaxSignature {
+			return fmt.Errorf("protocol: link_join: signature missing or too large: %w", CodeBadRequest)
+		}
+		if err := validateDevice(m); err != nil {
+			return err
+		}
+	case MsgLinkApprove:
+		if len(m.Link) != LinkIDSize {
+			return fmt.Errorf("protocol: link_approve: link of %d bytes wanted: %w", LinkIDSize, CodeBadRequest)
+		}
+		if _, err := ParseDeviceID(m.Device); err != nil {
+			return fmt.Errorf("protocol: link_approve: %w", err)
+		}
+		if len(m.Sig) == 0 || len(m.Sig) > MaxSignature {
+			return fmt.Errorf("protocol: link_approve: signature missing or too large: %w", CodeBadRequest)
+		}
 	case MsgRemoveDevice:
 		if !ValidUserName(m.User) {
 			return fmt.Errorf("protocol: remove_device: bad user name: %w", CodeBadRequest)
