@@ -109,6 +109,7 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 		{"user-request-rate", "MESSENGER_USER_REQUEST_RATE", "requests one user may send over all connections", &l.UserRequestRate, d.UserRequestRate},
 		{"send-rate", "MESSENGER_SEND_RATE", "messages one user (anonymous: one address) may send", &l.SendRate, d.SendRate},
 		{"room-send-rate", "MESSENGER_ROOM_SEND_RATE", "messages all members together may send to one room", &l.RoomSendRate, d.RoomSendRate},
+		{"stream-rate", "MESSENGER_STREAM_RATE", "stream and conv_stream events (streamed answers) one user (anonymous: one address) may send", &l.StreamRate, d.StreamRate},
 	}
 	rateText := make([]string, len(rates))
 	for i, r := range rates {
