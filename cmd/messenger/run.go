@@ -61,6 +61,7 @@ type options struct {
 	loginPerUser     int
 	loginPerAddr     int
 	loginWindow      time.Duration
+	bot              *botOptions // bot.go
 }
 
 func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (*options, error) {
@@ -119,6 +120,7 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	fs.IntVar(&o.loginPerAddr, "login-failures-per-addr", envInt("MESSENGER_LOGIN_FAILURES_PER_ADDR", 50), "password logins, and apart signature logins, per client address (IPv6: per /64) that may fail within -login-window (MESSENGER_LOGIN_FAILURES_PER_ADDR)")
 	fs.DurationVar(&o.loginWindow, "login-window", envDur("MESSENGER_LOGIN_WINDOW", 15*time.Minute), "the window of the failed-login limits (MESSENGER_LOGIN_WINDOW)")
 	fs.IntVar(&o.registerPerAddr, "register-per-addr", envInt("MESSENGER_REGISTER_PER_ADDR", 10), "register requests allowed per client address (IPv6: per /64) per hour (MESSENGER_REGISTER_PER_ADDR)")
+	o.bot = addBotFlags(fs, ev, getenv) // bot.go
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -339,6 +341,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fmt.Fprintf(stdout, "listening on %s\n", ln.Addr())
 	fmt.Fprintf(stdout, "identity fingerprint %s\n", srv.Fingerprint())
 	log.Info().Str("addr", ln.Addr().String()).Str("fingerprint", srv.Fingerprint().String()).Msg("server started")
+	botCtx, stopBot := context.WithCancel(ctx)
+	botDone, err := startBot(botCtx, o.bot, o.dataDir, ln.Addr(), srv.Fingerprint(), log) // bot.go
+	if err != nil {
+		stopBot()
+		return err
+	}
+	defer func() { stopBot(); <-botDone }()
 
 	select {
 	case err := <-serveErr:
