@@ -178,7 +178,9 @@ func TestStreamRetryAfter(t *testing.T) {
 		t.Errorf("retried %s after a Retry-After of 1 s", gap)
 	}
 
-	bad := newEndpoint(t, func(n int, w http.ResponseWriter, _ *http.Request) { http.Error(w, "no such model", http.StatusBadRequest) })
+	bad := newEndpoint(t, func(n int, w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "no such model", http.StatusBadRequest)
+	})
 	_, res, err = collect(t, bad.client(), context.Background())
 	if !errors.Is(err, ErrStatus) || res.Attempts != 1 || strings.Contains(err.Error(), "no such model") {
 		t.Fatalf("400: %+v %v", res, err)
