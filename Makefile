@@ -10,9 +10,12 @@ all: build
 build:
 	$(GO) build -o bin/ ./cmd/...
 
-## run: start the server on the embedded defaults (no Redis, SQLite in $(DATA)).
+## run: start the server on the embedded defaults (no Redis, SQLite in $(DATA)),
+## with the bot "bot" on the offline responder (BOT= for none; BOT_URL and
+## BOT_MODEL for a real model).
+BOT ?= bot
 run:
-	$(GO) run ./cmd/messenger -addr $(ADDR) -data $(DATA)
+	$(GO) run ./cmd/messenger -addr $(ADDR) -data $(DATA) -bot "$(BOT)" $(if $(BOT_URL),-bot-url $(BOT_URL) -bot-model $(BOT_MODEL))
 
 ## test: vet, then every test with the race detector. Tests that need a
 ## Redis or PostgreSQL that is not there skip themselves; servicecheck says

@@ -63,6 +63,7 @@ type options struct {
 	loginPerAddr     int
 	loginWindow      time.Duration
 	storage          storageOptions
+	bot              *botOptions // bot.go
 }
 
 func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (*options, error) {
@@ -111,6 +112,7 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 		{"user-request-rate", "MESSENGER_USER_REQUEST_RATE", "requests one user may send over all connections", &l.UserRequestRate, d.UserRequestRate},
 		{"send-rate", "MESSENGER_SEND_RATE", "messages one user (anonymous: one address) may send", &l.SendRate, d.SendRate},
 		{"room-send-rate", "MESSENGER_ROOM_SEND_RATE", "messages all members together may send to one room", &l.RoomSendRate, d.RoomSendRate},
+		{"stream-rate", "MESSENGER_STREAM_RATE", "stream and conv_stream events (streamed answers) one user (anonymous: one address) may send", &l.StreamRate, d.StreamRate},
 	}
 	rateText := make([]string, len(rates))
 	for i, r := range rates {
@@ -121,6 +123,7 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	fs.DurationVar(&o.loginWindow, "login-window", envDur("MESSENGER_LOGIN_WINDOW", 15*time.Minute), "the window of the failed-login limits (MESSENGER_LOGIN_WINDOW)")
 	fs.IntVar(&o.registerPerAddr, "register-per-addr", envInt("MESSENGER_REGISTER_PER_ADDR", 10), "register requests allowed per client address (IPv6: per /64) per hour (MESSENGER_REGISTER_PER_ADDR)")
 	o.storage.addFlags(fs, ev)
+	o.bot = addBotFlags(fs, ev, getenv) // bot.go
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -352,6 +355,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fmt.Fprintf(stdout, "listening on %s\n", ln.Addr())
 	fmt.Fprintf(stdout, "identity fingerprint %s\n", srv.Fingerprint())
 	log.Info().Str("addr", ln.Addr().String()).Str("fingerprint", srv.Fingerprint().String()).Msg("server started")
+	botCtx, stopBot := context.WithCancel(ctx)
+	botDone, err := startBot(botCtx, o.bot, o.dataDir, ln.Addr(), srv.Fingerprint(), log) // bot.go
+	if err != nil {
+		stopBot()
+		return err
+	}
+	defer func() { stopBot(); <-botDone }()
 
 	select {
 	case err := <-serveErr:

@@ -304,7 +304,7 @@ func (c *peer) handle(ctx context.Context, plaintext []byte) bool {
 	m.Room = strings.ToLower(m.Room)
 	err = nil
 	switch m.Type {
-	case protocol.MsgJoin, protocol.MsgLeave, protocol.MsgSend, protocol.MsgHistory:
+	case protocol.MsgJoin, protocol.MsgLeave, protocol.MsgSend, protocol.MsgHistory, protocol.MsgStream:
 		if c.user == nil && !c.srv.cfg.AllowAnonymous {
 			c.replyError(m.ID, fmt.Errorf("register, login or auth first: %w", protocol.CodeUnauthenticated))
 			return true
@@ -318,6 +318,8 @@ func (c *peer) handle(ctx context.Context, plaintext []byte) bool {
 			c.sendToRoom(ctx, m)
 		case protocol.MsgHistory:
 			err = c.history(ctx, m)
+		case protocol.MsgStream:
+			err = c.roomStream(ctx, m) // stream.go
 		}
 	case protocol.MsgRead:
 		if m.Conv != "" {
@@ -337,6 +339,8 @@ func (c *peer) handle(ctx context.Context, plaintext []byte) bool {
 		err = c.convSend(ctx, m)
 	case protocol.MsgConvHistory:
 		err = c.convHistory(ctx, m)
+	case protocol.MsgConvStream:
+		err = c.convStream(ctx, m) // stream.go
 	case protocol.MsgRooms:
 		err = c.roomPositions(ctx, m)
 	case protocol.MsgRegister:

@@ -353,7 +353,9 @@ func (c *peer) convSend(ctx context.Context, m *protocol.Message) error {
 		c.log.Warn().Err(err).Msg("stream head for conversation ack")
 	}
 	if created {
-		payload, err := convMessage(cv.ID, stored, pos.Epoch).Encode()
+		live := convMessage(cv.ID, stored, pos.Epoch)
+		live.Stream = m.Stream // links a streamed answer (§8.6); history does not keep it
+		payload, err := live.Encode()
 		if err != nil {
 			// Committed all the same: history has it.
 			c.log.Error().Err(err).Int64("seq", stored.Seq).Msg("encode conversation record")
