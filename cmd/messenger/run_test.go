@@ -23,8 +23,9 @@ import (
 )
 
 var (
-	listenRE = regexp.MustCompile(`listening on (\S+)`)
-	fpRE     = regexp.MustCompile(`identity fingerprint ([0-9a-f]{64})`)
+	listenRE  = regexp.MustCompile(`listening on (\S+)`)
+	fpRE      = regexp.MustCompile(`identity fingerprint ([0-9a-f]{64})`)
+	metricsRE = regexp.MustCompile(`metrics on (\S+)`)
 )
 
 type node struct {
