@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -172,9 +174,14 @@ func TestRunDrainOnSIGTERM(t *testing.T) {
 	env["MESSENGER_DRAIN_TIMEOUT"] = "20s"
 	logsA, logsB := &syncbuf.Buffer{}, &syncbuf.Buffer{}
 	procA, nodeA, metricsA := startProcess(t, bin, env, logsA) // creates the shared keys
-	_, nodeB, _ := startProcess(t, bin, env, logsB)
+	_, nodeB, metricsB := startProcess(t, bin, env, logsB)
 	if metricsA == "" {
 		t.Fatal("no metrics address printed")
+	}
+	for path, want := range map[string]string{"/readyz": "ready\n", "/healthz": "ok\n"} {
+		if got := httpBody(t, "http://"+metricsA+path); got != want {
+			t.Fatalf("%s on the metrics listener: %q, want %q", path, got, want)
+		}
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -241,6 +248,9 @@ func TestRunDrainOnSIGTERM(t *testing.T) {
 			t.Errorf("alice's connection ended with %v, want going_away or closed", err)
 		}
 	}
+	if m := httpBody(t, "http://"+metricsB+"/metrics"); !strings.Contains(m, `messenger_handshakes_total{result="resumed"} 1`) {
+		t.Errorf("node B's metrics lack alice's resumed handshake:\n%s", m)
+	}
 	if !strings.Contains(logsA.String(), `"message":"drained"`) {
 		t.Errorf("node A did not log that it drained:\n%s", logsA.String())
 	}
@@ -291,4 +301,19 @@ func TestRunDrainOnSIGTERM(t *testing.T) {
 			t.Errorf("room head %d, want %d", r.Head, count)
 		}
 	}
+}
+
+// httpBody returns the body of GET url, failing the test on an error.
+func httpBody(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
