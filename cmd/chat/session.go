@@ -331,12 +331,34 @@ func (s *session) fallBack() {
 
 // say sends body to room and waits for the server's acknowledgement (not
 // for the copy of the message the server echoes back). The message id
-// lets the server recognise a resent copy.
+// lets the server recognise a resent copy: when the connection is lost
+// before the acknowledgement (a node draining says going_away), say
+// reconnects, resuming the session, and sends again under the same id, so
+// the message arrives once whether or not the first copy was committed.
+// A failed reconnection is returned as the session's end (*exitError).
 func (s *session) say(ctx context.Context, room, body string) error {
-	if _, err := s.request(ctx, &protocol.Message{Type: protocol.MsgSend, Room: room, Body: body, Mid: client.NewMessageID()}); err != nil {
-		return fmt.Errorf("send to #%s: %w", room, err)
+	mid := client.NewMessageID()
+	for {
+		_, err := s.request(ctx, &protocol.Message{Type: protocol.MsgSend, Room: room, Body: body, Mid: mid})
+		if err == nil {
+			return nil
+		}
+		if !client.Retryable(err) || !errors.Is(err, client.ErrClosed) || ctx.Err() != nil {
+			// Answered (unavailable, rate_limited, …) on a live connection.
+			return fmt.Errorf("send to #%s: %w", room, err)
+		}
+		select {
+		case <-s.conn.Done():
+		case <-time.After(requestTimeout):
+			return fmt.Errorf("send to #%s: %w", room, err)
+		}
+		if rerr := s.recover(ctx); rerr != nil {
+			return rerr
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
 	}
-	return nil
 }
 
 // sendOnce is -send: join the room, say body, return once acknowledged.
@@ -402,6 +424,10 @@ func (s *session) command(ctx context.Context, line string) (quit bool, err erro
 			return false, nil
 		}
 		if err := s.say(ctx, s.current, body); err != nil {
+			var ee *exitError
+			if errors.As(err, &ee) {
+				return true, err // reconnecting failed: the session is over
+			}
 			s.ui.problem(err)
 		}
 		return false, nil

@@ -24,6 +24,7 @@ import (
 	"github.com/secure-messenger/messenger/internal/ephemeral"
 	"github.com/secure-messenger/messenger/internal/keyfile"
 	"github.com/secure-messenger/messenger/internal/keyring"
+	"github.com/secure-messenger/messenger/internal/metrics"
 	"github.com/secure-messenger/messenger/internal/password"
 	"github.com/secure-messenger/messenger/internal/retention"
 	"github.com/secure-messenger/messenger/internal/server"
@@ -64,6 +65,8 @@ type options struct {
 	loginWindow      time.Duration
 	storage          storageOptions
 	bot              *botOptions // bot.go
+	metricsAddr      string
+	drainTimeout     time.Duration
 }
 
 func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (*options, error) {
@@ -124,6 +127,8 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	fs.IntVar(&o.registerPerAddr, "register-per-addr", envInt("MESSENGER_REGISTER_PER_ADDR", 10), "register requests allowed per client address (IPv6: per /64) per hour (MESSENGER_REGISTER_PER_ADDR)")
 	o.storage.addFlags(fs, ev)
 	o.bot = addBotFlags(fs, ev, getenv) // bot.go
+	fs.StringVar(&o.metricsAddr, "metrics-addr", env("MESSENGER_METRICS_ADDR", ""), "listen address of /metrics, /healthz and /readyz for operators, e.g. 127.0.0.1:9090; empty: none (MESSENGER_METRICS_ADDR)")
+	fs.DurationVar(&o.drainTimeout, "drain-timeout", envDur("MESSENGER_DRAIN_TIMEOUT", 20*time.Second), "on SIGTERM, how long the node waits for its connections to close after telling them to reconnect elsewhere (MESSENGER_DRAIN_TIMEOUT)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -161,6 +166,9 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	}
 	if o.loginPerUser < 1 || o.loginPerAddr < 1 || o.loginWindow <= 0 {
 		return nil, fmt.Errorf("-login-failures-per-user %d, -login-failures-per-addr %d, -login-window %s: want positive values", o.loginPerUser, o.loginPerAddr, o.loginWindow)
+	}
+	if o.drainTimeout <= 0 {
+		return nil, fmt.Errorf("-drain-timeout %s: want a positive duration", o.drainTimeout)
 	}
 	if o.registerPerAddr < 1 {
 		return nil, fmt.Errorf("-register-per-addr %d: want 1 or more", o.registerPerAddr)
@@ -237,6 +245,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Log:        log,
 		Identity:   identity,
 		SessionKey: deriveKey(storageKey, "session records"),
+		Metrics:    metrics.New(),
 	}
 	var closers []func() error
 	defer func() {
@@ -250,6 +259,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return fmt.Errorf("-redis: %w", err)
 		}
 		rc := redis.NewClient(ropts)
+		rc.AddHook(deps.Metrics.RedisHook())
+		deps.Checks = append(deps.Checks, server.Check{Name: "redis", Ping: func(ctx context.Context) error { return rc.Ping(ctx).Err() }})
 		closers = append(closers, rc.Close)
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		err = rc.Ping(pctx).Err()
@@ -282,7 +293,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	dbctx, cancelDB := context.WithTimeout(ctx, 30*time.Second)
-	db, err := store.Open(dbctx, o.dbURL, o.dataDir, store.WithKeyring(keys))
+	db, err := store.Open(dbctx, o.dbURL, o.dataDir, store.WithKeyring(keys), store.WithQueryTracer(deps.Metrics.DBTracer()))
 	cancelDB()
 	if err != nil {
 		return fmt.Errorf("database: %w", err)
@@ -350,7 +361,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	go srv.Run(hubCtx)
 
 	httpSrv := srv.HTTPServer(web.Files())
-	serveErr := make(chan error, 1)
+	serveErr := make(chan error, 2)
+	ops, err := serveOps(o.metricsAddr, srv, serveErr)
+	if err != nil {
+		return err
+	}
+	if ops != nil {
+		defer ops.srv.Close()
+		fmt.Fprintf(stdout, "metrics on %s\n", ops.addr)
+	}
 	go func() { serveErr <- httpSrv.Serve(ln) }()
 	fmt.Fprintf(stdout, "listening on %s\n", ln.Addr())
 	fmt.Fprintf(stdout, "identity fingerprint %s\n", srv.Fingerprint())
@@ -368,13 +387,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
-	log.Info().Msg("shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	_ = httpSrv.Shutdown(sctx) // stops accepting; hijacked WebSockets are the server's to close
-	if err := srv.Shutdown(sctx); err != nil {
-		log.Warn().Err(err).Msg("shutdown")
-	}
+	drain(srv, httpSrv, o.drainTimeout, log)
 	return nil
 }
 

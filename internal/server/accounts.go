@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/secure-messenger/messenger/internal/metrics"
 	"github.com/secure-messenger/messenger/internal/password"
 	"github.com/secure-messenger/messenger/internal/store"
 	"github.com/secure-messenger/messenger/pkg/protocol"
@@ -118,8 +119,10 @@ func (c *peer) reserveAttempt(ctx context.Context, kind, user string) error {
 			return &requestError{protocol.CodeUnavailable, "unavailable", fmt.Errorf("%s throttle: %w", kind, err)}
 		}
 		if kind == throttleRegister {
+			c.srv.metrics.RateLimited(metrics.KindRegister)
 			return fmt.Errorf("too many registrations from this address, retry within %s: %w", k.window, protocol.CodeRateLimited)
 		}
+		c.srv.metrics.RateLimited(metrics.KindLogin)
 		return fmt.Errorf("too many failed logins, retry within %s: %w", k.window, protocol.CodeRateLimited)
 	}
 	return nil

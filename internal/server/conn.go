@@ -16,6 +16,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/secure-messenger/messenger/internal/ephemeral"
+	"github.com/secure-messenger/messenger/internal/metrics"
 	"github.com/secure-messenger/messenger/internal/store"
 	"github.com/secure-messenger/messenger/pkg/protocol"
 )
@@ -103,6 +104,7 @@ func (c *peer) enqueue(b []byte) bool {
 // Shutdown, a revocation), so it logs with closeLog, not log.
 func (c *peer) fail(code protocol.Code, reason string) {
 	c.closeOnce.Do(func() {
+		c.metrics().Closed(code)
 		if code != 0 {
 			ev := c.closeLog.Warn()
 			if code == protocol.CodeSessionEnded || code == protocol.CodeGoingAway {
@@ -128,6 +130,7 @@ func (c *peer) reply(m *protocol.Message) {
 
 func (c *peer) replyError(ref string, err error) {
 	code := protocol.CodeOf(err)
+	c.srv.metrics.Rejected(code)
 	c.log.Info().Str("ref", ref).Stringer("code", code).Msg("request rejected")
 	c.reply(&protocol.Message{Type: protocol.MsgError, Ref: ref, Code: code, Error: publicReason(code, err)})
 }
@@ -162,6 +165,7 @@ func (c *peer) writeLoop() {
 					// One message that cannot be sealed is dropped; the
 					// connection and everyone else's go on.
 					c.closeLog.Error().Err(err).Int("bytes", len(b)).Msg("dropped a message that cannot be sealed")
+					c.srv.metrics.QueueDrop(metrics.DropUnsealable)
 					continue
 				}
 				c.closeLog.Debug().Err(err).Msg("write failed")
@@ -173,6 +177,7 @@ func (c *peer) writeLoop() {
 				return
 			}
 		case req := <-c.closeCh:
+			c.flushForDrain(req) // drain.go
 			c.finalClose(req)
 			return
 		}
@@ -194,6 +199,7 @@ func (c *peer) writeRecord(plaintext []byte) error {
 	if err := c.ws.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout)); err != nil {
 		return err
 	}
+	c.srv.metrics.RecordOut(len(frame))
 	return c.ws.WriteMessage(websocket.BinaryMessage, frame)
 }
 
@@ -241,6 +247,7 @@ func (c *peer) readLoop(ctx context.Context) {
 			return
 		}
 		_ = c.ws.SetReadDeadline(time.Now().Add(pongWait))
+		c.srv.metrics.RecordIn(len(data))
 		if typ != websocket.BinaryMessage {
 			c.fail(protocol.CodeMalformed, "text frames are not part of the protocol")
 			return
@@ -274,6 +281,7 @@ func (c *peer) handle(ctx context.Context, plaintext []byte) bool {
 		return true
 	}
 	if c.requests != nil && !c.requests.Allow() {
+		c.srv.metrics.RateLimited(metrics.KindConnRequests)
 		c.replyError(m.ID, fmt.Errorf("too many requests on this connection (%s): %w", c.srv.cfg.Limits.RequestRate, protocol.CodeRateLimited))
 		return true
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/secure-messenger/messenger/internal/metrics"
 	"github.com/secure-messenger/messenger/internal/store"
 	"github.com/secure-messenger/messenger/pkg/e2e"
 	"github.com/secure-messenger/messenger/pkg/protocol"
@@ -460,6 +461,7 @@ func (r *logins) deliverOrDrop(users []uuid.UUID, except *peer, payload []byte) 
 	for _, u := range users {
 		for p := range r.byUser[u] {
 			if p != except && !p.enqueue(payload) {
+				p.srv.metrics.QueueDrop(metrics.DropQueueFull)
 				p.fail(protocol.CodeSlowConsumer, "send queue full")
 			}
 		}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/secure-messenger/messenger/internal/ephemeral"
+	"github.com/secure-messenger/messenger/internal/metrics"
 	"github.com/secure-messenger/messenger/pkg/protocol"
 )
 
@@ -155,6 +156,7 @@ func (s *Server) allow(ctx context.Context, key string, r ephemeral.Rate, what s
 		return &requestError{protocol.CodeInternal, "internal", err}
 	}
 	if !ok {
+		s.metrics.RateLimited(metrics.RateKind(key))
 		return fmt.Errorf("%s: over %s, retry in %s: %w", what, r, retry.Round(time.Millisecond), protocol.CodeRateLimited)
 	}
 	return nil

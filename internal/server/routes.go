@@ -11,15 +11,14 @@ import (
 //
 //	GET /ws        the messenger protocol over WebSocket
 //	GET /healthz   liveness, 200 "ok"
+//	GET /readyz    readiness: 200 "ready", 503 while draining or a backend is down
 //	GET /identity  the identity key's fingerprint, as JSON
 //	GET /          the browser UI (static files from ui)
 func (s *Server) Routes(ui fs.FS) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /ws", s.ServeWS)
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		_, _ = w.Write([]byte("ok\n"))
-	})
+	mux.HandleFunc("GET /healthz", s.healthz) // health.go
+	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.HandleFunc("GET /identity", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(map[string]string{"fingerprint": s.fp.String(), "algorithm": "sha256-pkix-der"})

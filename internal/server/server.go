@@ -23,6 +23,7 @@ import (
 
 	"github.com/secure-messenger/messenger/internal/broker"
 	"github.com/secure-messenger/messenger/internal/ephemeral"
+	"github.com/secure-messenger/messenger/internal/metrics"
 	"github.com/secure-messenger/messenger/internal/password"
 	"github.com/secure-messenger/messenger/internal/store"
 	"github.com/secure-messenger/messenger/pkg/protocol"
@@ -183,6 +184,11 @@ type Deps struct {
 	// NewBroker builds the broker the hub publishes through, given the
 	// hub's delivery handler. Nil means an in-memory broker (one node).
 	NewBroker func(broker.Handler) (broker.Broker, error)
+	// Metrics receives the server's measurements. Nil means none.
+	Metrics *metrics.Metrics
+	// Checks are the backends besides the database that /readyz asks
+	// about (health.go).
+	Checks []Check
 }
 
 // passwordHasher is what the server uses of *password.Hasher, so that tests
@@ -219,6 +225,10 @@ type Server struct {
 	closing  bool
 	handlers sync.WaitGroup
 	closers  []func() error
+
+	metrics *metrics.Metrics // nil-safe
+	checks  []Check
+	ready   readiness
 }
 
 // New returns a server. Call Run to start its hub.
@@ -270,6 +280,8 @@ func New(cfg Config, d Deps) (*Server, error) {
 		logins:   logins,
 		fp:       protocol.FingerprintOf(der),
 		clients:  make(map[*peer]struct{}),
+		metrics:  d.Metrics,
+		checks:   d.Checks,
 	}
 	if s.rates == nil {
 		mem := ephemeral.NewMemoryRateLimiter(ephemeral.MemoryConfig{})
@@ -396,6 +408,7 @@ func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
 		s.abortHandshake(ws, log, err, time.Since(start))
 		return
 	}
+	s.metrics.HandshakeDone(hs.resumed, time.Since(start))
 	_ = ws.SetWriteDeadline(time.Time{})
 
 	c := &peer{
@@ -496,9 +509,11 @@ func (s *Server) abortHandshake(ws *websocket.Conn, log zerolog.Logger, err erro
 	defer ws.Close()
 	if errors.Is(err, errPeerClosed) {
 		log.Info().Err(err).Dur("took", took).Msg("handshake abandoned by client")
+		s.metrics.HandshakeAbandoned(took)
 		return
 	}
 	code := protocol.CodeOf(err)
+	s.metrics.HandshakeFailed(code, took)
 	ev := log.Warn().Stringer("code", code).Err(err).Dur("took", took)
 	var re *requestError
 	if errors.As(err, &re) {
@@ -519,6 +534,7 @@ func (s *Server) track(c *peer) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.clients[c] = struct{}{}
+	s.metrics.ConnOpened()
 	return !s.closing
 }
 
@@ -526,6 +542,7 @@ func (s *Server) untrack(c *peer) {
 	s.mu.Lock()
 	delete(s.clients, c)
 	s.mu.Unlock()
+	s.metrics.ConnEnded()
 	s.logins.forget(c)
 }
 

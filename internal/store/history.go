@@ -16,6 +16,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 )
 
 // History: durable, ordered message streams.
@@ -574,6 +575,7 @@ type Option func(*options)
 
 type options struct {
 	keyring Keyring
+	tracer  pgx.QueryTracer // postgres.go: WithQueryTracer
 }
 
 // WithKeyring gives the store the keys that seal message bodies. Without

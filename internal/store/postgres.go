@@ -31,13 +31,14 @@ var _ Store = (*Postgres)(nil)
 // a second (pgxpool's default), so connections the server dropped, as in a
 // database restart, cost reconnects rather than failed requests.
 //
-// opts: WithKeyring.
+// opts: WithKeyring, WithQueryTracer.
 func OpenPostgres(ctx context.Context, dsn string, opts ...Option) (*Postgres, error) {
 	// A ParseConfigError shows dsn with its password redacted.
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("store: open postgres: %w", err)
 	}
+	cfg.ConnConfig.Tracer = applyOptions(opts).tracer
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("store: open postgres: %w", err)
@@ -484,3 +485,7 @@ func pgErr(op string, err error) error {
 	}
 	return fmt.Errorf("store: %s: %w", op, err)
 }
+
+// WithQueryTracer has every PostgreSQL query reported to t (metrics: its
+// latency and failures). Nil means none. SQLite stores ignore it.
+func WithQueryTracer(t pgx.QueryTracer) Option { return func(o *options) { o.tracer = t } }

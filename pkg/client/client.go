@@ -335,7 +335,7 @@ func (c *Conn) WriteMessage(m *protocol.Message) error {
 	}
 	_ = c.ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	if err := c.ws.WriteMessage(websocket.BinaryMessage, frame); err != nil {
-		return fmt.Errorf("client: write: %w", err)
+		return fmt.Errorf("client: write: %w: %w", ErrClosed, err)
 	}
 	return nil
 }
