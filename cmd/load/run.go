@@ -54,7 +54,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.hold, "hold", 3*time.Second, "connect: how long the connections stay open, idle, before the server's memory is read")
 	fs.DurationVar(&o.resumeFor, "resume-for", 10*time.Second, "resume: how long the resumption storm runs")
 	fs.StringVar(&members, "members", "100,1000", "fanout: comma-separated room sizes, one room per size (the publisher is one of the members)")
-	fs.StringVar(&rates, "rates", "100,500,1000,2000", "fanout: comma-separated publish rates (messages/s) tried in order for each room size; a size stops at the first rate that loses a member or the publisher")
+	fs.StringVar(&rates, "rates", "100,500,1000,2000", "fanout: comma-separated publish rates (messages/s) tried in order for each room size; a size stops after the first rate at which a delivery is missing or a member is dropped")
 	fs.DurationVar(&o.duration, "duration", 5*time.Second, "fanout: how long each rate is held")
 	fs.DurationVar(&o.drain, "drain", 5*time.Second, "fanout: how long to wait after the last publish for every delivery")
 	fs.IntVar(&o.size, "size", 256, "fanout: message body size in bytes")

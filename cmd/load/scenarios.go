@@ -441,8 +441,8 @@ func (l *loader) fanout(ctx context.Context, n int) (*FanoutResult, error) {
 		r.PublisherLost = !alive[0]
 		r.Held = r.Latency.N > 0 && r.Latency.P99 < 50 && r.Delivered == r.Expected && len(r.ErrorAnswers) == 0
 		res.Rounds = append(res.Rounds, r)
-		if len(r.Disconnected) > 0 || r.PublisherLost {
-			break
+		if len(r.Disconnected) > 0 || r.PublisherLost || r.Delivered < r.Expected {
+			break // saturated: a higher rate says no more
 		}
 		time.Sleep(time.Second)
 	}

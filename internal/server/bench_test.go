@@ -423,7 +423,7 @@ func benchmarkHubFanout(b *testing.B, members int) {
 			log:       zerolog.Nop(),
 			id:        fmt.Sprintf("conn-%d", i),
 			name:      fmt.Sprintf("member-%d", i),
-			send:      make(chan []byte, 256),
+			queue:     newSendQueue(256),
 			closeCh:   make(chan closeRequest, 1),
 			writerEnd: make(chan struct{}),
 		}
@@ -436,8 +436,10 @@ func benchmarkHubFanout(b *testing.B, members int) {
 			defer drainers.Done()
 			for {
 				select {
-				case <-p.send:
-					delivered.Done()
+				case <-p.queue.wake:
+					for range p.queue.take(nil) {
+						delivered.Done()
+					}
 				case <-stop:
 					return
 				}
