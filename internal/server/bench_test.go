@@ -36,9 +36,9 @@ import (
 //   - websocket: a real WebSocket to an httptest server with the same
 //     pre-made client key: TCP connect, HTTP upgrade, both sides of the
 //     handshake and the first record ("ready"), one connection at a time.
-//   - client.Dial: the same through pkg/client, which makes a fresh RSA
-//     session key per Dial (it has no option to supply one), so this is
-//     client key generation plus everything above.
+//   - client.Dial: the same through pkg/client, left to make a fresh RSA
+//     session key per Dial (Config.SessionKey not set), so this is client
+//     key generation plus everything above.
 
 var (
 	key3072Once sync.Once
