@@ -88,7 +88,7 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	fs.DurationVar(&o.window, "ts-window", envDur("MESSENGER_TS_WINDOW", 5*time.Minute), "accepted clock skew of message timestamps (MESSENGER_TS_WINDOW)")
 	fs.DurationVar(&o.handshakeTimeout, "handshake-timeout", envDur("MESSENGER_HANDSHAKE_TIMEOUT", 10*time.Second), "time allowed for a handshake (MESSENGER_HANDSHAKE_TIMEOUT)")
 	fs.IntVar(&o.identityBits, "identity-bits", envInt("MESSENGER_IDENTITY_BITS", keyfile.DefaultRSABits), "size of a newly created identity key: 2048, 3072 or 4096 (MESSENGER_IDENTITY_BITS)")
-	fs.IntVar(&o.sendQueue, "send-queue", envInt("MESSENGER_SEND_QUEUE", 256), "messages queued per connection before it is dropped as too slow (MESSENGER_SEND_QUEUE)")
+	fs.IntVar(&o.sendQueue, "send-queue", envInt("MESSENGER_SEND_QUEUE", 256), "messages pushed to one connection that may wait before it is dropped as too slow; answers to its own requests count apart (MESSENGER_SEND_QUEUE)")
 	fs.StringVar(&o.dbURL, "db", env("MESSENGER_DB", ""), "database: empty for SQLite in the data directory, postgres://… for PostgreSQL, sqlite:///path for another SQLite file (MESSENGER_DB)")
 	fs.BoolVar(&o.anonymous, "anonymous", ev.Bool("MESSENGER_ANONYMOUS", false), "let connections that have not logged in join rooms and talk (MESSENGER_ANONYMOUS=true)")
 	fs.IntVar(&o.argonMemory, "argon2-memory", envInt("MESSENGER_ARGON2_MEMORY", 19456), "Argon2id memory per password hash in KiB, at least 19456 (MESSENGER_ARGON2_MEMORY)")

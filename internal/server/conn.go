@@ -29,7 +29,7 @@ type closeRequest struct {
 
 // peer is one established connection: its reader runs on the HTTP
 // handler's goroutine, its writer on its own, and a bounded queue sits
-// between the hub and the writer.
+// between the hub (and the reader's answers) and the writer.
 type peer struct {
 	srv       *Server
 	ws        *websocket.Conn
@@ -52,7 +52,8 @@ type peer struct {
 	seal *protocol.RecordLayer // writer goroutine only
 	open *protocol.RecordLayer // reader goroutine only
 
-	send      chan []byte       // encoded application messages
+	queue     *sendQueue        // encoded application messages
+	cork      *corkConn         // the connection under ws; nil in tests without one
 	closeCh   chan closeRequest // capacity 1
 	closeOnce sync.Once
 	writerEnd chan struct{}
@@ -87,16 +88,11 @@ func (c *peer) setName(n string) {
 	c.nameMu.Unlock()
 }
 
-// enqueue queues an encoded message without blocking; false means the
-// queue is full.
-func (c *peer) enqueue(b []byte) bool {
-	select {
-	case c.send <- b:
-		return true
-	default:
-		return false
-	}
-}
+// enqueue queues an encoded message pushed to this connection (by the hub
+// or another connection) without blocking; false means the queue already
+// holds as many pushes as it may, and the caller drops c as a slow
+// consumer.
+func (c *peer) enqueue(b []byte) bool { return c.queue.push(b) }
 
 // fail ends the connection with code: the writer sends an encrypted error
 // message and a close frame carrying the code, then closes. Only the first
@@ -123,9 +119,10 @@ func (c *peer) reply(m *protocol.Message) {
 		c.fail(protocol.CodeInternal, "internal error")
 		return
 	}
-	if !c.enqueue(b) {
-		c.fail(protocol.CodeSlowConsumer, "send queue full")
-	}
+	// An answer waits for room in the queue: a client is never dropped
+	// for not reading the answers to its own requests, it only stops
+	// having its requests read. It returns at once once the writer ends.
+	c.queue.answer(b, c.writerEnd)
 }
 
 func (c *peer) replyError(ref string, err error) {
@@ -157,19 +154,18 @@ func (c *peer) writeLoop() {
 	defer c.ws.Close()
 	ping := time.NewTicker(c.srv.cfg.PingInterval)
 	defer ping.Stop()
+	var batch [][]byte
 	for {
 		select {
-		case b := <-c.send:
-			if err := c.writeRecord(b); err != nil {
-				if errors.Is(err, errUnsealable) {
-					// One message that cannot be sealed is dropped; the
-					// connection and everyone else's go on.
-					c.closeLog.Error().Err(err).Int("bytes", len(b)).Msg("dropped a message that cannot be sealed")
-					c.srv.metrics.QueueDrop(metrics.DropUnsealable)
-					continue
-				}
+		case <-c.queue.wake:
+			batch = c.queue.take(batch)
+			if err := c.writeBatch(batch); err != nil {
 				c.closeLog.Debug().Err(err).Msg("write failed")
 				return
+			}
+			clear(batch) // let the payloads go
+			if cap(batch) > maxSpareBatch {
+				batch = nil
 			}
 		case <-ping.C:
 			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.srv.cfg.WriteTimeout)); err != nil {
@@ -184,19 +180,61 @@ func (c *peer) writeLoop() {
 	}
 }
 
+// maxSpareBatch bounds the slice a writer keeps between batches, so that
+// an idle connection does not hold on to a burst's worth.
+const maxSpareBatch = 64
+
+// writeBatch seals every message of batch, in order, and writes them with
+// one write deadline; the corkConn under the WebSocket sends them in as
+// few system calls as its buffer allows.
+func (c *peer) writeBatch(batch [][]byte) error {
+	if err := c.ws.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout)); err != nil {
+		return err
+	}
+	if c.cork != nil {
+		c.cork.cork(c.srv.cfg.WriteTimeout)
+	}
+	for _, b := range batch {
+		if err := c.sealAndWrite(b); err != nil {
+			if errors.Is(err, errUnsealable) {
+				// One message that cannot be sealed is dropped; the
+				// connection and everyone else's go on.
+				c.closeLog.Error().Err(err).Int("bytes", len(b)).Msg("dropped a message that cannot be sealed")
+				c.srv.metrics.QueueDrop(metrics.DropUnsealable)
+				continue
+			}
+			if c.cork != nil {
+				_ = c.cork.uncork()
+			}
+			return err
+		}
+	}
+	if c.cork != nil {
+		return c.cork.uncork()
+	}
+	return nil
+}
+
 // errUnsealable marks a message the record layer refused to seal (too
 // large): nothing was written and the sequence number did not move.
 var errUnsealable = errors.New("server: message cannot be sealed")
 
+// writeRecord seals and writes one message under its own write deadline.
 func (c *peer) writeRecord(plaintext []byte) error {
+	if err := c.ws.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout)); err != nil {
+		return err
+	}
+	return c.sealAndWrite(plaintext)
+}
+
+// sealAndWrite seals one message and writes it as one WebSocket message,
+// under the deadline already set.
+func (c *peer) sealAndWrite(plaintext []byte) error {
 	frame, err := c.seal.Seal(plaintext)
 	if errors.Is(err, protocol.CodeTooLarge) {
 		return fmt.Errorf("%w: %w", errUnsealable, err)
 	}
 	if err != nil {
-		return err
-	}
-	if err := c.ws.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout)); err != nil {
 		return err
 	}
 	c.srv.metrics.RecordOut(len(frame))

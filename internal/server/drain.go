@@ -1,8 +1,6 @@
 package server
 
 import (
-	"errors"
-
 	"github.com/secure-messenger/messenger/pkg/protocol"
 )
 
@@ -41,14 +39,5 @@ func (c *peer) flushForDrain(req closeRequest) {
 	if req.code != protocol.CodeGoingAway {
 		return
 	}
-	for {
-		select {
-		case b := <-c.send:
-			if err := c.writeRecord(b); err != nil && !errors.Is(err, errUnsealable) {
-				return
-			}
-		default:
-			return
-		}
-	}
+	_ = c.writeBatch(c.queue.take(nil))
 }

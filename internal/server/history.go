@@ -286,14 +286,13 @@ func (c *peer) finishCatchUp(ctx context.Context, room string, last int64) error
 // enqueueWait queues an encoded message, waiting while the queue is full:
 // a catch-up may send more than the queue holds.
 func (c *peer) enqueueWait(ctx context.Context, b []byte) error {
-	select {
-	case c.send <- b:
-		return nil
-	case <-c.writerEnd:
-		return errors.New("server: connection closed")
-	case <-ctx.Done():
-		return ctx.Err()
+	if err := ctx.Err(); err != nil {
+		return err
 	}
+	if !c.queue.answer(b, c.writerEnd) {
+		return errors.New("server: connection closed")
+	}
+	return nil
 }
 
 // history answers a page of the room's stored messages, cut to fit one

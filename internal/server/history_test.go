@@ -371,7 +371,7 @@ func TestHubCatchUpBuffer(t *testing.T) {
 	defer cancel()
 	go hub.Run(ctx)
 	newPeer := func(id string) *peer {
-		return &peer{log: zerolog.Nop(), id: id, send: make(chan []byte, 2*maxCatchUpBuffer), closeCh: make(chan closeRequest, 1), writerEnd: make(chan struct{})}
+		return &peer{log: zerolog.Nop(), id: id, queue: newSendQueue(2 * maxCatchUpBuffer), closeCh: make(chan closeRequest, 1), writerEnd: make(chan struct{})}
 	}
 	live := func(seqs ...int64) {
 		hub.do(func() {
@@ -382,8 +382,8 @@ func TestHubCatchUpBuffer(t *testing.T) {
 	}
 	queued := func(p *peer) string {
 		var got []string
-		for len(p.send) > 0 {
-			got = append(got, string(<-p.send))
+		for _, b := range p.queue.take(nil) {
+			got = append(got, string(b))
 		}
 		return strings.Join(got, " ")
 	}

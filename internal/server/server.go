@@ -43,8 +43,11 @@ type Config struct {
 	// timestamp and the server's clock, either way. Zero means 5 minutes.
 	// Message ids are remembered for twice the window plus a minute.
 	TimestampWindow time.Duration
-	// SendQueue is the number of messages queued for one connection before
-	// it counts as a slow consumer and is disconnected. Zero means 256.
+	// SendQueue is the number of messages pushed to one connection (room
+	// messages, presence, key changes) that may wait for its writer before
+	// it counts as a slow consumer and is disconnected. Answers to its own
+	// requests are counted apart, up to the same number, and make the
+	// connection's reader wait instead. Zero means 256.
 	SendQueue int
 	// PingInterval is how often the server pings an idle connection; a
 	// peer silent for twice as long is dropped. Zero means 30 seconds.
@@ -290,12 +293,18 @@ func New(cfg Config, d Deps) (*Server, error) {
 	}
 	s.upgrader = websocket.Upgrader{
 		HandshakeTimeout: cfg.HandshakeTimeout,
-		ReadBufferSize:   4096,
-		WriteBufferSize:  4096,
-		CheckOrigin:      s.checkOrigin,
+		// Reads reuse the 4 KiB buffer the HTTP server read the upgrade
+		// request with; writes take a buffer from a pool only while a
+		// message is being written, so an idle connection holds none.
+		WriteBufferPool: &writeBuffers,
+		CheckOrigin:     s.checkOrigin,
 	}
 	return s, nil
 }
+
+// writeBuffers is the WebSocket write buffers of every server's
+// connections.
+var writeBuffers sync.Pool
 
 // Fingerprint returns the server identity key's fingerprint, the value
 // clients pin.
@@ -371,7 +380,8 @@ func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 	defer s.handlers.Done()
 
-	ws, err := s.upgrader.Upgrade(w, r, nil)
+	cw := &corkWriter{ResponseWriter: w}
+	ws, err := s.upgrader.Upgrade(cw, r, nil)
 	if err != nil {
 		s.log.Info().Err(err).Str("remote", r.RemoteAddr).Msg("websocket upgrade refused")
 		return
@@ -424,7 +434,8 @@ func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
 		requests:  newRequestLimiter(lim.RequestRate),
 		seal:      hs.seal,
 		open:      hs.open,
-		send:      make(chan []byte, s.cfg.SendQueue),
+		queue:     newSendQueue(s.cfg.SendQueue),
+		cork:      cw.conn,
 		closeCh:   make(chan closeRequest, 1),
 		writerEnd: make(chan struct{}),
 		name:      defaultName(hs.sessionID),

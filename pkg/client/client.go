@@ -7,6 +7,7 @@ package client
 
 import (
 	"context"
+	"crypto/rsa"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -46,6 +47,14 @@ type Config struct {
 	// SessionKeyBits sizes the per-session RSA-OAEP key: one of
 	// protocol.RSAKeySizes. Zero means 2048.
 	SessionKeyBits int
+	// SessionKey, when set, is the per-session RSA-OAEP key to send instead
+	// of generating one inside Dial (SessionKeyBits is then ignored). It
+	// must follow the protocol's RSA key rule (protocol.CheckRSAPublicKey).
+	// Generating a key takes tens of milliseconds, so callers that dial
+	// often generate keys ahead of time; a load tool may reuse a pool of
+	// them, at the cost of the forward secrecy a fresh key gives each
+	// session (docs/security.md).
+	SessionKey *rsa.PrivateKey
 	// Resume, when set, asks to resume that session.
 	Resume *Ticket
 	// ResumeOnly sends no session key with Resume, so that the handshake
@@ -125,6 +134,12 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 	}
 	if len(cfg.Suites) == 0 {
 		cfg.Suites = protocol.SupportedSuites
+	}
+	if cfg.SessionKey != nil {
+		if err := protocol.CheckRSAPublicKey(&cfg.SessionKey.PublicKey); err != nil {
+			return nil, fmt.Errorf("client: Config.SessionKey: %w", err)
+		}
+		cfg.SessionKeyBits = cfg.SessionKey.N.BitLen()
 	}
 	if cfg.SessionKeyBits == 0 {
 		cfg.SessionKeyBits = 2048
