@@ -83,10 +83,17 @@ async function main() {
     const t0 = Date.now();
     try {
       await fn(ctx);
+      for (const c of browser.contexts()) await c.close();
       console.log(`ok   ${name} (${((Date.now() - t0) / 1000).toFixed(1)}s)`);
     } catch (e) {
       failed++;
       console.log(`FAIL ${name}: ${e && e.stack || e}`);
+      let i = 0;
+      for (const c of browser.contexts()) for (const pg of c.pages()) {
+        const f = path.join(artifacts, `FAIL-${name}-${i++}.png`);
+        try { await pg.screenshot({ path: f }); console.log(`     screenshot ${f}`); } catch { /* closed */ }
+      }
+      for (const c of browser.contexts()) await c.close().catch(() => {});
     }
   }
   await browser.close();

@@ -309,6 +309,7 @@ class UI {
     const text = { online: 'Connected', connecting: detail && detail.retryIn ? `Reconnecting (next try in ${Math.round(detail.retryIn / 100) / 10} s)…` : 'Connecting…', offline: 'Offline' }[status];
     s.textContent = text;
     s.dataset.status = status;
+    if (status === 'online' && this.c.conn) { s.dataset.resumed = this.c.conn.resumed; s.dataset.session = this.c.conn.session.id; }
     if (status === 'online') { this.renderLists(); if (this.view) this.renderLog({}); }
   }
 

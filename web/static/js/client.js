@@ -526,8 +526,10 @@ export class Client extends EventTarget {
         const digest = await E.deviceSetDigest(devs);
         const counter = await store.get(`counter:${this.user}:${this.device.id}:${cv.id}:${key.version}`);
         const used = Number(cv.guard.lastCounter(cv.idBytes, this.user, this.device.id, key.version));
-        if (equal(digest, key.digest) && (counter !== undefined || used > 0)) {
-          if (counter === undefined) await store.set(`counter:${this.user}:${this.device.id}:${cv.id}:${key.version}`, used);
+        // Counters are persisted before use, next to the device's keys: a
+        // version without one was never used by this device.
+        if (equal(digest, key.digest)) {
+          if (counter === undefined || counter < used) await store.set(`counter:${this.user}:${this.device.id}:${cv.id}:${key.version}`, Math.max(used, counter || 0));
           return key;
         }
       } else if (key && key.version < (cv.server || 0)) { await this.loadKeys(cv); if (cv.ring.latest() !== key) continue; }
