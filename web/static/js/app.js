@@ -178,7 +178,7 @@ class UI {
     show('members-btn', v && v.kind === 'room'); show('leave-btn', v && v.kind === 'room'); show('safety-btn', v && v.kind === 'conv');
     show('composer', !!v); show('empty', !v);
     $('text').setAttribute('aria-label', v ? (v.kind === 'room' ? `Message to #${v.name}` : `Message to ${v.name}`) : 'Message');
-    $('log').replaceChildren();
+    $('log-list').replaceChildren();
     this.renderLists();
   }
 
@@ -188,8 +188,7 @@ class UI {
       const current = this.view && this.view.kind === kind && this.view.name === name;
       const b = el('button', { type: 'button', 'aria-current': current ? 'true' : undefined, onclick: () => { location.hash = (kind === 'room' ? '#room/' : '#dm/') + encodeURIComponent(name); } },
         el('span', { text: label }),
-        unread ? el('span', { class: 'badge', text: String(unread), 'aria-label': `${unread} unread` }) : null);
-      if (unread) b.setAttribute('aria-label', `${label}, ${unread} unread`);
+        unread ? el('span', { class: 'badge' }, String(unread), el('span', { class: 'sr-only', text: ' unread' })) : null);
       return el('li', {}, b);
     };
     $('room-list').replaceChildren(...[...this.c.rooms.values()].filter(r => r.joined || this.c.savedRooms.includes(r.name)).sort((a, b) => a.name.localeCompare(b.name)).map(r => item('room', r.name, '#' + r.name, r.unread)));
@@ -216,7 +215,7 @@ class UI {
     const items = msgs.map(m => this.item(m));
     if (more) items.unshift(el('li', { class: 'meta' }, el('button', { type: 'button', class: 'link', text: 'Load older messages', onclick: () => this.older() })));
     else items.unshift(el('li', { class: 'meta', text: 'Beginning of the history.' }));
-    log.replaceChildren(...items);
+    $('log-list').replaceChildren(...items);
     if (detail && detail.older) log.scrollTop = log.scrollHeight - fromBottom; else if (atBottom || (detail && detail.sent)) log.scrollTop = log.scrollHeight;
     if (this.view.kind === 'room') this.renderMembers();
     this.markRead();

@@ -482,6 +482,7 @@ export class Client extends EventTarget {
     const now = [...cv.devices.values()].filter(d => d.user === user).map(d => hex(d.fp)).sort();
     await store.set(`contact:${this.user}:${user}`, now);
     cv.unverified.delete(user);
+    for (const m of cv.msgs.values()) if (m.from === user && m.fp && now.includes(m.fp)) m.verified = true;
     this.emit('conv', { peer });
   }
 
@@ -603,7 +604,7 @@ export class Client extends EventTarget {
     }
     const pinnedFps = (await store.get(`contact:${this.user}:${msg.sender}`)) || [];
     const verified = !cv.unverified.has(msg.sender) && pinnedFps.includes(hex(sender.fp));
-    return { seq: m.seq, from: msg.sender, text: msg.text, messageId: msg.messageId, ts: msg.timestampMs, verified, mine: msg.sender === this.user };
+    return { seq: m.seq, from: msg.sender, text: msg.text, messageId: msg.messageId, ts: msg.timestampMs, verified, fp: hex(sender.fp), mine: msg.sender === this.user };
   }
 
   saveGuard(cv) {
