@@ -16,6 +16,7 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, '..', '..');
 const env = process.env;
 const artifacts = env.ARTIFACTS || path.join(root, 'web', 'test', 'artifacts');
+fs.rmSync(artifacts, { recursive: true, force: true });
 fs.mkdirSync(artifacts, { recursive: true });
 
 /** Relay is a TCP relay to the server whose connections the tests can cut. */

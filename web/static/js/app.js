@@ -277,9 +277,9 @@ class UI {
     if (!this.view || this.view.kind !== 'conv') { w.hidden = true; return; }
     const cv = this.c.conv(this.view.name);
     if (!cv.unverified.size) { w.hidden = true; $('safety-accept').hidden = true; return; }
-    const who = [...cv.unverified].map(u => (u === this.c.user ? 'your own' : `${u}'s`)).join(' and ');
+    const who = [...cv.unverified].map(u => (u === this.c.user ? 'your own account' : u)).join(' and ');
     w.replaceChildren(el('strong', { text: 'Keys changed. ' }),
-      `${who.charAt(0).toUpperCase() + who.slice(1)} devices changed since you last verified them (a device was added, removed or re-keyed). Messages from new devices are marked UNVERIFIED. Compare the safety number before trusting them. `,
+      `The devices of ${who} changed since you last verified them (a device was added, removed or re-keyed). Messages from new devices are marked UNVERIFIED. Compare the safety number before trusting them. `,
       el('button', { type: 'button', class: 'link', text: 'Compare the safety number', onclick: async () => { $('safety').hidden = false; $('safety-btn').setAttribute('aria-expanded', true); await this.renderSafety(); $('safety-number').focus(); } }));
     w.hidden = false;
     $('safety-accept').hidden = false;
