@@ -38,13 +38,13 @@ class Relay {
   close() { this.cut(); this.srv.close(); }
 }
 
-async function startServer(relayPort) {
+export async function startServer(relayPort, name = 'server') {
   const data = fs.mkdtempSync(path.join(os.tmpdir(), 'messenger-web-'));
   const args = ['-addr', '127.0.0.1:0', '-data', data, '-register-per-addr', '1000', '-handshake-rate', 'off',
     '-identity-bits', '2048', '-log-level', 'warn', '-origins', `http://127.0.0.1:${relayPort}`];
   const proc = spawn(env.MESSENGER_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
-  const log = fs.createWriteStream(path.join(artifacts, 'server.log'));
+  const log = fs.createWriteStream(path.join(artifacts, name + '.log'));
   proc.stderr.pipe(log);
   const info = await new Promise((resolve, reject) => {
     const t = setTimeout(() => reject(new Error('server did not start: ' + out)), 60000);
@@ -69,13 +69,14 @@ async function main() {
   const browser = await chromium.launch({
     executablePath: env.CHROMIUM || '/usr/bin/chromium',
     headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    args: ['--host-resolver-rules=MAP insecure.test 127.0.0.1', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
   });
   const ctx = {
     root, artifacts, browser, relay, server,
     base: `http://${server.addr}`,
     relayBase: `http://127.0.0.1:${relay.port}`,
     chatBin: env.CHAT_BIN,
+    startServer: name => startServer(relay.port, name),
   };
   let failed = 0, ran = 0;
   for (const [name, fn] of Object.entries(scenarios)) {

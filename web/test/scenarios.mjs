@@ -277,3 +277,61 @@ Object.assign(scenarios, {
     await alice.page.waitForSelector('#log li.live', { state: 'detached' });
   },
 });
+
+Object.assign(scenarios, {
+  /** Every error code has its own plain message. */
+  async errorMessages(ctx) {
+    const page = await ctx.browser.newPage();
+    await page.goto(ctx.base + '/');
+    const r = await page.evaluate(async () => {
+      const { CODES, ProtocolError } = await import('/js/protocol.js');
+      const { MESSAGES, explain } = await import('/js/client.js');
+      const missing = Object.values(CODES).filter(n => !MESSAGES[n]);
+      const texts = Object.keys(CODES).map(n => explain(new ProtocolError(Number(n))));
+      return { missing, distinct: new Set(texts).size, n: texts.length, unknown: explain(new ProtocolError(99, 'x')) };
+    });
+    await page.close();
+    assert(r.missing.length === 0, 'codes without a message: ' + r.missing);
+    assert(r.distinct === r.n, 'one message per code');
+    assert(/code_99/.test(r.unknown), 'an unknown code is named: ' + r.unknown);
+  },
+
+  /** Opened over plain http from another host, the page says why it cannot run. */
+  async insecureOrigin(ctx) {
+    const port = ctx.server.addr.split(':')[1];
+    const p = await person(ctx, 'visitor', `http://insecure.test:${port}`);
+    await p.page.waitForSelector('#insecure:not([hidden])');
+    const text = await p.page.textContent('#insecure');
+    assert(text.includes('insecure.test') && /https/.test(text), 'the page explains: ' + text);
+    assert(await p.page.isHidden('#auth'), 'no sign-in form');
+    await shot(ctx, p, 'insecure-origin');
+  },
+
+  /** The server's identity key changes: the page stops with a blocking warning and sends nothing. */
+  async pinChangeBlocks(ctx) {
+    const a = uniq('alice');
+    const alice = await person(ctx, 'alice', ctx.relayBase);
+    await register(alice, a);
+    const other = await ctx.startServer('impostor');
+    const [host, port] = other.addr.split(':');
+    const real = ctx.relay.target;
+    ctx.relay.target = { host, port: Number(port) };
+    try {
+      ctx.relay.cut();
+      await alice.page.waitForSelector('#pin-dialog:not([hidden])');
+      const [oldFp, newFp] = [await alice.page.textContent('#pin-old'), await alice.page.textContent('#pin-new')];
+      assert(oldFp === ctx.server.fingerprint && newFp === other.fingerprint, `the dialog shows both keys: ${oldFp} / ${newFp}`);
+      assert(await alice.page.isHidden('#chat'), 'the chat is hidden behind the warning');
+      assert(await alice.page.isDisabled('#pin-accept'), 'accepting needs the confirmation first');
+      await axe(ctx, alice, 'pin-change');
+      await shot(ctx, alice, 'pin-change');
+      // A reload does not get past it either.
+      await alice.page.reload();
+      await alice.page.waitForSelector('#pin-dialog:not([hidden])');
+    } finally {
+      ctx.relay.target = real;
+      other.proc.kill('SIGTERM');
+      fs.rmSync(other.data, { recursive: true, force: true });
+    }
+  },
+});

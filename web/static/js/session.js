@@ -167,6 +167,10 @@ export class Connection extends EventTarget {
     this.ws.send(cf);
     const r = await ready;
     this.session = r.session;
+    // Requests carry the time on the server's clock as far as this one can
+    // tell (§9: ts must be within the window of the server's clock).
+    const skew = (r.session && r.session.server_time) ? r.session.server_time - Date.now() : 0;
+    this.skew = Math.abs(skew) > 2000 ? skew : 0;
     return this;
   }
 
@@ -192,7 +196,7 @@ export class Connection extends EventTarget {
   request(msg, { timeoutMs = 45000 } = {}) {
     if (this.closed || this.closing) return Promise.reject(this.closed || new Error('connection closed'));
     const id = newUUID();
-    const m = { ...msg, id, ts: Date.now() };
+    const m = { ...msg, id, ts: Date.now() + (this.skew || 0) };
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => { if (this.pending.delete(id)) reject(new ProtocolError(CODE.unavailable, 'no answer from the server', { fatal: false })); }, timeoutMs);
       this.pending.set(id, { resolve: v => { clearTimeout(timer); resolve(v); }, reject: e => { clearTimeout(timer); reject(e); } });
