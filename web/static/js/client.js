@@ -183,7 +183,7 @@ export class Client extends EventTarget {
     this.conn = null;
     for (const r of this.rooms.values()) r.joined = false;
     if (this.stopped) { this.setStatus('offline'); return; }
-    if (err) this.report(err, 'connection');
+    if (err) this.report(err instanceof ProtocolError ? err : new Error(`${err.message} Reconnecting…`), 'connection');
     if (err instanceof ProtocolError && err.code === CODE.session_revoked) store.del('ticket:' + this.user);
     if (err instanceof ProtocolError && err.code === CODE.session_ended) { this.setStatus('offline'); return; }
     this.setStatus('connecting');

@@ -32,7 +32,7 @@ export class SessionKeyPool {
 /** closeError maps a WebSocket close to an error (4001–4999: a code, not authenticated). */
 function closeError(ev) {
   if (ev.code > 4000 && ev.code < 5000) return new ProtocolError(ev.code - 4000, ev.reason || codeName(ev.code - 4000), { sealed: false });
-  const e = new Error(`connection closed (${ev.code}${ev.reason ? ' ' + ev.reason : ''})`);
+  const e = new Error(ev.code === 1000 ? 'The server closed the connection.' : `The connection to the server was lost (${ev.code}).`);
   e.closeCode = ev.code;
   return e;
 }
