@@ -179,7 +179,23 @@ Object.assign(scenarios, {
     await say(alice, 'browser in the room');
     out = await chat(ctx, home, ['-user', c, '-room', room, '-json', '-listen', '2s']);
     assert(out.includes('browser in the room'), 'the CLI got the room message: ' + out);
-    noErrors(alice);
+    // The same account in a browser too: a second device of carol's. Alice
+    // hears of it (key_change in the room they share), warns, and wraps the
+    // next key to both of carol's devices; the CLI and the browser read it.
+    const carolWeb = await person(ctx, 'carol-browser');
+    await signIn(carolWeb, c);
+    await carolWeb.page.waitForSelector(`#conv-list button:has-text("${a}")`);
+    await alice.page.click(`#conv-list button:has-text("${c}")`);
+    await alice.page.waitForSelector('#warning:not([hidden])');
+    await say(alice, 'to both of your devices');
+    // (Read positions are the account's: the CLI reads first, before the browser marks it read.)
+    out = await chat(ctx, home, ['-user', c, '-to', a, '-json', '-listen', '2s']);
+    assert(out.includes('"text":"to both of your devices"'), 'the CLI device reads it: ' + out);
+    await carolWeb.page.click(`#conv-list button:has-text("${a}")`);
+    await waitText(carolWeb, 'to both of your devices');
+    await say(carolWeb, 'from my browser');
+    await waitText(alice, 'from my browser');
+    noErrors(alice, carolWeb);
     fs.rmSync(home, { recursive: true, force: true });
   },
 

@@ -413,7 +413,9 @@ export class Client extends EventTarget {
 
   onKeyChange(m) {
     for (const cv of this.convs.values()) {
-      if (cv.peer === m.user || m.user === this.user) cv.stale = true; // look the devices up again before the next send
+      if (cv.peer !== m.user && m.user !== this.user) continue;
+      cv.stale = true; // look the devices up again before the next send
+      if (cv.opened && this.conn) this.refreshDevices(cv).then(() => { this.emit('conv', { peer: cv.peer }); this.emit('rooms'); }, e => this.report(e, 'lookup'));
     }
     this.emit('keychange', m);
   }
