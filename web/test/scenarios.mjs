@@ -351,3 +351,41 @@ Object.assign(scenarios, {
     }
   },
 });
+
+Object.assign(scenarios, {
+  /** History loads as the reader scrolls up, a page at a time, each message once and in order. */
+  async historyOnScroll(ctx) {
+    const room = uniq('long'), n = 75;
+    const writer = await person(ctx, 'writer');
+    await writer.page.evaluate(async ([user, room, n]) => {
+      const { Client } = await import('/js/client.js');
+      const c = new Client();
+      await c.register(user, 'correct horse battery');
+      await c.joinRoom(room);
+      for (let i = 1; i <= n; i++) {
+        for (;;) {
+          try { await c.request({ t: 'send', room, body: `line ${i}`, mid: crypto.randomUUID() }); break; } catch (e) {
+            if (e.code !== 23) throw e; // rate_limited: wait and send again
+            await new Promise(r => setTimeout(r, 500));
+          }
+        }
+      }
+    }, [uniq('writer'), room, n]);
+    const reader = await person(ctx, 'reader');
+    await register(reader, uniq('reader'));
+    await joinRoom(reader, room);
+    await waitText(reader, `line ${n}`);
+    const first = await bodies(reader);
+    assert(first.length < n && first[first.length - 1] === `line ${n}`, `one page first (${first.length})`);
+    for (let i = 0; i < 10 && (await bodies(reader)).length < n; i++) {
+      const k = (await bodies(reader)).length;
+      await reader.page.$eval('#log', l => { l.scrollTop = 0; l.dispatchEvent(new Event('scroll')); });
+      await reader.page.waitForFunction(k => document.querySelectorAll('#log li.msg').length > k, k);
+    }
+    const all = await bodies(reader);
+    assert(all.length === n, `all ${n} after scrolling up: ${all.length}`);
+    assert(all.every((b, i) => b === `line ${i + 1}`), 'in order, once each');
+    await reader.page.waitForSelector('#log li.meta:has-text("Beginning of the history")');
+    noErrors(reader);
+  },
+});
