@@ -96,6 +96,7 @@ Object.assign(scenarios, {
       await alice.page.fill('#text', `alice offline ${round}`);
       await alice.page.press('#text', 'Enter');
       await waitOnline(alice);
+      assert(await alice.page.getAttribute('#status', 'data-resumed') === 'true', 'the reconnect resumed the session');
       await waitText(alice, `while cut ${round}.2`);
       await waitText(alice, `alice offline ${round}`, { sent: true });
       await waitText(bob, `alice offline ${round}`);
