@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/hkdf"
 	"crypto/sha256"
+	"crypto/tls"
 	"flag"
 	"fmt"
 	"io"
@@ -58,6 +59,7 @@ type options struct {
 	publicOrigins    string
 	httpReadTimeout  time.Duration
 	httpIdleTimeout  time.Duration
+	tls              tlsOptions
 	limits           server.Limits
 	registerPerAddr  int
 	loginPerUser     int
@@ -97,6 +99,10 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	fs.StringVar(&o.publicOrigins, "public-origin", env("MESSENGER_PUBLIC_ORIGIN", ""), "comma-separated origins at which people open this server's pages, e.g. https://chat.example.org; empty means http://ADDR (and http://localhost:PORT on a loopback or wildcard address) (MESSENGER_PUBLIC_ORIGIN)")
 	fs.DurationVar(&o.httpReadTimeout, "http-read-timeout", envDur("MESSENGER_HTTP_READ_TIMEOUT", 15*time.Second), "time allowed to read one HTTP request (MESSENGER_HTTP_READ_TIMEOUT)")
 	fs.DurationVar(&o.httpIdleTimeout, "http-idle-timeout", envDur("MESSENGER_HTTP_IDLE_TIMEOUT", 2*time.Minute), "how long an idle keep-alive HTTP connection stays open (MESSENGER_HTTP_IDLE_TIMEOUT)")
+	fs.StringVar(&o.tls.certFile, "tls-cert", env("MESSENGER_TLS_CERT", ""), "PEM certificate (chain) file: serve HTTPS and WSS itself; with -tls-key (MESSENGER_TLS_CERT)")
+	fs.StringVar(&o.tls.keyFile, "tls-key", env("MESSENGER_TLS_KEY", ""), "PEM private key file of -tls-cert (MESSENGER_TLS_KEY)")
+	fs.StringVar(&o.tls.acmeDomains, "acme-domain", env("MESSENGER_ACME_DOMAIN", ""), "comma-separated public host names: get and renew their certificates automatically over ACME (TLS-ALPN-01: listen where the public reaches port 443), cached in DATA/acme (MESSENGER_ACME_DOMAIN)")
+	fs.StringVar(&o.tls.acmeEmail, "acme-email", env("MESSENGER_ACME_EMAIL", ""), "contact address given to the ACME certificate authority; optional (MESSENGER_ACME_EMAIL)")
 	d := server.DefaultLimits()
 	l := &o.limits
 	fs.IntVar(&l.MaxConnections, "max-conns", envInt("MESSENGER_MAX_CONNS", d.MaxConnections), "connections this node holds; -1 for no limit (MESSENGER_MAX_CONNS)")
@@ -169,6 +175,9 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	}
 	if o.drainTimeout <= 0 {
 		return nil, fmt.Errorf("-drain-timeout %s: want a positive duration", o.drainTimeout)
+	}
+	if err := o.tls.check(); err != nil {
+		return nil, err
 	}
 	if o.registerPerAddr < 1 {
 		return nil, fmt.Errorf("-register-per-addr %d: want 1 or more", o.registerPerAddr)
@@ -331,9 +340,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("listen: %w", err)
 	}
 	defer ln.Close()
+	var tlsConfig *tls.Config
+	if o.tls.enabled() {
+		if tlsConfig, err = o.tls.config(o.dataDir); err != nil {
+			return err
+		}
+	}
 	publicOrigins := splitList(o.publicOrigins)
 	if len(publicOrigins) == 0 {
 		publicOrigins = defaultOrigins(ln.Addr())
+		if o.tls.enabled() {
+			publicOrigins = o.tls.origins(ln.Addr())
+		}
 	}
 	srv, err := server.New(server.Config{
 		HandshakeTimeout:     o.handshakeTimeout,
@@ -370,12 +388,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		defer ops.srv.Close()
 		fmt.Fprintf(stdout, "metrics on %s\n", ops.addr)
 	}
-	go func() { serveErr <- httpSrv.Serve(ln) }()
-	fmt.Fprintf(stdout, "listening on %s\n", ln.Addr())
+	go func() { serveErr <- serve(httpSrv, ln, tlsConfig) }()
+	if tlsConfig != nil {
+		fmt.Fprintf(stdout, "listening on %s (TLS)\n", ln.Addr())
+	} else {
+		fmt.Fprintf(stdout, "listening on %s\n", ln.Addr())
+	}
 	fmt.Fprintf(stdout, "identity fingerprint %s\n", srv.Fingerprint())
 	log.Info().Str("addr", ln.Addr().String()).Str("fingerprint", srv.Fingerprint().String()).Msg("server started")
 	botCtx, stopBot := context.WithCancel(ctx)
-	botDone, err := startBot(botCtx, o.bot, o.dataDir, ln.Addr(), srv.Fingerprint(), log) // bot.go
+	botDone, err := startBot(botCtx, o.bot, o.dataDir, ln.Addr(), tlsConfig != nil, srv.Fingerprint(), log) // bot.go
 	if err != nil {
 		stopBot()
 		return err

@@ -8,6 +8,7 @@ package client
 import (
 	"context"
 	"crypto/rsa"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -65,6 +66,9 @@ type Config struct {
 	HandshakeTimeout time.Duration
 	// Header is sent with the WebSocket upgrade request (e.g. Origin).
 	Header http.Header
+	// TLS configures a wss:// connection; nil means Go's defaults. The
+	// protocol's own handshake authenticates the server either way.
+	TLS *tls.Config
 	// Incoming is the capacity of the Messages channel. Zero means 256.
 	Incoming int
 }
@@ -159,7 +163,7 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.HandshakeTimeout)
 	defer cancel()
-	dialer := websocket.Dialer{HandshakeTimeout: cfg.HandshakeTimeout, ReadBufferSize: 4096, WriteBufferSize: 4096}
+	dialer := websocket.Dialer{HandshakeTimeout: cfg.HandshakeTimeout, ReadBufferSize: 4096, WriteBufferSize: 4096, TLSClientConfig: cfg.TLS}
 	ws, resp, err := dialer.DialContext(ctx, cfg.URL, cfg.Header)
 	if err != nil {
 		if resp != nil {
