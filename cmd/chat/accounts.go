@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"time"
@@ -52,7 +53,8 @@ func (a *account) connect(ctx context.Context) (*session, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &session{o: a.o, ui: a.ui, trust: tr, quiet: true}
+	// A device link reads what the server pushes itself.
+	s := &session{o: a.o, ui: a.ui, trust: tr, quiet: true, ownMessages: a.o.add || a.o.link != ""}
 	if err := s.open(ctx); err != nil {
 		return nil, err
 	}
@@ -289,7 +291,7 @@ func (a *account) retireDevice(ctx context.Context, s *session, id *client.Ident
 }
 
 // devices is chat devices: list the account's devices, or remove one.
-func (a *account) devices(ctx context.Context) error {
+func (a *account) devices(ctx context.Context, stdin io.Reader) error {
 	user := a.o.user
 	id, err := loadProfile(a.ui, a.home, user)
 	if err != nil {
@@ -302,6 +304,9 @@ func (a *account) devices(ctx context.Context) error {
 	defer s.close()
 	if err := id.SaveDevice(profileDir(a.home, user)); err != nil {
 		return err
+	}
+	if a.o.add {
+		return a.addDevice(ctx, s, id, stdin)
 	}
 	rctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"path/filepath"
 	"time"
 
 	"github.com/secure-messenger/messenger/pkg/client"
@@ -35,47 +34,33 @@ type directLine struct {
 
 // direct runs chat -to: it signs in, opens the conversation, shows what
 // was missed, then sends (-send) or shows what arrives and sends each
-// line typed.
+// line typed. A dropped connection is resumed (or signed in again) as in
+// a room, and the conversation reopened: what arrived meanwhile follows,
+// in order, once.
 func direct(ctx context.Context, o *options, u *ui, home string, id *client.Identity, stdin io.Reader) error {
 	tr, err := newTrust(o, home)
 	if err != nil {
 		return err
 	}
-	s := &session{o: o, ui: u, trust: tr, id: id, home: home}
-	conn, err := s.dial(ctx, nil)
-	if err != nil {
+	s := &session{o: o, ui: u, trust: tr, id: id, home: home, quiet: o.sendSet}
+	if err := s.connect(ctx); err != nil {
 		return err
 	}
-	defer conn.Close()
-	rctx, cancel := context.WithTimeout(ctx, requestTimeout)
-	defer cancel()
-	if _, err := conn.Auth(rctx, id); err != nil {
-		return accountError("sign in as "+id.User, err, "")
-	}
-	cv, err := conn.OpenConversation(rctx, id, o.to, client.ConversationOptions{PinsFile: filepath.Join(profileDir(home, id.User), pinsFile)})
-	if errors.Is(err, protocol.CodeNotFound) {
-		return &exitError{code: exitRuntime, err: fmt.Errorf("open the conversation with %s: %w\nno such user on this server", o.to, err)}
-	}
-	if err != nil {
-		return &exitError{code: exitRuntime, err: fmt.Errorf("open the conversation with %s: %w", o.to, err)}
+	defer s.close()
+	if err := s.openDM(ctx, o.to, !o.sendSet); err != nil {
+		return err
 	}
 	if o.sendSet {
-		_, sent, err := cv.SendText(rctx, o.send)
+		rctx, cancel := context.WithTimeout(ctx, requestTimeout)
+		defer cancel()
+		_, sent, err := s.dm.cv.SendText(rctx, o.send)
 		if err != nil {
 			return &exitError{code: exitRuntime, err: fmt.Errorf("send to %s: %w", o.to, err)}
 		}
 		u.status("sent to %s (end-to-end encrypted, seq %d)", o.to, sent.Seq)
 		return nil
 	}
-	u.status("conversation with %s (end-to-end encrypted, key version %d)", o.to, cv.KeyVersion())
-	missed, err := cv.Missed(rctx)
-	for _, m := range missed {
-		showDirect(u, cv, m)
-	}
-	if err != nil {
-		u.problem(err)
-	}
-
+	u.status("conversation with %s (end-to-end encrypted, key version %d)", o.to, s.dm.cv.KeyVersion())
 	quit := make(chan struct{})
 	defer close(quit)
 	var lines <-chan string
@@ -87,44 +72,7 @@ func direct(ctx context.Context, o *options, u *ui, home string, id *client.Iden
 	} else {
 		lines = readLines(stdin, quit)
 	}
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-stop:
-			return nil
-		case line, ok := <-lines:
-			if !ok {
-				return nil
-			}
-			if o.listenSet || line == "" {
-				continue
-			}
-			sctx, cancel := context.WithTimeout(ctx, requestTimeout)
-			_, _, err := cv.SendText(sctx, line)
-			cancel()
-			if err != nil {
-				u.problem(err)
-			}
-		case m, ok := <-conn.Messages():
-			if !ok {
-				return &exitError{code: exitRuntime, err: fmt.Errorf("connection lost: %w", conn.Err())}
-			}
-			if !client.IsConversationEvent(m) || m.Conv != cv.ID().String() {
-				continue
-			}
-			rctx, cancel := context.WithTimeout(ctx, requestTimeout)
-			got, err := cv.Receive(rctx, m)
-			if err == nil && got != nil {
-				showDirect(u, cv, got)
-				err = cv.MarkRead(rctx, got.Seq)
-			}
-			cancel()
-			if err != nil {
-				u.status("error: record %d: %s", m.Seq, e2eReason(err))
-			}
-		}
-	}
+	return s.loop(ctx, lines, stop, !o.listenSet)
 }
 
 // e2eReason names a pkg/e2e error for a person.

@@ -266,6 +266,7 @@ type proxy struct {
 	target  string // server URL
 	conns   []*websocket.Conn
 	corrupt atomic.Bool
+	loseAck atomic.Int32 // 1: armed; 2: the client's record went up, its answer is awaited
 }
 
 func startProxy(t *testing.T, ts *testServer) *proxy {
@@ -301,6 +302,13 @@ func startProxy(t *testing.T, ts *testServer) *proxy {
 					}
 					return
 				}
+				if !toClient && len(data) > 0 && data[0] == protocol.TypeRecord {
+					p.loseAck.CompareAndSwap(1, 2)
+				}
+				if toClient && len(data) > 0 && data[0] == protocol.TypeRecord && p.loseAck.CompareAndSwap(2, 0) {
+					go p.cut() // the answer is lost with the connection
+					return
+				}
 				if toClient && len(data) > 0 && data[0] == protocol.TypeRecord && p.corrupt.CompareAndSwap(true, false) {
 					data = append([]byte(nil), data...)
 					data[len(data)-1] ^= 1
@@ -331,6 +339,11 @@ func (p *proxy) cut() {
 }
 
 func (p *proxy) corruptNext() { p.corrupt.Store(true) }
+
+// loseNextAnswer lets the client's next record through to the server,
+// then drops the server's next record (its answer) and cuts the
+// connections, as a node that dies between committing and answering.
+func (p *proxy) loseNextAnswer() { p.loseAck.Store(1) }
 
 func (p *proxy) retarget(ts *testServer) {
 	p.mu.Lock()

@@ -72,3 +72,40 @@ func TestOfflineMessagesOnStart(t *testing.T) {
 		t.Fatalf("bob's second start shows:\n%s\nwant only m3 and m4, from /history", out)
 	}
 }
+
+// TestSendRetriedOnceAfterLostAnswer: alice's message reaches the server,
+// which commits it, but the answer is lost with the connection. chat
+// resumes the session and sends it again under the same message id: bob
+// sees it once.
+func TestSendRetriedOnceAfterLostAnswer(t *testing.T) {
+	t.Parallel()
+	a, _ := identityKeys(t)
+	ts := accountServer(t, a)
+	p := startProxy(t, ts)
+	alice, bob := newPerson(t, "alice", "alice's password"), newPerson(t, "bob", "bob's password")
+	alice.register(t, ts.url)
+	bob.register(t, ts.url)
+
+	bj := start(t, bob.env(ts.url), "-user", "bob", "-room", "team", "-json")
+	waitFor(t, "bob stderr", bj.stderr, "joined #team")
+	ai := start(t, alice.env(p.url), "-user", "alice", "-room", "team", "-pin", ts.fp.String())
+	waitFor(t, "alice stderr", ai.stderr, "joined #team")
+	time.Sleep(200 * time.Millisecond) // let alice's read acknowledgements of the join settle
+	p.loseNextAnswer()
+	ai.typeLine("only once")
+	waitFor(t, "alice stderr", ai.stderr, "(session resumed)")
+	ai.typeLine("after it")
+	waitFor(t, "bob stdout", bj.stdout, `"body":"after it"`)
+	var got []string
+	for _, m := range jsonLines(t, bj.stdout.String()) {
+		if m.Type == protocol.MsgMessage {
+			got = append(got, fmt.Sprintf("%d:%s", m.Seq, m.Body))
+		}
+	}
+	if want := "1:only once 2:after it"; strings.Join(got, " ") != want {
+		t.Fatalf("bob got %q, want %q; alice's stderr:\n%s", strings.Join(got, " "), want, ai.stderr)
+	}
+	if strings.Contains(ai.stderr.String(), "error") {
+		t.Errorf("alice saw an error:\n%s", ai.stderr)
+	}
+}

@@ -76,6 +76,8 @@ type options struct {
 
 	newPasswordFile string // passwd -new-password-file
 	remove          string // devices -remove
+	add             bool   // devices -add: show a link code for a new device
+	link            string // login -link CODE: join as a new device with a code
 	to              string // -to: a direct conversation with this user, lower-cased
 
 	sendSet   bool // -send was given: say send and exit
@@ -129,9 +131,11 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 		fs.IntVar(&o.keyBits, "key-bits", ev.Int("MESSENGER_KEY_BITS", client.DefaultIdentityBits), "size of new RSA keys: 2048, 3072 or 4096 (MESSENGER_KEY_BITS)")
 		if o.cmd == cmdLogin {
 			fs.BoolVar(&o.newKeys, "new-keys", false, "generate new keys and publish them in place of the old ones (a new device, or a reset); the old ones move to the profile's old-TIME/")
+			fs.StringVar(&o.link, "link", env("MESSENGER_LINK_CODE", ""), "join as a new device with the `CODE` chat devices -add shows on a device you have, instead of the password (MESSENGER_LINK_CODE)")
 		}
 	case cmdDevices:
 		fs.StringVar(&o.remove, "remove", "", "remove the device with this `ID` (from the list) instead of listing; its sessions are closed")
+		fs.BoolVar(&o.add, "add", ev.Bool("MESSENGER_DEVICES_ADD", false), "show a one-time code to type on a new device (chat login -link CODE), then approve it (MESSENGER_DEVICES_ADD)")
 	case cmdPasswd:
 		fs.StringVar(&o.passwordFile, "password-file", env("MESSENGER_PASSWORD_FILE", ""), "read the current password from the first line of this `file` (MESSENGER_PASSWORD_FILE)")
 		fs.StringVar(&o.newPasswordFile, "new-password-file", env("MESSENGER_NEW_PASSWORD_FILE", ""), "read the new password from the first line of this `file` (MESSENGER_NEW_PASSWORD_FILE)")
@@ -214,6 +218,17 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	if (o.cmd == cmdRegister || o.cmd == cmdLogin) && !protocol.ValidRSAKeySize(o.keyBits) {
 		errs = append(errs, fmt.Errorf("-key-bits %d: want one of %v", o.keyBits, protocol.RSAKeySizes))
 	}
+	if o.link != "" {
+		if o.newKeys {
+			errs = append(errs, errors.New("-link and -new-keys exclude each other: -link always makes new keys"))
+		}
+		if _, err := protocol.ParseLinkCode(o.link); err != nil {
+			errs = append(errs, fmt.Errorf("-link: want the code chat devices -add shows (29 letters and digits, dashes optional)"))
+		}
+	}
+	if o.add && o.remove != "" {
+		errs = append(errs, errors.New("-add and -remove exclude each other"))
+	}
 	if o.remove != "" {
 		if _, err := protocol.ParseDeviceID(o.remove); err != nil {
 			errs = append(errs, fmt.Errorf("-remove %q: want a device id as chat devices lists it", o.remove))
@@ -254,9 +269,11 @@ var usageText = map[string]string{
 	cmdChat: `Usage: chat [flags]                          chat in a room
        chat register -user NAME [flags]      create an account, with new keys
        chat login -user NAME [-new-keys]     log in with the password
+       chat login -user NAME -link CODE      add this machine with a code from another device
        chat passwd -user NAME                change the password
        chat fingerprint -user NAME [USER]    your key fingerprint, or USER's
        chat devices -user NAME [-remove ID]  list (or remove) your devices
+       chat devices -user NAME -add          show a code that adds a new device
        chat -user NAME -to USER [flags]      talk with USER, end-to-end encrypted
        chat safety -user NAME USER           the safety number of NAME and USER
        chat COMMAND -h                       COMMAND's flags
@@ -288,6 +305,7 @@ compare with what the server shows them.
 Flags:
 `,
 	cmdLogin: `Usage: chat login -user NAME [-new-keys] [flags]
+       chat login -user NAME -link CODE [flags]
 
 Logs in with the password and the profile's keys, and prints the
 account's fingerprint. With -new-keys it generates new keys and adds them
@@ -296,6 +314,12 @@ told. If the profile had keys already, they move to old-TIME/ in the
 profile and their device is removed from the account (a reset: the old
 keys no longer sign in, and their sessions are closed); in a new profile
 (another machine) the account's other devices stay.
+
+With -link CODE (from chat devices -add on a device the account already
+has) it needs no password: it generates keys for a new profile, offers
+them with the code and waits until that device approves; then the keys
+are saved and the account's fingerprint printed. Your contacts and your
+other devices are told. The code works once, for 2 minutes.
 ` + passwordText + exitText + `
 Flags:
 `,
@@ -316,15 +340,23 @@ current password in a pipe. It needs at least 8 characters.
 ` + exitText + `
 Flags:
 `,
-	cmdDevices: `Usage: chat devices -user NAME [-remove ID]
+	cmdDevices: `Usage: chat devices -user NAME [-remove ID | -add]
 
 Signs in as NAME with the profile's keys and lists NAME's current
 devices, one a line: id, fingerprint, date added, name, and "(this
 device)" for this profile's. Then the account's fingerprint, over all of
 them, as the result line. With -remove ID it removes that device instead
 (not this one: remove a device from another): the server closes every
-session of the removed device, and every other session of NAME but this
-one (chat on your other devices signs in again with its keys).
+session of the removed device, on every node, and none of them can be
+resumed; your other devices stay signed in. New conversation keys are no
+longer wrapped to it.
+
+With -add it prints a one-time code as the result line (valid 2 minutes)
+and waits: type it on the new machine with chat login -user NAME -link
+CODE. When that device joins, chat shows its id and fingerprint (compare
+them with what the new machine prints) and asks "add it? [y/N]" on
+standard input; y adds it. A device that joined with a mistyped code is
+refused and never shown.
 ` + exitText + `
 Flags:
 `,
@@ -398,11 +430,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		case cmdRegister:
 			return a.register(ctx)
 		case cmdLogin:
+			if o.link != "" {
+				return a.loginLink(ctx)
+			}
 			return a.login(ctx)
 		case cmdPasswd:
 			return a.passwd(ctx)
 		case cmdDevices:
-			return a.devices(ctx)
+			return a.devices(ctx, stdin)
 		case cmdSafety:
 			return a.safety(ctx)
 		default:

@@ -36,6 +36,9 @@ type session struct {
 	id    *client.Identity // -user's keys; nil for an anonymous session
 	home  string           // holds the profile id was loaded from
 	quiet bool             // pushed events are not shown (-send, account commands)
+	// ownMessages: no pump; the caller reads conn.Messages() itself (device
+	// links wait for pushed offers and approvals).
+	ownMessages bool
 
 	conn    *client.Conn
 	pumped  chan struct{} // closed when conn's pump has printed everything
@@ -44,6 +47,9 @@ type session struct {
 
 	seenMu sync.Mutex
 	seen   map[string]int64 // per room, the highest seq shown
+
+	dm         dmState                // the direct conversation lines go to, if any (dm.go)
+	convEvents chan *protocol.Message // conversation events, from the pump to the loop
 }
 
 // shown records that m was shown and reports false for a message of a
@@ -159,9 +165,13 @@ func (s *session) connect(ctx context.Context) error {
 func (s *session) authenticate(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
+	had := s.id.Device
 	r, err := s.conn.Auth(ctx, s.id)
 	if r != nil {
 		s.ui.reply(r)
+	}
+	if err == nil {
+		s.saveLearnedDevice(had)
 	}
 	if err != nil {
 		u := s.id.User
@@ -192,7 +202,14 @@ func (s *session) attach(conn *client.Conn) {
 	s.ui.reply(&protocol.Message{Type: protocol.MsgReady, Session: &info})
 	done := make(chan struct{})
 	s.pumped = done
+	if s.ownMessages {
+		close(done)
+		return
+	}
 	quiet := s.quiet
+	if s.convEvents == nil {
+		s.convEvents = make(chan *protocol.Message, convQueue)
+	}
 	wake := make(chan struct{}, 1)
 	if s.id != nil && !quiet {
 		go s.ackReads(conn, wake)
@@ -200,6 +217,12 @@ func (s *session) attach(conn *client.Conn) {
 	go func() {
 		defer close(done)
 		for m := range conn.Messages() {
+			if client.IsConversationEvent(m) {
+				if !quiet {
+					s.queueConv(m)
+				}
+				continue
+			}
 			if !quiet && s.shown(m) {
 				s.ui.event(m)
 				if m.Seq > 0 {
@@ -308,12 +331,34 @@ func (s *session) fallBack() {
 
 // say sends body to room and waits for the server's acknowledgement (not
 // for the copy of the message the server echoes back). The message id
-// lets the server recognise a resent copy.
+// lets the server recognise a resent copy: when the connection is lost
+// before the acknowledgement (a node draining says going_away), say
+// reconnects, resuming the session, and sends again under the same id, so
+// the message arrives once whether or not the first copy was committed.
+// A failed reconnection is returned as the session's end (*exitError).
 func (s *session) say(ctx context.Context, room, body string) error {
-	if _, err := s.request(ctx, &protocol.Message{Type: protocol.MsgSend, Room: room, Body: body, Mid: client.NewMessageID()}); err != nil {
-		return fmt.Errorf("send to #%s: %w", room, err)
+	mid := client.NewMessageID()
+	for {
+		_, err := s.request(ctx, &protocol.Message{Type: protocol.MsgSend, Room: room, Body: body, Mid: mid})
+		if err == nil {
+			return nil
+		}
+		if !client.Retryable(err) || !errors.Is(err, client.ErrClosed) || ctx.Err() != nil {
+			// Answered (unavailable, rate_limited, …) on a live connection.
+			return fmt.Errorf("send to #%s: %w", room, err)
+		}
+		select {
+		case <-s.conn.Done():
+		case <-time.After(requestTimeout):
+			return fmt.Errorf("send to #%s: %w", room, err)
+		}
+		if rerr := s.recover(ctx); rerr != nil {
+			return rerr
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
 	}
-	return nil
 }
 
 // sendOnce is -send: join the room, say body, return once acknowledged.
@@ -349,6 +394,8 @@ func (s *session) loop(ctx context.Context, lines <-chan string, stop <-chan tim
 			if quit, err := s.command(ctx, line); quit || err != nil {
 				return err
 			}
+		case m := <-s.convEvents:
+			s.convEvent(ctx, m)
 		case <-s.conn.Done():
 			if err := s.recover(ctx); err != nil {
 				return err
@@ -366,11 +413,21 @@ func (s *session) command(ctx context.Context, line string) (quit bool, err erro
 	}
 	if !strings.HasPrefix(line, "/") || strings.HasPrefix(line, "//") {
 		body := strings.TrimPrefix(line, "/") // "//x" says "/x"
+		if s.dm.cv != nil {
+			if err := s.sayDM(ctx, body); err != nil {
+				s.ui.problem(err)
+			}
+			return false, nil
+		}
 		if s.current == "" {
 			s.ui.status("error: not in any room: /join one first")
 			return false, nil
 		}
 		if err := s.say(ctx, s.current, body); err != nil {
+			var ee *exitError
+			if errors.As(err, &ee) {
+				return true, err // reconnecting failed: the session is over
+			}
 			s.ui.problem(err)
 		}
 		return false, nil
@@ -389,13 +446,25 @@ func (s *session) command(ctx context.Context, line string) (quit bool, err erro
 		return args[0], true
 	}
 	switch cmd {
+	case "/dm":
+		if len(args) != 1 {
+			s.ui.status("error: usage: /dm USER")
+			break
+		}
+		if err := s.openDM(ctx, strings.ToLower(args[0]), true); err != nil {
+			s.ui.problem(err)
+			break
+		}
+		s.ui.status("talking with %s, end-to-end encrypted (key version %d); /room ROOM goes back to a room", s.dm.peer, s.dm.cv.KeyVersion())
 	case "/join":
+		s.leaveDM()
 		if room, ok := roomArg(); ok {
 			if err := s.enter(ctx, room); err != nil {
 				s.ui.problem(err)
 			}
 		}
 	case "/room":
+		s.leaveDM()
 		room, ok := roomArg()
 		switch {
 		case !ok:
@@ -568,6 +637,12 @@ func (s *session) recover(ctx context.Context) error {
 		}
 		s.ui.status("reconnected to %s (%s); messages said meanwhile follow", s.o.server, how)
 		s.rejoin(ctx)
+		if s.dm.peer != "" {
+			s.dm.cv = nil // bound to the old connection
+			if err := s.openDM(ctx, s.dm.peer, true); err != nil {
+				s.ui.problem(err)
+			}
+		}
 		return nil
 	}
 	return &exitError{code: exitRuntime, err: fmt.Errorf("reconnect: gave up after %d attempts: %w", reconnectAttempts, last)}

@@ -138,10 +138,11 @@ func (u *ui) help() {
   /leave [ROOM]  leave ROOM (default: the current room)
   /history N     show the last N messages of the current room
   /unread        show your rooms with their unread counts (signed in)
+  /dm USER       talk with USER end to end instead (signed in); /room or /join goes back
   /quit          disconnect; the server keeps the session until it expires
   /end           end the session on the server, then disconnect
   /help          this list
-other lines are sent to the current room; start a line with // to send one beginning with /`)
+other lines are sent to the current room (or to USER after /dm); start a line with // to send one beginning with /`)
 }
 
 // describe renders err for the user, leading with the protocol code's name

@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sync"
 	"testing"
 	"time"
 
@@ -139,71 +142,251 @@ func TestRunHistorySurvivesRestart(t *testing.T) {
 	}
 }
 
-// killChildEnv names the data directory of a server the test binary runs
-// as a child, to be killed (TestRunHistorySurvivesKill); killDBEnv its
-// database.
-const (
-	killChildEnv = "MESSENGER_TEST_KILL_CHILD"
-	killDBEnv    = "MESSENGER_TEST_KILL_DB"
-)
+// messengerBinary is the messenger command, built once by
+// buildMessenger for the tests that kill a server process.
+var messengerBinary struct {
+	once      sync.Once
+	dir, path string
+	err       error
+}
 
-// TestRunKillChild is the server TestRunHistorySurvivesKill kills. It does
-// nothing in a normal test run.
-func TestRunKillChild(t *testing.T) {
-	dir := os.Getenv(killChildEnv)
-	if dir == "" {
-		t.Skip("run by TestRunHistorySurvivesKill")
+// TestMain removes the built messenger binary after the tests.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if messengerBinary.dir != "" {
+		os.RemoveAll(messengerBinary.dir)
 	}
-	env := historyEnv(dir, os.Getenv(killDBEnv))
-	err := run(context.Background(), []string{"-addr", "127.0.0.1:0"}, func(k string) string { return env[k] }, os.Stdout, os.Stderr)
-	t.Fatalf("run returned: %v", err)
+	os.Exit(code)
+}
+
+// buildMessenger builds this package's command (without -race) and
+// returns its path; it skips the test if the go tool cannot be found.
+func buildMessenger(t *testing.T) string {
+	t.Helper()
+	goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if _, err := os.Stat(goTool); err != nil {
+		if goTool, err = exec.LookPath("go"); err != nil {
+			t.Skip("no go tool to build the messenger binary with")
+		}
+	}
+	b := &messengerBinary
+	b.once.Do(func() {
+		if b.dir, b.err = os.MkdirTemp("", "messenger-bin-"); b.err != nil {
+			return
+		}
+		b.path = filepath.Join(b.dir, "messenger")
+		out, err := exec.Command(goTool, "build", "-o", b.path, ".").CombinedOutput()
+		if err != nil {
+			b.err = fmt.Errorf("go build: %w\n%s", err, out)
+		}
+	})
+	if b.err != nil {
+		t.Fatal(b.err)
+	}
+	return b.path
 }
 
 // TestRunHistorySurvivesKill: the server process is killed with SIGKILL
 // right after acknowledging the last of 100 messages; restarted, it gives
 // bob all of them and knows the last one's mid.
 func TestRunHistorySurvivesKill(t *testing.T) {
-	if os.Getenv(killChildEnv) != "" {
-		t.Skip("in the child")
-	}
 	alice, bob := newIdentity(t, "alice"), newIdentity(t, "bob")
 	for name, db := range historyBackends(t) {
 		t.Run(name, func(t *testing.T) {
 			dir, dbURL := t.TempDir(), db(t)
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-			defer cancel()
-			cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestRunKillChild$", "-test.count=1")
-			cmd.Env = append(os.Environ(), killChildEnv+"="+dir, killDBEnv+"="+dbURL)
-			cmd.Stderr = os.Stderr
-			out, err := cmd.StdoutPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-			n := &node{}
-			lines := bufio.NewScanner(out)
-			for n.addr == "" || n.fp == (protocol.Fingerprint{}) {
-				if !lines.Scan() {
-					t.Fatalf("child server ended: %v", lines.Err())
-				}
-				if m := listenRE.FindStringSubmatch(lines.Text()); m != nil {
-					n.addr = m[1]
-				}
-				if m := fpRE.FindStringSubmatch(lines.Text()); m != nil {
-					if n.fp, err = protocol.ParseFingerprint(m[1]); err != nil {
-						t.Fatal(err)
-					}
-				}
-			}
+			n, _, kill := startChild(t, dir, dbURL)
 			_, mids := offlineSetup(t, n, alice, bob)
-			if err := cmd.Process.Kill(); err != nil { // SIGKILL, right after the last ack
+			kill() // SIGKILL, right after the last ack
+			checkAfterRestart(t, start(t, historyEnv(dir, dbURL), "-addr", "127.0.0.1:0"), alice, bob, mids)
+		})
+	}
+}
+
+// startChild runs the messenger binary (buildMessenger) as a server on
+// dir and dbURL, with historyEnv and env (KEY=VALUE) as its environment,
+// and returns it once it listens, with the process and kill, which
+// SIGKILLs it and waits.
+func startChild(t *testing.T, dir, dbURL string, env ...string) (*node, *exec.Cmd, func()) {
+	t.Helper()
+	bin := buildMessenger(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	t.Cleanup(cancel)
+	cmd := exec.CommandContext(ctx, bin, "-addr", "127.0.0.1:0")
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
+	for k, v := range historyEnv(dir, dbURL) {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	cmd.Env = append(append(cmd.Env, "MESSENGER_LOG_LEVEL=warn"), env...)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	n := &node{}
+	lines := bufio.NewScanner(out)
+	for n.addr == "" || n.fp == (protocol.Fingerprint{}) {
+		if !lines.Scan() {
+			t.Fatalf("child server ended: %v", lines.Err())
+		}
+		if m := listenRE.FindStringSubmatch(lines.Text()); m != nil {
+			n.addr = m[1]
+		}
+		if m := fpRE.FindStringSubmatch(lines.Text()); m != nil {
+			if n.fp, err = protocol.ParseFingerprint(m[1]); err != nil {
 				t.Fatal(err)
 			}
-			_ = cmd.Wait()
-			checkAfterRestart(t, start(t, historyEnv(dir, dbURL), "-addr", "127.0.0.1:0"), alice, bob, mids)
+		}
+	}
+	go func() { // keep the pipe drained
+		for lines.Scan() {
+		}
+	}()
+	return n, cmd, func() {
+		if err := cmd.Process.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		_ = cmd.Wait()
+	}
+}
+
+// convOfflineSetup registers alice and bob, closes bob, and has alice
+// open their direct conversation and send 100 end-to-end records
+// (m1..m100) while bob is offline. It returns the sealed records.
+func convOfflineSetup(t *testing.T, n *node, alice, bob *client.Identity) []*client.Sealed {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	ca, cb := n.dial(t), n.dial(t)
+	if _, err := ca.Register(ctx, alice, "alice's password"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cb.Register(ctx, bob, "bob's password"); err != nil {
+		t.Fatal(err)
+	}
+	cb.Close()
+	go func() { // alice's own copies
+		for range ca.Messages() {
+		}
+	}()
+	cv, err := ca.OpenConversation(ctx, alice, "bob", client.ConversationOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sealed []*client.Sealed
+	for i := 1; i <= 100; i++ {
+		s, sent, err := cv.SendText(ctx, fmt.Sprintf("m%d", i))
+		if err != nil || sent.Seq != int64(i) {
+			t.Fatalf("conversation send %d: %+v, %v", i, sent, err)
+		}
+		sealed = append(sealed, s)
+	}
+	ca.Close()
+	return sealed
+}
+
+// checkConvAfterRestart: bob connects and gets m1..m100 in order, once
+// each, opened and verified; a second look finds nothing new; alice's
+// retry of record 100 keeps seq 100 and reaches bob not at all, and her
+// next record reaches him live as seq 101.
+func checkConvAfterRestart(t *testing.T, n *node, alice, bob *client.Identity, sealed []*client.Sealed) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cb := n.dial(t)
+	if _, err := cb.Auth(ctx, bob); err != nil {
+		t.Fatalf("bob auth after restart: %v", err)
+	}
+	bcv, err := cb.OpenConversation(ctx, bob, "alice", client.ConversationOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := bcv.Missed(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 100 {
+		t.Fatalf("bob got %d records, want 100", len(got))
+	}
+	for i, r := range got {
+		if r.Seq != int64(i+1) || r.Text != fmt.Sprintf("m%d", i+1) || r.MessageID != sealed[i].MessageID || r.From != "alice" || !r.Verified {
+			t.Fatalf("bob's record %d: %+v", i+1, r)
+		}
+	}
+	if again, err := bcv.Missed(ctx); err != nil || len(again) != 0 {
+		t.Fatalf("a second look: %d records, %v; want none", len(again), err)
+	}
+
+	ca := n.dial(t)
+	if _, err := ca.Auth(ctx, alice); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for range ca.Messages() {
+		}
+	}()
+	acv, err := ca.OpenConversation(ctx, alice, "bob", client.ConversationOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sent, err := acv.Send(ctx, sealed[99]); err != nil || sent.Seq != 100 {
+		t.Fatalf("retry of record 100 after the restart: %+v, %v", sent, err)
+	}
+	if _, sent, err := acv.SendText(ctx, "m101"); err != nil || sent.Seq != 101 {
+		t.Fatalf("send 101: %+v, %v", sent, err)
+	}
+	for {
+		select {
+		case m, ok := <-cb.Messages():
+			if !ok {
+				t.Fatalf("bob's connection ended: %v", cb.Err())
+			}
+			if m.Type != protocol.MsgConvMsg {
+				continue
+			}
+			r, err := bcv.Receive(ctx, m)
+			if err != nil {
+				t.Fatalf("bob: %v", err)
+			}
+			if r == nil || r.Seq != 101 || r.Text != "m101" {
+				t.Fatalf("after the retry bob got %+v (seq %d), want m101 at seq 101", r, m.Seq)
+			}
+			return
+		case <-ctx.Done():
+			t.Fatal("bob: no live record")
+		}
+	}
+}
+
+// TestRunConversationSurvivesRestart: end-to-end records sent while bob
+// was offline are his after a restart of the server, in order, once each.
+func TestRunConversationSurvivesRestart(t *testing.T) {
+	for name, db := range historyBackends(t) {
+		t.Run(name, func(t *testing.T) {
+			alice, bob := newIdentity(t, "alice"), newIdentity(t, "bob")
+			env := historyEnv(t.TempDir(), db(t))
+			first, stop := startStoppable(t, env)
+			sealed := convOfflineSetup(t, first, alice, bob)
+			stop()
+			checkConvAfterRestart(t, start(t, env, "-addr", "127.0.0.1:0"), alice, bob, sealed)
+		})
+	}
+}
+
+// TestRunConversationSurvivesKill: as TestRunConversationSurvivesRestart,
+// with the server process killed (SIGKILL) right after the last ack.
+func TestRunConversationSurvivesKill(t *testing.T) {
+	for name, db := range historyBackends(t) {
+		t.Run(name, func(t *testing.T) {
+			alice, bob := newIdentity(t, "alice"), newIdentity(t, "bob")
+			dir, dbURL := t.TempDir(), db(t)
+			n, _, kill := startChild(t, dir, dbURL)
+			sealed := convOfflineSetup(t, n, alice, bob)
+			kill()
+			checkConvAfterRestart(t, start(t, historyEnv(dir, dbURL), "-addr", "127.0.0.1:0"), alice, bob, sealed)
 		})
 	}
 }

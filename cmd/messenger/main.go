@@ -2,6 +2,10 @@
 //
 // Usage: messenger [flags]; every flag has an environment-variable twin
 // (MESSENGER_ADDR for -addr, …). Run it with -h for the list.
+//
+// messenger rotate-storage-key [flags] makes a new key current for the
+// stored messages and rewraps them while servers run (docs/security.md
+// §8.3).
 package main
 
 import (

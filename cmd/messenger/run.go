@@ -4,7 +4,7 @@ import (
 	"context"
 	"crypto/hkdf"
 	"crypto/sha256"
-	"encoding/binary"
+	"crypto/tls"
 	"flag"
 	"fmt"
 	"io"
@@ -23,8 +23,11 @@ import (
 	"github.com/secure-messenger/messenger/internal/envflag"
 	"github.com/secure-messenger/messenger/internal/ephemeral"
 	"github.com/secure-messenger/messenger/internal/keyfile"
+	"github.com/secure-messenger/messenger/internal/keyring"
+	"github.com/secure-messenger/messenger/internal/metrics"
 	"github.com/secure-messenger/messenger/internal/password"
 	"github.com/secure-messenger/messenger/internal/presence"
+	"github.com/secure-messenger/messenger/internal/retention"
 	"github.com/secure-messenger/messenger/internal/server"
 	"github.com/secure-messenger/messenger/internal/store"
 	"github.com/secure-messenger/messenger/pkg/protocol"
@@ -56,6 +59,7 @@ type options struct {
 	publicOrigins    string
 	httpReadTimeout  time.Duration
 	httpIdleTimeout  time.Duration
+	tls              tlsOptions
 	limits           server.Limits
 	registerPerAddr  int
 	loginPerUser     int
@@ -66,6 +70,10 @@ type options struct {
 	presenceTTL       time.Duration
 	presenceInterval  time.Duration
 	presenceThreshold int
+	storage           storageOptions
+	bot               *botOptions // bot.go
+	metricsAddr       string
+	drainTimeout      time.Duration
 }
 
 func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (*options, error) {
@@ -91,7 +99,7 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	fs.DurationVar(&o.window, "ts-window", envDur("MESSENGER_TS_WINDOW", 5*time.Minute), "accepted clock skew of message timestamps (MESSENGER_TS_WINDOW)")
 	fs.DurationVar(&o.handshakeTimeout, "handshake-timeout", envDur("MESSENGER_HANDSHAKE_TIMEOUT", 10*time.Second), "time allowed for a handshake (MESSENGER_HANDSHAKE_TIMEOUT)")
 	fs.IntVar(&o.identityBits, "identity-bits", envInt("MESSENGER_IDENTITY_BITS", keyfile.DefaultRSABits), "size of a newly created identity key: 2048, 3072 or 4096 (MESSENGER_IDENTITY_BITS)")
-	fs.IntVar(&o.sendQueue, "send-queue", envInt("MESSENGER_SEND_QUEUE", 256), "messages queued per connection before it is dropped as too slow (MESSENGER_SEND_QUEUE)")
+	fs.IntVar(&o.sendQueue, "send-queue", envInt("MESSENGER_SEND_QUEUE", 256), "messages pushed to one connection that may wait before it is dropped as too slow; answers to its own requests count apart (MESSENGER_SEND_QUEUE)")
 	fs.StringVar(&o.dbURL, "db", env("MESSENGER_DB", ""), "database: empty for SQLite in the data directory, postgres://… for PostgreSQL, sqlite:///path for another SQLite file (MESSENGER_DB)")
 	fs.BoolVar(&o.anonymous, "anonymous", ev.Bool("MESSENGER_ANONYMOUS", false), "let connections that have not logged in join rooms and talk (MESSENGER_ANONYMOUS=true)")
 	fs.IntVar(&o.argonMemory, "argon2-memory", envInt("MESSENGER_ARGON2_MEMORY", 19456), "Argon2id memory per password hash in KiB, at least 19456 (MESSENGER_ARGON2_MEMORY)")
@@ -100,6 +108,10 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	fs.StringVar(&o.publicOrigins, "public-origin", env("MESSENGER_PUBLIC_ORIGIN", ""), "comma-separated origins at which people open this server's pages, e.g. https://chat.example.org; empty means http://ADDR (and http://localhost:PORT on a loopback or wildcard address) (MESSENGER_PUBLIC_ORIGIN)")
 	fs.DurationVar(&o.httpReadTimeout, "http-read-timeout", envDur("MESSENGER_HTTP_READ_TIMEOUT", 15*time.Second), "time allowed to read one HTTP request (MESSENGER_HTTP_READ_TIMEOUT)")
 	fs.DurationVar(&o.httpIdleTimeout, "http-idle-timeout", envDur("MESSENGER_HTTP_IDLE_TIMEOUT", 2*time.Minute), "how long an idle keep-alive HTTP connection stays open (MESSENGER_HTTP_IDLE_TIMEOUT)")
+	fs.StringVar(&o.tls.certFile, "tls-cert", env("MESSENGER_TLS_CERT", ""), "PEM certificate (chain) file: serve HTTPS and WSS itself; with -tls-key (MESSENGER_TLS_CERT)")
+	fs.StringVar(&o.tls.keyFile, "tls-key", env("MESSENGER_TLS_KEY", ""), "PEM private key file of -tls-cert (MESSENGER_TLS_KEY)")
+	fs.StringVar(&o.tls.acmeDomains, "acme-domain", env("MESSENGER_ACME_DOMAIN", ""), "comma-separated public host names: get and renew their certificates automatically over ACME (TLS-ALPN-01: listen where the public reaches port 443), cached in DATA/acme (MESSENGER_ACME_DOMAIN)")
+	fs.StringVar(&o.tls.acmeEmail, "acme-email", env("MESSENGER_ACME_EMAIL", ""), "contact address given to the ACME certificate authority; optional (MESSENGER_ACME_EMAIL)")
 	d := server.DefaultLimits()
 	l := &o.limits
 	fs.IntVar(&l.MaxConnections, "max-conns", envInt("MESSENGER_MAX_CONNS", d.MaxConnections), "connections this node holds; -1 for no limit (MESSENGER_MAX_CONNS)")
@@ -118,6 +130,7 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 		{"user-request-rate", "MESSENGER_USER_REQUEST_RATE", "requests one user may send over all connections", &l.UserRequestRate, d.UserRequestRate},
 		{"send-rate", "MESSENGER_SEND_RATE", "messages one user (anonymous: one address) may send", &l.SendRate, d.SendRate},
 		{"room-send-rate", "MESSENGER_ROOM_SEND_RATE", "messages all members together may send to one room", &l.RoomSendRate, d.RoomSendRate},
+		{"stream-rate", "MESSENGER_STREAM_RATE", "stream and conv_stream events (streamed answers) one user (anonymous: one address) may send", &l.StreamRate, d.StreamRate},
 	}
 	rateText := make([]string, len(rates))
 	for i, r := range rates {
@@ -127,7 +140,14 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	fs.IntVar(&o.loginPerAddr, "login-failures-per-addr", envInt("MESSENGER_LOGIN_FAILURES_PER_ADDR", 50), "password logins, and apart signature logins, per client address (IPv6: per /64) that may fail within -login-window (MESSENGER_LOGIN_FAILURES_PER_ADDR)")
 	fs.DurationVar(&o.loginWindow, "login-window", envDur("MESSENGER_LOGIN_WINDOW", 15*time.Minute), "the window of the failed-login limits (MESSENGER_LOGIN_WINDOW)")
 	fs.IntVar(&o.registerPerAddr, "register-per-addr", envInt("MESSENGER_REGISTER_PER_ADDR", 10), "register requests allowed per client address (IPv6: per /64) per hour (MESSENGER_REGISTER_PER_ADDR)")
+	o.storage.addFlags(fs, ev)
+	o.bot = addBotFlags(fs, ev, getenv) // bot.go
+	fs.StringVar(&o.metricsAddr, "metrics-addr", env("MESSENGER_METRICS_ADDR", ""), "listen address of /metrics, /healthz and /readyz for operators, e.g. 127.0.0.1:9090; empty: none (MESSENGER_METRICS_ADDR)")
+	fs.DurationVar(&o.drainTimeout, "drain-timeout", envDur("MESSENGER_DRAIN_TIMEOUT", 20*time.Second), "on SIGTERM, how long the node waits for its connections to close after telling them to reconnect elsewhere (MESSENGER_DRAIN_TIMEOUT)")
 	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if err := o.storage.check(); err != nil {
 		return nil, err
 	}
 	for i, r := range rates {
@@ -161,6 +181,12 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	}
 	if o.loginPerUser < 1 || o.loginPerAddr < 1 || o.loginWindow <= 0 {
 		return nil, fmt.Errorf("-login-failures-per-user %d, -login-failures-per-addr %d, -login-window %s: want positive values", o.loginPerUser, o.loginPerAddr, o.loginWindow)
+	}
+	if o.drainTimeout <= 0 {
+		return nil, fmt.Errorf("-drain-timeout %s: want a positive duration", o.drainTimeout)
+	}
+	if err := o.tls.check(); err != nil {
+		return nil, err
 	}
 	if o.registerPerAddr < 1 {
 		return nil, fmt.Errorf("-register-per-addr %d: want 1 or more", o.registerPerAddr)
@@ -200,17 +226,16 @@ func deriveKey(storage []byte, purpose string) []byte {
 // for a 2^-32 chance) without a record of which is which; a storage key
 // rotation can then hold both while the store rewraps.
 func messageKeyring(storage []byte) (*store.StaticKeyring, error) {
-	id := binary.BigEndian.Uint32(deriveKey(storage, "message key id"))
-	if id == 0 {
-		id = 1 // 0 is not a key id
-	}
-	return store.NewKeyring(map[uint32][]byte{id: deriveKey(storage, "stored messages")}, id)
+	return keyring.Single(storage).StoreKeyring()
 }
 
 // run is the whole server: it returns when ctx ends (after a graceful
 // shutdown) or on a start-up error. It prints "listening on ADDR" and the
 // identity fingerprint to stdout once it accepts connections.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == rotateCommand {
+		return runRotate(ctx, args[1:], getenv, stdout, stderr)
+	}
 	o, err := parseOptions(args, getenv, stderr)
 	if err != nil {
 		return err
@@ -238,6 +263,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Log:        log,
 		Identity:   identity,
 		SessionKey: deriveKey(storageKey, "session records"),
+		Metrics:    metrics.New(),
 	}
 	var closers []func() error
 	defer func() {
@@ -245,11 +271,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			_ = closers[i]()
 		}
 	}()
+	deps.OnGapFilled = deps.Metrics.GapFilled
 	if o.redisURL != "" {
 		rc, raddr, err := newRedisClient(o.redisURL, o.redisMode)
 		if err != nil {
 			return fmt.Errorf("-redis: %w", err)
 		}
+		rc.AddHook(deps.Metrics.RedisHook())
+		deps.Checks = append(deps.Checks, server.Check{Name: "redis", Ping: func(ctx context.Context) error { return rc.Ping(ctx).Err() }})
 		closers = append(closers, rc.Close)
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		err = rc.Ping(pctx).Err()
@@ -280,18 +309,27 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		log.Info().Msg("ephemeral state in memory (no -redis)")
 	}
 
-	keyring, err := messageKeyring(storageKey)
+	keysCtx, stopKeys := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopKeys()
+	keys, err := openKeyring(keysCtx, keyringPath(o.storage.keyringFile, o.dataDir), storageKey, o.storage.keyringReload, log)
 	if err != nil {
 		return err
 	}
 	dbctx, cancelDB := context.WithTimeout(ctx, 30*time.Second)
-	db, err := store.Open(dbctx, o.dbURL, o.dataDir, store.WithKeyring(keyring))
+	db, err := store.Open(dbctx, o.dbURL, o.dataDir, store.WithKeyring(keys), store.WithQueryTracer(deps.Metrics.DBTracer()))
 	cancelDB()
 	if err != nil {
 		return fmt.Errorf("database: %w", err)
 	}
 	closers = append(closers, db.Close)
 	deps.Store = db
+	pruneCtx, stopPruning := context.WithCancel(ctx)
+	pruned := make(chan struct{})
+	go func() {
+		defer close(pruned)
+		retention.Run(pruneCtx, db, o.storage.rules, o.storage.retentionInterval, log)
+	}()
+	defer func() { stopPruning(); <-pruned }()
 	hp := password.Params{Memory: uint32(o.argonMemory), Time: uint32(o.argonTime)}
 	if err := hp.Check(); err != nil {
 		return fmt.Errorf("argon2 parameters: %w", err)
@@ -316,9 +354,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("listen: %w", err)
 	}
 	defer ln.Close()
+	var tlsConfig *tls.Config
+	if o.tls.enabled() {
+		if tlsConfig, err = o.tls.config(o.dataDir); err != nil {
+			return err
+		}
+	}
 	publicOrigins := splitList(o.publicOrigins)
 	if len(publicOrigins) == 0 {
 		publicOrigins = defaultOrigins(ln.Addr())
+		if o.tls.enabled() {
+			publicOrigins = o.tls.origins(ln.Addr())
+		}
 	}
 	srv, err := server.New(server.Config{
 		HandshakeTimeout:     o.handshakeTimeout,
@@ -348,24 +395,37 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	go srv.Run(hubCtx)
 
 	httpSrv := srv.HTTPServer(web.Files())
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- httpSrv.Serve(ln) }()
-	fmt.Fprintf(stdout, "listening on %s\n", ln.Addr())
+	serveErr := make(chan error, 2)
+	ops, err := serveOps(o.metricsAddr, srv, serveErr)
+	if err != nil {
+		return err
+	}
+	if ops != nil {
+		defer ops.srv.Close()
+		fmt.Fprintf(stdout, "metrics on %s\n", ops.addr)
+	}
+	go func() { serveErr <- serve(httpSrv, ln, tlsConfig) }()
+	if tlsConfig != nil {
+		fmt.Fprintf(stdout, "listening on %s (TLS)\n", ln.Addr())
+	} else {
+		fmt.Fprintf(stdout, "listening on %s\n", ln.Addr())
+	}
 	fmt.Fprintf(stdout, "identity fingerprint %s\n", srv.Fingerprint())
 	log.Info().Str("addr", ln.Addr().String()).Str("fingerprint", srv.Fingerprint().String()).Msg("server started")
+	botCtx, stopBot := context.WithCancel(ctx)
+	botDone, err := startBot(botCtx, o.bot, o.dataDir, ln.Addr(), tlsConfig != nil, srv.Fingerprint(), log) // bot.go
+	if err != nil {
+		stopBot()
+		return err
+	}
+	defer func() { stopBot(); <-botDone }()
 
 	select {
 	case err := <-serveErr:
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
-	log.Info().Msg("shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	_ = httpSrv.Shutdown(sctx) // stops accepting; hijacked WebSockets are the server's to close
-	if err := srv.Shutdown(sctx); err != nil {
-		log.Warn().Err(err).Msg("shutdown")
-	}
+	drain(srv, httpSrv, o.drainTimeout, log)
 	return nil
 }
 

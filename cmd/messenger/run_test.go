@@ -23,8 +23,9 @@ import (
 )
 
 var (
-	listenRE = regexp.MustCompile(`listening on (\S+)`)
-	fpRE     = regexp.MustCompile(`identity fingerprint ([0-9a-f]{64})`)
+	listenRE  = regexp.MustCompile(`listening on (\S+)`)
+	fpRE      = regexp.MustCompile(`identity fingerprint ([0-9a-f]{64})`)
+	metricsRE = regexp.MustCompile(`metrics on (\S+)`)
 )
 
 type node struct {
@@ -175,6 +176,9 @@ func TestRunBadConfiguration(t *testing.T) {
 		"bad rate":            {args: []string{"-send-rate", "fast"}},
 		"bad rate unit":       {env: map[string]string{"MESSENGER_ROOM_SEND_RATE": "10/d"}},
 		"zero count limit":    {args: []string{"-max-conns", "0"}},
+		"no drain time":       {args: []string{"-drain-timeout", "0s"}},
+		"bad drain env":       {env: map[string]string{"MESSENGER_DRAIN_TIMEOUT": "a while"}},
+		"bad metrics address": {args: []string{"-metrics-addr", "127.0.0.1:99999"}},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/secure-messenger/messenger/internal/metrics"
 	"github.com/secure-messenger/messenger/internal/password"
 	"github.com/secure-messenger/messenger/internal/store"
 	"github.com/secure-messenger/messenger/pkg/protocol"
@@ -118,8 +119,10 @@ func (c *peer) reserveAttempt(ctx context.Context, kind, user string) error {
 			return &requestError{protocol.CodeUnavailable, "unavailable", fmt.Errorf("%s throttle: %w", kind, err)}
 		}
 		if kind == throttleRegister {
+			c.srv.metrics.RateLimited(metrics.KindRegister)
 			return fmt.Errorf("too many registrations from this address, retry within %s: %w", k.window, protocol.CodeRateLimited)
 		}
+		c.srv.metrics.RateLimited(metrics.KindLogin)
 		return fmt.Errorf("too many failed logins, retry within %s: %w", k.window, protocol.CodeRateLimited)
 	}
 	return nil
@@ -325,7 +328,7 @@ func (c *peer) authenticated(ctx context.Context, m *protocol.Message, u store.U
 		return err
 	}
 	st := c.session
-	st.user, st.generation = u.ID, u.Generation
+	st.user, st.generation, st.device = u.ID, u.Generation, d.ID
 	switch err := c.srv.sessions.refresh(ctx, c.sessionID, st); {
 	case errors.Is(err, protocol.CodeSessionUnknown):
 		// The session record is gone (ended by another connection, or past
@@ -339,7 +342,7 @@ func (c *peer) authenticated(ctx context.Context, m *protocol.Message, u store.U
 	u.PasswordHash = ""
 	c.user = &u
 	c.device = d.ID
-	c.srv.logins.login(c, u.ID, u.Generation)
+	c.srv.logins.login(c, u.ID, u.Generation, d.ID)
 	c.lastCheck = time.Now()
 	c.setName(u.Name)
 	c.log = c.log.With().Str("user", u.Name).Logger()
@@ -367,9 +370,24 @@ func (c *peer) lookup(ctx context.Context, m *protocol.Message) error {
 }
 
 // rememberMembership records a logged-in user's join or leave in the
-// durable store, creating the room on first join.
+// durable store, creating the room on first join. An anonymous join
+// creates the room (without a creator, and records no membership), so
+// that rooms only anonymous connections use keep a history too.
 func (c *peer) rememberMembership(ctx context.Context, room string, join bool) error {
 	if c.user == nil {
+		if !join {
+			return nil
+		}
+		_, err := c.srv.store.RoomByName(ctx, room)
+		if errors.Is(err, store.ErrNotFound) {
+			_, err = c.srv.store.CreateRoom(ctx, store.Room{Name: room})
+			if errors.Is(err, store.ErrConflict) { // created meanwhile by someone else
+				err = nil
+			}
+		}
+		if err != nil {
+			return storeError(err)
+		}
 		return nil
 	}
 	r, err := c.srv.store.RoomByName(ctx, room)

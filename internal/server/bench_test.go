@@ -36,9 +36,9 @@ import (
 //   - websocket: a real WebSocket to an httptest server with the same
 //     pre-made client key: TCP connect, HTTP upgrade, both sides of the
 //     handshake and the first record ("ready"), one connection at a time.
-//   - client.Dial: the same through pkg/client, which makes a fresh RSA
-//     session key per Dial (it has no option to supply one), so this is
-//     client key generation plus everything above.
+//   - client.Dial: the same through pkg/client, left to make a fresh RSA
+//     session key per Dial (Config.SessionKey not set), so this is client
+//     key generation plus everything above.
 
 var (
 	key3072Once sync.Once
@@ -423,7 +423,7 @@ func benchmarkHubFanout(b *testing.B, members int) {
 			log:       zerolog.Nop(),
 			id:        fmt.Sprintf("conn-%d", i),
 			name:      fmt.Sprintf("member-%d", i),
-			send:      make(chan []byte, 256),
+			queue:     newSendQueue(256),
 			closeCh:   make(chan closeRequest, 1),
 			writerEnd: make(chan struct{}),
 		}
@@ -436,8 +436,10 @@ func benchmarkHubFanout(b *testing.B, members int) {
 			defer drainers.Done()
 			for {
 				select {
-				case <-p.send:
-					delivered.Done()
+				case <-p.queue.wake:
+					for range p.queue.take(nil) {
+						delivered.Done()
+					}
 				case <-stop:
 					return
 				}

@@ -1,6 +1,6 @@
 package server
 
-// Several nodes as one messenger (docs/protocol.md §8.6): three in-process
+// Several nodes as one messenger (docs/protocol.md §8.7): three in-process
 // nodes on their own ports share one real Redis (through a TCP proxy per
 // node that a test can cut) and one real PostgreSQL database.
 

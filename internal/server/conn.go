@@ -16,6 +16,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/secure-messenger/messenger/internal/ephemeral"
+	"github.com/secure-messenger/messenger/internal/metrics"
 	"github.com/secure-messenger/messenger/internal/store"
 	"github.com/secure-messenger/messenger/pkg/protocol"
 )
@@ -28,7 +29,7 @@ type closeRequest struct {
 
 // peer is one established connection: its reader runs on the HTTP
 // handler's goroutine, its writer on its own, and a bounded queue sits
-// between the hub and the writer.
+// between the hub (and the reader's answers) and the writer.
 type peer struct {
 	srv       *Server
 	ws        *websocket.Conn
@@ -45,13 +46,14 @@ type peer struct {
 	ids       recentIDs     // reader goroutine only
 
 	user      *store.User   // reader goroutine only; nil while anonymous
-	device    uuid.UUID     // reader goroutine only: the device user logged in with; nil UUID after a resumption
+	device    uuid.UUID     // reader goroutine only: the device user logged in with (also after a resumption); nil UUID if a version-2 session record did not say
 	challenge *keyChallenge // reader goroutine only; the outstanding key challenge
 
 	seal *protocol.RecordLayer // writer goroutine only
 	open *protocol.RecordLayer // reader goroutine only
 
-	send      chan []byte       // encoded application messages
+	queue     *sendQueue        // encoded application messages
+	cork      *corkConn         // the connection under ws; nil in tests without one
 	closeCh   chan closeRequest // capacity 1
 	closeOnce sync.Once
 	writerEnd chan struct{}
@@ -86,16 +88,11 @@ func (c *peer) setName(n string) {
 	c.nameMu.Unlock()
 }
 
-// enqueue queues an encoded message without blocking; false means the
-// queue is full.
-func (c *peer) enqueue(b []byte) bool {
-	select {
-	case c.send <- b:
-		return true
-	default:
-		return false
-	}
-}
+// enqueue queues an encoded message pushed to this connection (by the hub
+// or another connection) without blocking; false means the queue already
+// holds as many pushes as it may, and the caller drops c as a slow
+// consumer.
+func (c *peer) enqueue(b []byte) bool { return c.queue.push(b) }
 
 // fail ends the connection with code: the writer sends an encrypted error
 // message and a close frame carrying the code, then closes. Only the first
@@ -103,6 +100,7 @@ func (c *peer) enqueue(b []byte) bool {
 // Shutdown, a revocation), so it logs with closeLog, not log.
 func (c *peer) fail(code protocol.Code, reason string) {
 	c.closeOnce.Do(func() {
+		c.metrics().Closed(code)
 		if code != 0 {
 			ev := c.closeLog.Warn()
 			if code == protocol.CodeSessionEnded || code == protocol.CodeGoingAway {
@@ -121,13 +119,15 @@ func (c *peer) reply(m *protocol.Message) {
 		c.fail(protocol.CodeInternal, "internal error")
 		return
 	}
-	if !c.enqueue(b) {
-		c.fail(protocol.CodeSlowConsumer, "send queue full")
-	}
+	// An answer waits for room in the queue: a client is never dropped
+	// for not reading the answers to its own requests, it only stops
+	// having its requests read. It returns at once once the writer ends.
+	c.queue.answer(b, c.writerEnd)
 }
 
 func (c *peer) replyError(ref string, err error) {
 	code := protocol.CodeOf(err)
+	c.srv.metrics.Rejected(code)
 	c.log.Info().Str("ref", ref).Stringer("code", code).Msg("request rejected")
 	c.reply(&protocol.Message{Type: protocol.MsgError, Ref: ref, Code: code, Error: publicReason(code, err)})
 }
@@ -154,18 +154,18 @@ func (c *peer) writeLoop() {
 	defer c.ws.Close()
 	ping := time.NewTicker(c.srv.cfg.PingInterval)
 	defer ping.Stop()
+	var batch [][]byte
 	for {
 		select {
-		case b := <-c.send:
-			if err := c.writeRecord(b); err != nil {
-				if errors.Is(err, errUnsealable) {
-					// One message that cannot be sealed is dropped; the
-					// connection and everyone else's go on.
-					c.closeLog.Error().Err(err).Int("bytes", len(b)).Msg("dropped a message that cannot be sealed")
-					continue
-				}
+		case <-c.queue.wake:
+			batch = c.queue.take(batch)
+			if err := c.writeBatch(batch); err != nil {
 				c.closeLog.Debug().Err(err).Msg("write failed")
 				return
+			}
+			clear(batch) // let the payloads go
+			if cap(batch) > maxSpareBatch {
+				batch = nil
 			}
 		case <-ping.C:
 			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.srv.cfg.WriteTimeout)); err != nil {
@@ -173,17 +173,63 @@ func (c *peer) writeLoop() {
 				return
 			}
 		case req := <-c.closeCh:
+			c.flushForDrain(req) // drain.go
 			c.finalClose(req)
 			return
 		}
 	}
 }
 
+// maxSpareBatch bounds the slice a writer keeps between batches, so that
+// an idle connection does not hold on to a burst's worth.
+const maxSpareBatch = 64
+
+// writeBatch seals every message of batch, in order, and writes them with
+// one write deadline; the corkConn under the WebSocket sends them in as
+// few system calls as its buffer allows.
+func (c *peer) writeBatch(batch [][]byte) error {
+	if err := c.ws.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout)); err != nil {
+		return err
+	}
+	if c.cork != nil {
+		c.cork.cork(c.srv.cfg.WriteTimeout)
+	}
+	for _, b := range batch {
+		if err := c.sealAndWrite(b); err != nil {
+			if errors.Is(err, errUnsealable) {
+				// One message that cannot be sealed is dropped; the
+				// connection and everyone else's go on.
+				c.closeLog.Error().Err(err).Int("bytes", len(b)).Msg("dropped a message that cannot be sealed")
+				c.srv.metrics.QueueDrop(metrics.DropUnsealable)
+				continue
+			}
+			if c.cork != nil {
+				_ = c.cork.uncork()
+			}
+			return err
+		}
+	}
+	if c.cork != nil {
+		return c.cork.uncork()
+	}
+	return nil
+}
+
 // errUnsealable marks a message the record layer refused to seal (too
 // large): nothing was written and the sequence number did not move.
 var errUnsealable = errors.New("server: message cannot be sealed")
 
+// writeRecord seals and writes one message under its own write deadline.
 func (c *peer) writeRecord(plaintext []byte) error {
+	if err := c.ws.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout)); err != nil {
+		return err
+	}
+	return c.sealAndWrite(plaintext)
+}
+
+// sealAndWrite seals one message and writes it as one WebSocket message,
+// under the deadline already set.
+func (c *peer) sealAndWrite(plaintext []byte) error {
 	frame, err := c.seal.Seal(plaintext)
 	if errors.Is(err, protocol.CodeTooLarge) {
 		return fmt.Errorf("%w: %w", errUnsealable, err)
@@ -191,9 +237,7 @@ func (c *peer) writeRecord(plaintext []byte) error {
 	if err != nil {
 		return err
 	}
-	if err := c.ws.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout)); err != nil {
-		return err
-	}
+	c.srv.metrics.RecordOut(len(frame))
 	return c.ws.WriteMessage(websocket.BinaryMessage, frame)
 }
 
@@ -241,6 +285,7 @@ func (c *peer) readLoop(ctx context.Context) {
 			return
 		}
 		_ = c.ws.SetReadDeadline(time.Now().Add(pongWait))
+		c.srv.metrics.RecordIn(len(data))
 		if typ != websocket.BinaryMessage {
 			c.fail(protocol.CodeMalformed, "text frames are not part of the protocol")
 			return
@@ -274,6 +319,7 @@ func (c *peer) handle(ctx context.Context, plaintext []byte) bool {
 		return true
 	}
 	if c.requests != nil && !c.requests.Allow() {
+		c.srv.metrics.RateLimited(metrics.KindConnRequests)
 		c.replyError(m.ID, fmt.Errorf("too many requests on this connection (%s): %w", c.srv.cfg.Limits.RequestRate, protocol.CodeRateLimited))
 		return true
 	}
@@ -304,7 +350,7 @@ func (c *peer) handle(ctx context.Context, plaintext []byte) bool {
 	m.Room = strings.ToLower(m.Room)
 	err = nil
 	switch m.Type {
-	case protocol.MsgJoin, protocol.MsgLeave, protocol.MsgSend, protocol.MsgHistory:
+	case protocol.MsgJoin, protocol.MsgLeave, protocol.MsgSend, protocol.MsgHistory, protocol.MsgStream:
 		if c.user == nil && !c.srv.cfg.AllowAnonymous {
 			c.replyError(m.ID, fmt.Errorf("register, login or auth first: %w", protocol.CodeUnauthenticated))
 			return true
@@ -318,6 +364,8 @@ func (c *peer) handle(ctx context.Context, plaintext []byte) bool {
 			c.sendToRoom(ctx, m)
 		case protocol.MsgHistory:
 			err = c.history(ctx, m)
+		case protocol.MsgStream:
+			err = c.roomStream(ctx, m) // stream.go
 		}
 	case protocol.MsgRead:
 		if m.Conv != "" {
@@ -337,6 +385,8 @@ func (c *peer) handle(ctx context.Context, plaintext []byte) bool {
 		err = c.convSend(ctx, m)
 	case protocol.MsgConvHistory:
 		err = c.convHistory(ctx, m)
+	case protocol.MsgConvStream:
+		err = c.convStream(ctx, m) // stream.go
 	case protocol.MsgRooms:
 		err = c.roomPositions(ctx, m)
 	case protocol.MsgRegister:
@@ -355,6 +405,12 @@ func (c *peer) handle(ctx context.Context, plaintext []byte) bool {
 		err = c.devices(ctx, m)
 	case protocol.MsgRemoveDevice:
 		err = c.removeDevice(ctx, m)
+	case protocol.MsgLinkStart:
+		err = c.linkStart(ctx, m)
+	case protocol.MsgLinkJoin:
+		err = c.linkJoin(ctx, m)
+	case protocol.MsgLinkApprove:
+		err = c.linkApprove(ctx, m)
 	case protocol.MsgEnd:
 		if err := c.srv.sessions.end(ctx, c.sessionID); err != nil {
 			c.log.Error().Err(err).Msg("end session")

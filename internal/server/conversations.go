@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/secure-messenger/messenger/internal/metrics"
 	"github.com/secure-messenger/messenger/internal/store"
 	"github.com/secure-messenger/messenger/pkg/e2e"
 	"github.com/secure-messenger/messenger/pkg/protocol"
@@ -190,6 +191,9 @@ func (c *peer) convPutKey(ctx context.Context, m *protocol.Message) error {
 	if err := c.checkOwnDevice(ctx, env.Creator.ID); err != nil {
 		return err
 	}
+	if err := c.checkRecipients(ctx, env, peer); err != nil {
+		return err
+	}
 	if err := c.allowSend(ctx); err != nil {
 		return err
 	}
@@ -220,6 +224,29 @@ func (c *peer) checkOwnDevice(ctx context.Context, device uuid.UUID) error {
 		}
 	}
 	return fmt.Errorf("device %s is not a current device of yours: %w", device, protocol.CodeBadRequest)
+}
+
+// checkRecipients refuses an envelope that wraps the key to a device that
+// is not a current device of its user: a removed device gets no new key
+// (docs/protocol.md §8.5). A device added meanwhile that the envelope
+// leaves out is the clients' business (their key policy rotates).
+func (c *peer) checkRecipients(ctx context.Context, env *e2e.KeyEnvelope, peer store.User) error {
+	current := make(map[uuid.UUID]string)
+	for _, u := range []store.User{*c.user, peer} {
+		ds, err := c.srv.store.DevicesOf(ctx, u.ID)
+		if err != nil {
+			return storeError(err)
+		}
+		for _, d := range ds {
+			current[d.ID] = u.Name
+		}
+	}
+	for _, st := range env.Stanzas {
+		if user, ok := current[st.Device]; !ok || user != st.User {
+			return fmt.Errorf("envelope wraps to %s's device %s, which is not a current device: %w", st.User, st.Device, protocol.CodeBadRequest)
+		}
+	}
+	return nil
 }
 
 // sameUserPair reports whether users (in byte order) are a and b.
@@ -327,7 +354,9 @@ func (c *peer) convSend(ctx context.Context, m *protocol.Message) error {
 		c.log.Warn().Err(err).Msg("stream head for conversation ack")
 	}
 	if created {
-		payload, err := convMessage(cv.ID, stored, pos.Epoch).Encode()
+		live := convMessage(cv.ID, stored, pos.Epoch)
+		live.Stream = m.Stream // links a streamed answer (§8.6); history does not keep it
+		payload, err := live.Encode()
 		if err != nil {
 			// Committed all the same: history has it.
 			c.log.Error().Err(err).Int64("seq", stored.Seq).Msg("encode conversation record")
@@ -432,6 +461,7 @@ func (r *logins) deliverOrDrop(users []uuid.UUID, except *peer, payload []byte) 
 	for _, u := range users {
 		for p := range r.byUser[u] {
 			if p != except && !p.enqueue(payload) {
+				p.srv.metrics.QueueDrop(metrics.DropQueueFull)
 				p.fail(protocol.CodeSlowConsumer, "send queue full")
 			}
 		}

@@ -87,7 +87,9 @@ func (c *peer) directory(ctx context.Context, u store.User) ([]protocol.DeviceIn
 }
 
 // devices answers a devices request: the caller's own directory entry,
-// with device set to the device this connection logged in with.
+// with device set to the device this connection logged in with (unknown
+// only on a connection that resumed a session sealed before session
+// records named the device).
 func (c *peer) devices(ctx context.Context, m *protocol.Message) error {
 	if c.user == nil {
 		return fmt.Errorf("log in to list your devices: %w", protocol.CodeUnauthenticated)
@@ -122,7 +124,7 @@ func (c *peer) removeDevice(ctx context.Context, m *protocol.Message) error {
 	if target == caller.ID {
 		return fmt.Errorf("a device cannot remove itself; remove it from another one: %w", protocol.CodeBadRequest)
 	}
-	gen, err := c.srv.store.RemoveDevice(ctx, u.ID, target)
+	_, err = c.srv.store.RemoveDevice(ctx, u.ID, target)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return &requestError{protocol.CodeNotFound, "no such current device of yours", err}
@@ -131,30 +133,16 @@ func (c *peer) removeDevice(ctx context.Context, m *protocol.Message) error {
 	case err != nil:
 		return storeError(err)
 	}
-	c.log.Info().Stringer("device", target).Int64("generation", gen).Msg("device removed")
-	c.moveToGeneration(ctx, u.ID, gen)
-	c.credentialsChanged(ctx, u.ID, gen)
+	c.log.Info().Stringer("device", target).Msg("device removed")
+	// The removed device's connections end, on every node, and its
+	// sessions cannot be resumed (Server.serve checks the device); the
+	// user's other devices stay logged in.
+	if err := c.srv.logins.revokeDevice(ctx, u.ID, target); err != nil {
+		c.log.Warn().Err(err).Msg("device revocation not published: other nodes close its connections at their next check")
+	}
 	c.announceKeyChange(ctx, u, target, eventDeviceRemoved)
 	c.reply(&protocol.Message{Type: protocol.MsgAck, Ref: m.ID, TS: time.Now().UnixMilli()})
 	return nil
-}
-
-// moveToGeneration moves this connection, and its session record, to the
-// user's new credential generation gen, so that the revocation that
-// follows spares it (as passwd does).
-func (c *peer) moveToGeneration(ctx context.Context, user uuid.UUID, gen int64) {
-	c.srv.logins.login(c, user, gen)
-	c.user.Generation = gen
-	st := c.session
-	st.generation = gen
-	switch err := c.srv.sessions.refresh(ctx, c.sessionID, st); {
-	case errors.Is(err, protocol.CodeSessionUnknown):
-		c.sessionGone = true
-	case err != nil:
-		c.log.Warn().Err(err).Msg("session record not re-sealed after the device change")
-		c.lastTouch = time.Time{}
-	}
-	c.session = st
 }
 
 // The events of key_change.

@@ -1,6 +1,6 @@
 package server
 
-// Gap filling (docs/protocol.md §8.6): the broker is a fast path that may
+// Gap filling (docs/protocol.md §8.7): the broker is a fast path that may
 // lose messages (Redis Pub/Sub keeps nothing for a node that is
 // disconnected, or a publish that failed), but every stored room message
 // has a sequence number in its room's stream and is committed before it

@@ -69,7 +69,7 @@ func (c *peer) say(ctx context.Context, m *protocol.Message) {
 	// stored: a body within the limit whose JSON escapes make the
 	// delivered message larger than a record can carry is refused.
 	probe := roomMessage(m.Room, sm)
-	probe.Seq = 1<<63 - 1
+	probe.Seq, probe.Stream = 1<<63-1, m.Stream
 	if _, err := probe.Encode(); err != nil {
 		c.replyError(m.ID, fmt.Errorf("body too large once encoded (%d bytes at most in a record): %w", protocol.MaxPlaintext, protocol.CodeTooLarge))
 		return
@@ -93,7 +93,9 @@ func (c *peer) say(ctx context.Context, m *protocol.Message) {
 		return
 	}
 	if created {
-		payload, err := roomMessage(m.Room, stored).Encode()
+		live := roomMessage(m.Room, stored)
+		live.Stream = m.Stream // the live msg links a streamed answer (§8.6); history does not keep it
+		payload, err := live.Encode()
 		if err == nil {
 			err = c.srv.hub.Publish(ctx, m.Room, stored.Seq, payload)
 		}
@@ -102,6 +104,7 @@ func (c *peer) say(ctx context.Context, m *protocol.Message) {
 			// with history, and a retry gets this ack.
 			c.log.Error().Err(err).Str("room", m.Room).Int64("seq", stored.Seq).Msg("publish stored message")
 		}
+		c.srv.noticeMentions(m.Room, stored) // stream.go
 	}
 	ack := &protocol.Message{Type: protocol.MsgAck, Ref: m.ID, TS: time.Now().UnixMilli(), Seq: stored.Seq}
 	if pos, err := c.srv.store.StreamHead(ctx, sm.Stream); err == nil {
@@ -116,7 +119,7 @@ func (c *peer) say(ctx context.Context, m *protocol.Message) {
 // server did before it kept history.
 func (c *peer) publishUnstored(ctx context.Context, m *protocol.Message, sm store.StoredMessage) {
 	out := roomMessage(m.Room, sm)
-	out.Seq = 0
+	out.Seq, out.Stream = 0, m.Stream
 	payload, err := out.Encode()
 	if err == nil {
 		err = c.srv.hub.Publish(ctx, m.Room, 0, payload)
@@ -298,14 +301,13 @@ func (c *peer) finishCatchUp(ctx context.Context, room string, last int64) error
 // enqueueWait queues an encoded message, waiting while the queue is full:
 // a catch-up may send more than the queue holds.
 func (c *peer) enqueueWait(ctx context.Context, b []byte) error {
-	select {
-	case c.send <- b:
-		return nil
-	case <-c.writerEnd:
-		return errors.New("server: connection closed")
-	case <-ctx.Done():
-		return ctx.Err()
+	if err := ctx.Err(); err != nil {
+		return err
 	}
+	if !c.queue.answer(b, c.writerEnd) {
+		return errors.New("server: connection closed")
+	}
+	return nil
 }
 
 // history answers a page of the room's stored messages, cut to fit one

@@ -324,10 +324,11 @@ func TestReadPositions(t *testing.T) {
 	wantSeqs(t, roomMsgs(t, bob, "r", 3), 6, 8)
 }
 
-// TestAnonymousRoomNotStored: a room only anonymous connections use has
-// no stream: its messages are relayed without a seq, and read needs an
-// account.
-func TestAnonymousRoomNotStored(t *testing.T) {
+// TestAnonymousRoomStored: a room only anonymous connections use is
+// stored like any other: its messages get a seq, history pages them, and
+// an anonymous connection that joins later with "after" catches up; read
+// positions still need an account.
+func TestAnonymousRoomStored(t *testing.T) {
 	ts := startServer(t, withoutRateLimits)
 	a, b := ts.dial(t), ts.dial(t)
 	for _, c := range []*client.Conn{a, b} {
@@ -335,18 +336,26 @@ func TestAnonymousRoomNotStored(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	s, err := a.SendMessage(ctxT(t), "free", "hello", "")
-	if err != nil || s.Seq != 0 {
-		t.Fatalf("send: %+v, %v", s, err)
+	for i := 1; i <= 3; i++ {
+		s, err := a.SendMessage(ctxT(t), "free", fmt.Sprint("m", i), "")
+		if err != nil || s.Seq != int64(i) || s.Epoch == "" {
+			t.Fatalf("send %d: %+v, %v", i, s, err)
+		}
 	}
-	if m := roomMsgs(t, b, "free", 1)[0]; m.Seq != 0 || m.Body != "hello" || !m.Anon {
-		t.Fatalf("delivered %+v", m)
+	if ms := roomMsgs(t, b, "free", 3); ms[0].Seq != 1 || ms[0].Body != "m1" || !ms[0].Anon {
+		t.Fatalf("delivered %+v", ms[0])
 	}
 	wantCode(t, a.Read(ctxT(t), "free", 1), protocol.CodeUnauthenticated)
 	page, err := a.History(ctxT(t), "free", client.HistoryQuery{})
-	if err != nil || len(page.Msgs) != 0 || page.Head != 0 {
+	if err != nil || len(page.Msgs) != 3 || page.Head != 3 {
 		t.Fatalf("history: %+v, %v", page, err)
 	}
+	late := ts.dial(t)
+	after := int64(1)
+	if _, err := late.JoinAfter(ctxT(t), "free", "", &after); err != nil {
+		t.Fatal(err)
+	}
+	wantSeqs(t, roomMsgs(t, late, "free", 2), 2, 3)
 }
 
 // TestHubCatchUpBuffer: a catching-up member gets no live message until
@@ -362,7 +371,7 @@ func TestHubCatchUpBuffer(t *testing.T) {
 	defer cancel()
 	go hub.Run(ctx)
 	newPeer := func(id string) *peer {
-		return &peer{log: zerolog.Nop(), id: id, send: make(chan []byte, 2*maxCatchUpBuffer), closeCh: make(chan closeRequest, 1), writerEnd: make(chan struct{})}
+		return &peer{log: zerolog.Nop(), id: id, queue: newSendQueue(2 * maxCatchUpBuffer), closeCh: make(chan closeRequest, 1), writerEnd: make(chan struct{})}
 	}
 	live := func(seqs ...int64) {
 		hub.do(func() {
@@ -373,8 +382,8 @@ func TestHubCatchUpBuffer(t *testing.T) {
 	}
 	queued := func(p *peer) string {
 		var got []string
-		for len(p.send) > 0 {
-			got = append(got, string(<-p.send))
+		for _, b := range p.queue.take(nil) {
+			got = append(got, string(b))
 		}
 		return strings.Join(got, " ")
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/secure-messenger/messenger/internal/broker"
+	"github.com/secure-messenger/messenger/internal/metrics"
 	"github.com/secure-messenger/messenger/pkg/protocol"
 )
 
@@ -236,6 +237,7 @@ func (h *Hub) fanout(m inbound) {
 				mb.buf = append(mb.buf, m)
 			} else {
 				mb.overflow = true
+				c.metrics().QueueDrop(metrics.DropCatchUpOverflow)
 			}
 			continue
 		}
@@ -250,6 +252,7 @@ func (h *Hub) push(c *peer, m inbound) {
 		return
 	}
 	if !c.enqueue(m.payload) {
+		c.metrics().QueueDrop(metrics.DropQueueFull)
 		c.dropped = true
 		h.log.Warn().Str("conn", c.id).Str("room", m.room).Msg("send queue full: disconnecting slow consumer")
 		c.fail(protocol.CodeSlowConsumer, "send queue full")

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/secure-messenger/messenger/internal/ephemeral"
+	"github.com/secure-messenger/messenger/internal/metrics"
 	"github.com/secure-messenger/messenger/pkg/protocol"
 )
 
@@ -48,6 +49,10 @@ type Limits struct {
 	// everyone together, so that no member can flood the others out as slow
 	// consumers. Zero means 100/s, burst 200.
 	RoomSendRate ephemeral.Rate
+	// StreamRate is how fast one user (or, for anonymous connections, one
+	// address) may send stream and conv_stream events (docs/protocol.md
+	// §8.6). Zero means 25/s, burst 50.
+	StreamRate ephemeral.Rate
 	// RoomsPerConnection is how many rooms one connection may be in. Zero
 	// means 100.
 	RoomsPerConnection int
@@ -68,6 +73,7 @@ func DefaultLimits() Limits {
 		UserRequestRate:       ephemeral.PerSecond(100, 200),
 		SendRate:              ephemeral.PerSecond(10, 30),
 		RoomSendRate:          ephemeral.PerSecond(100, 200),
+		StreamRate:            ephemeral.PerSecond(25, 50),
 		RoomsPerConnection:    100,
 		MembersPerRoom:        10_000,
 	}
@@ -96,6 +102,7 @@ func (l *Limits) setDefaults() {
 	rate(&l.UserRequestRate, d.UserRequestRate)
 	rate(&l.SendRate, d.SendRate)
 	rate(&l.RoomSendRate, d.RoomSendRate)
+	rate(&l.StreamRate, d.StreamRate)
 }
 
 // limited reports whether a count limit is on (negative turns it off).
@@ -149,6 +156,7 @@ func (s *Server) allow(ctx context.Context, key string, r ephemeral.Rate, what s
 		return &requestError{protocol.CodeInternal, "internal", err}
 	}
 	if !ok {
+		s.metrics.RateLimited(metrics.RateKind(key))
 		return fmt.Errorf("%s: over %s, retry in %s: %w", what, r, retry.Round(time.Millisecond), protocol.CodeRateLimited)
 	}
 	return nil

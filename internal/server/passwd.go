@@ -56,7 +56,7 @@ func (c *peer) passwd(ctx context.Context, m *protocol.Message) (err error) {
 	c.log.Info().Int64("generation", gen).Msg("password changed")
 
 	// This connection first, so that the revocation spares it.
-	c.srv.logins.login(c, u.ID, gen)
+	c.srv.logins.login(c, u.ID, gen, c.device)
 	st := c.session
 	st.generation = gen
 	switch err := c.srv.sessions.refresh(ctx, c.sessionID, st); {

@@ -37,11 +37,20 @@ import (
 //     connection then.
 
 // revokeChannel is the broker channel of revocations. A message is the
-// user id (16 bytes) ‖ the user's new generation (8 bytes, big-endian).
+// user id (16 bytes) ‖ the user's new generation (8 bytes, big-endian), or,
+// for a removed device, the user id (16) ‖ the device id (16).
 const revokeChannel = "ctl:revoke"
 
-// revokeMessageSize is the size of a revokeChannel message.
-const revokeMessageSize = 16 + 8
+// revokeMessageSize is the size of a revokeChannel message of a new
+// generation, revokeDeviceMessageSize of a removed device.
+const (
+	revokeMessageSize       = 16 + 8
+	revokeDeviceMessageSize = 16 + 16
+)
+
+// removedReason is the text of the error that closes a removed device's
+// connection.
+const removedReason = "this device was removed from the account"
 
 // revokedReason is the text of the error that closes a revoked connection.
 const revokedReason = "the account's password or keys changed: log in again"
@@ -56,10 +65,16 @@ type logins struct {
 	mu     sync.Mutex
 	byUser map[uuid.UUID]map[*peer]int64
 	userOf map[*peer]uuid.UUID
+	// deviceOf is the device each connection logged in with, when known
+	// (a session record of version 2 does not say).
+	deviceOf map[*peer]uuid.UUID
+	// linkWaiters are the new devices' connections waiting for link_done
+	// (link.go).
+	linkWaiters map[linkWaiter]*peer
 }
 
 func newLogins(log zerolog.Logger) *logins {
-	return &logins{log: log, node: uuid.New(), byUser: make(map[uuid.UUID]map[*peer]int64), userOf: make(map[*peer]uuid.UUID)}
+	return &logins{log: log, node: uuid.New(), byUser: make(map[uuid.UUID]map[*peer]int64), userOf: make(map[*peer]uuid.UUID), deviceOf: make(map[*peer]uuid.UUID)}
 }
 
 // wrap returns newBroker with a handler that takes revokeChannel's
@@ -76,6 +91,9 @@ func (r *logins) wrap(newBroker func(broker.Handler) (broker.Broker, error)) fun
 				return
 			case convChannel:
 				r.receiveConv(payload)
+				return
+			case linkChannel:
+				r.receiveLink(payload)
 				return
 			}
 			h(channel, payload)
@@ -99,15 +117,21 @@ func (r *logins) subscribe(ctx context.Context) error {
 	if err := r.broker.Subscribe(ctx, convChannel); err != nil {
 		return fmt.Errorf("server: subscribe to conversation deliveries: %w", err)
 	}
+	if err := r.broker.Subscribe(ctx, linkChannel); err != nil {
+		return fmt.Errorf("server: subscribe to device link approvals: %w", err)
+	}
 	return nil
 }
 
-// login records that c is logged in as user at generation gen, in place of
-// whatever c was logged in as before.
-func (r *logins) login(c *peer, user uuid.UUID, gen int64) {
+// login records that c is logged in as user at generation gen with device
+// (uuid.Nil: unknown), in place of whatever c was logged in as before.
+func (r *logins) login(c *peer, user uuid.UUID, gen int64, device uuid.UUID) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.forgetLocked(c)
+	if device != uuid.Nil {
+		r.deviceOf[c] = device
+	}
 	conns := r.byUser[user]
 	if conns == nil {
 		conns = make(map[*peer]int64)
@@ -121,6 +145,7 @@ func (r *logins) login(c *peer, user uuid.UUID, gen int64) {
 func (r *logins) forget(c *peer) {
 	r.mu.Lock()
 	r.forgetLocked(c)
+	r.forgetLinksLocked(c)
 	r.mu.Unlock()
 }
 
@@ -130,6 +155,7 @@ func (r *logins) forgetLocked(c *peer) {
 		return
 	}
 	delete(r.userOf, c)
+	delete(r.deviceOf, c)
 	delete(r.byUser[user], c)
 	if len(r.byUser[user]) == 0 {
 		delete(r.byUser, user)
@@ -158,6 +184,10 @@ func (r *logins) revoke(ctx context.Context, user uuid.UUID, gen int64) error {
 // receive handles a message of revokeChannel, from any node (this one's
 // own included, which then finds nothing left to close).
 func (r *logins) receive(msg []byte) {
+	if len(msg) == revokeDeviceMessageSize {
+		r.closeDevice(uuid.UUID(msg[:16]), uuid.UUID(msg[16:]))
+		return
+	}
 	if len(msg) != revokeMessageSize {
 		r.log.Warn().Int("size", len(msg)).Msg("revocation of the wrong size dropped")
 		return
@@ -175,6 +205,47 @@ func (r *logins) closeOlder(user uuid.UUID, gen int64) {
 			c.fail(protocol.CodeSessionRevoked, revokedReason) // never blocks
 		}
 	}
+}
+
+// revokeDevice closes every connection of user logged in with device, on
+// this node and on every other. The closing here does not wait for the
+// broker; an error means the other nodes were not told (their connections
+// of the device end at their next credential check).
+func (r *logins) revokeDevice(ctx context.Context, user, device uuid.UUID) error {
+	r.closeDevice(user, device)
+	msg := append(append(make([]byte, 0, revokeDeviceMessageSize), user[:]...), device[:]...)
+	if err := r.broker.Publish(ctx, revokeChannel, msg); err != nil {
+		return fmt.Errorf("server: publish device revocation: %w", err)
+	}
+	return nil
+}
+
+// closeDevice fails this node's connections of user logged in with device.
+func (r *logins) closeDevice(user, device uuid.UUID) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for c := range r.byUser[user] {
+		if r.deviceOf[c] == device {
+			c.fail(protocol.CodeSessionRevoked, removedReason) // never blocks
+		}
+	}
+}
+
+// deviceCurrent reports whether device is a current device of user; a
+// uuid.Nil device (a session record that does not name one) counts as
+// current.
+func deviceCurrent(ctx context.Context, st store.Store, user, device uuid.UUID) (bool, error) {
+	if device == uuid.Nil {
+		return true, nil
+	}
+	d, err := st.DeviceByID(ctx, device)
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return d.UserID == user && d.RemovedAt.IsZero(), nil
 }
 
 // credentialsChanged is called by a connection that has just raised its
@@ -210,6 +281,34 @@ func (c *peer) credentialsCurrent(ctx context.Context) bool {
 		return true
 	case u.Generation != c.srv.logins.generation(c):
 		c.fail(protocol.CodeSessionRevoked, revokedReason)
+		return false
+	}
+	switch ok, err := deviceCurrent(ctx, c.srv.store, c.user.ID, c.device); {
+	case err != nil:
+		c.log.Warn().Err(err).Msg("device check failed")
+	case !ok:
+		c.fail(protocol.CodeSessionRevoked, removedReason)
+		return false
+	}
+	return true
+}
+
+// resumedDeviceCurrent checks, for a resumed session, that the device it
+// logged in with is still current; a removed device's session is ended
+// and its connection closed with session_revoked (its tickets are worth
+// nothing from then on). It reports whether the connection may go on.
+func (s *Server) resumedDeviceCurrent(ctx context.Context, c *peer, hs *serverHandshake) bool {
+	ok, err := deviceCurrent(ctx, s.store, hs.state.user, hs.state.device)
+	switch {
+	case err != nil:
+		c.log.Error().Err(err).Msg("resumed session's device")
+		c.fail(protocol.CodeUnavailable, "database unavailable; retry")
+		return false
+	case !ok:
+		if err := s.sessions.end(ctx, hs.sessionID); err != nil {
+			c.log.Warn().Err(err).Msg("removed device's session record not deleted")
+		}
+		c.fail(protocol.CodeSessionRevoked, removedReason)
 		return false
 	}
 	return true

@@ -11,21 +11,22 @@ import (
 //
 //	GET /ws        the messenger protocol over WebSocket
 //	GET /healthz   liveness, 200 "ok"
+//	GET /readyz    readiness: 200 "ready", 503 while draining or a backend is down
 //	GET /identity  the identity key's fingerprint, as JSON
 //	GET /          the browser UI (static files from ui)
+//
+// Every response carries the security headers of headers.go.
 func (s *Server) Routes(ui fs.FS) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /ws", s.ServeWS)
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		_, _ = w.Write([]byte("ok\n"))
-	})
+	mux.HandleFunc("GET /healthz", s.healthz) // health.go
+	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.HandleFunc("GET /identity", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(map[string]string{"fingerprint": s.fp.String(), "algorithm": "sha256-pkix-der"})
 	})
 	if ui != nil {
-		mux.Handle("GET /", http.FileServerFS(ui))
+		mux.Handle("GET /", noCache(http.FileServerFS(ui)))
 	}
 	return securityHeaders(mux)
 }
@@ -44,15 +45,4 @@ func (s *Server) HTTPServer(ui fs.FS) *http.Server {
 		IdleTimeout:       s.cfg.HTTPIdleTimeout,
 		MaxHeaderBytes:    16 << 10,
 	}
-}
-
-func securityHeaders(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h := w.Header()
-		h.Set("X-Content-Type-Options", "nosniff")
-		h.Set("Referrer-Policy", "no-referrer")
-		h.Set("X-Frame-Options", "DENY")
-		h.Set("Content-Security-Policy", "default-src 'self'; connect-src 'self'; frame-ancestors 'none'")
-		next.ServeHTTP(w, r)
-	})
 }

@@ -23,6 +23,7 @@ import (
 
 	"github.com/secure-messenger/messenger/internal/broker"
 	"github.com/secure-messenger/messenger/internal/ephemeral"
+	"github.com/secure-messenger/messenger/internal/metrics"
 	"github.com/secure-messenger/messenger/internal/password"
 	"github.com/secure-messenger/messenger/internal/presence"
 	"github.com/secure-messenger/messenger/internal/store"
@@ -43,8 +44,11 @@ type Config struct {
 	// timestamp and the server's clock, either way. Zero means 5 minutes.
 	// Message ids are remembered for twice the window plus a minute.
 	TimestampWindow time.Duration
-	// SendQueue is the number of messages queued for one connection before
-	// it counts as a slow consumer and is disconnected. Zero means 256.
+	// SendQueue is the number of messages pushed to one connection (room
+	// messages, presence, key changes) that may wait for its writer before
+	// it counts as a slow consumer and is disconnected. Answers to its own
+	// requests are counted apart, up to the same number, and make the
+	// connection's reader wait instead. Zero means 256.
 	SendQueue int
 	// PingInterval is how often the server pings an idle connection; a
 	// peer silent for twice as long is dropped. Zero means 30 seconds.
@@ -105,7 +109,7 @@ type Config struct {
 	CredentialCheck time.Duration
 	// GapCheck is how often each node compares the heads of the room
 	// streams it receives with what its broker delivered, to fill a loss
-	// that no later message revealed (docs/protocol.md §8.6). A broker
+	// that no later message revealed (docs/protocol.md §8.7). A broker
 	// reconnect triggers the same check within a second. Zero means 30
 	// seconds.
 	GapCheck time.Duration
@@ -116,6 +120,9 @@ type Config struct {
 	// joins and leaves are sent one by one; above it members receive the
 	// room's member count instead. Zero means 100.
 	PresenceThreshold int
+	// LinkTTL is how long a device link code works (docs/protocol.md
+	// §10.5). Zero means 2 minutes.
+	LinkTTL time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -157,6 +164,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.HTTPIdleTimeout == 0 {
 		c.HTTPIdleTimeout = 2 * time.Minute
+	}
+	if c.LinkTTL == 0 {
+		c.LinkTTL = 2 * time.Minute
 	}
 	c.Limits.setDefaults()
 	if c.RegisterPerAddr == 0 {
@@ -205,6 +215,11 @@ type Deps struct {
 	// Presence records room members for every node (docs/protocol.md
 	// §8.3). Nil means one in this process's memory, for a single node.
 	Presence presence.Registry
+	// Metrics receives the server's measurements. Nil means none.
+	Metrics *metrics.Metrics
+	// Checks are the backends besides the database that /readyz asks
+	// about (health.go).
+	Checks []Check
 }
 
 // passwordHasher is what the server uses of *password.Hasher, so that tests
@@ -242,6 +257,10 @@ type Server struct {
 	closing  bool
 	handlers sync.WaitGroup
 	closers  []func() error
+
+	metrics *metrics.Metrics // nil-safe
+	checks  []Check
+	ready   readiness
 }
 
 // New returns a server. Call Run to start its hub.
@@ -295,6 +314,8 @@ func New(cfg Config, d Deps) (*Server, error) {
 		logins:   logins,
 		fp:       protocol.FingerprintOf(der),
 		clients:  make(map[*peer]struct{}),
+		metrics:  d.Metrics,
+		checks:   d.Checks,
 	}
 	reg := d.Presence
 	if reg == nil {
@@ -308,12 +329,18 @@ func New(cfg Config, d Deps) (*Server, error) {
 	}
 	s.upgrader = websocket.Upgrader{
 		HandshakeTimeout: cfg.HandshakeTimeout,
-		ReadBufferSize:   4096,
-		WriteBufferSize:  4096,
-		CheckOrigin:      s.checkOrigin,
+		// Reads reuse the 4 KiB buffer the HTTP server read the upgrade
+		// request with; writes take a buffer from a pool only while a
+		// message is being written, so an idle connection holds none.
+		WriteBufferPool: &writeBuffers,
+		CheckOrigin:     s.checkOrigin,
 	}
 	return s, nil
 }
+
+// writeBuffers is the WebSocket write buffers of every server's
+// connections.
+var writeBuffers sync.Pool
 
 // Fingerprint returns the server identity key's fingerprint, the value
 // clients pin.
@@ -392,7 +419,8 @@ func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 	defer s.handlers.Done()
 
-	ws, err := s.upgrader.Upgrade(w, r, nil)
+	cw := &corkWriter{ResponseWriter: w}
+	ws, err := s.upgrader.Upgrade(cw, r, nil)
 	if err != nil {
 		s.log.Info().Err(err).Str("remote", r.RemoteAddr).Msg("websocket upgrade refused")
 		return
@@ -429,6 +457,7 @@ func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
 		s.abortHandshake(ws, log, err, time.Since(start))
 		return
 	}
+	s.metrics.HandshakeDone(hs.resumed, time.Since(start))
 	_ = ws.SetWriteDeadline(time.Time{})
 
 	c := &peer{
@@ -444,7 +473,8 @@ func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
 		requests:  newRequestLimiter(lim.RequestRate),
 		seal:      hs.seal,
 		open:      hs.open,
-		send:      make(chan []byte, s.cfg.SendQueue),
+		queue:     newSendQueue(s.cfg.SendQueue),
+		cork:      cw.conn,
 		closeCh:   make(chan closeRequest, 1),
 		writerEnd: make(chan struct{}),
 		name:      defaultName(hs.sessionID),
@@ -478,7 +508,7 @@ func (s *Server) serve(ctx context.Context, c *peer, hs *serverHandshake) {
 		// A resumed session keeps its user, unless the user's credentials
 		// changed since it logged in. Entered in the login table first, so
 		// that a change from now on closes it too.
-		s.logins.login(c, hs.state.user, hs.state.generation)
+		s.logins.login(c, hs.state.user, hs.state.generation, hs.state.device)
 		u, err := s.store.UserByID(ctx, hs.state.user)
 		switch {
 		case errors.Is(err, store.ErrNotFound):
@@ -496,6 +526,10 @@ func (s *Server) serve(ctx context.Context, c *peer, hs *serverHandshake) {
 			c.fail(protocol.CodeSessionRevoked, revokedReason)
 			return
 		}
+		if !s.resumedDeviceCurrent(ctx, c, hs) {
+			return
+		}
+		c.device = hs.state.device
 		u.PasswordHash = ""
 		c.user = &u
 		c.lastCheck = time.Now()
@@ -525,9 +559,11 @@ func (s *Server) abortHandshake(ws *websocket.Conn, log zerolog.Logger, err erro
 	defer ws.Close()
 	if errors.Is(err, errPeerClosed) {
 		log.Info().Err(err).Dur("took", took).Msg("handshake abandoned by client")
+		s.metrics.HandshakeAbandoned(took)
 		return
 	}
 	code := protocol.CodeOf(err)
+	s.metrics.HandshakeFailed(code, took)
 	ev := log.Warn().Stringer("code", code).Err(err).Dur("took", took)
 	var re *requestError
 	if errors.As(err, &re) {
@@ -548,6 +584,7 @@ func (s *Server) track(c *peer) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.clients[c] = struct{}{}
+	s.metrics.ConnOpened()
 	return !s.closing
 }
 
@@ -555,6 +592,7 @@ func (s *Server) untrack(c *peer) {
 	s.mu.Lock()
 	delete(s.clients, c)
 	s.mu.Unlock()
+	s.metrics.ConnEnded()
 	s.logins.forget(c)
 }
 

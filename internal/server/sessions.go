@@ -70,19 +70,25 @@ type sessionState struct {
 	created    time.Time
 	user       uuid.UUID // uuid.Nil while anonymous
 	generation int64     // the user's; 0 while anonymous
+	device     uuid.UUID // the device the user logged in with; uuid.Nil in a version-2 record
 }
 
 // recordVersion starts every sealed record's plaintext. Version 2 added the
-// generation; records of version 1 do not open (session_unknown).
-const recordVersion = 2
+// generation, version 3 the device; records of version 1 do not open
+// (session_unknown), those of version 2 open without a device.
+const (
+	recordVersion   = 3
+	recordVersionV2 = 2
+)
 
 // Sizes of a record's plaintext: the head (version, created, expires) and
 // secret of every record, then the user id and generation of a logged-in
 // one.
 const (
-	recordHead      = 1 + 8 + 8
-	recordAnonymous = recordHead + protocol.SecretSize
-	recordLoggedIn  = recordAnonymous + 16 + 8
+	recordHead       = 1 + 8 + 8
+	recordAnonymous  = recordHead + protocol.SecretSize
+	recordLoggedInV2 = recordAnonymous + 16 + 8
+	recordLoggedIn   = recordLoggedInV2 + 16
 )
 
 // put stores st under id, sealed, valid for one TTL from now (see seal).
@@ -99,9 +105,11 @@ func (s *sessions) put(ctx context.Context, id [protocol.SessionIDSize]byte, st 
 
 // seal returns the sealed record of st, valid for one TTL from now. It is
 // nonce ‖ AES-256-GCM(plaintext), additional data "messenger v1 session
-// record " ‖ session id, where plaintext is: version (1 byte, 2) ‖ created
+// record " ‖ session id, where plaintext is: version (1 byte, 3) ‖ created
 // (8, Unix ms, big-endian) ‖ expires (8) ‖ secret (32) ‖ user id (16) ‖
-// generation (8, big-endian); the last two are absent while anonymous.
+// generation (8, big-endian) ‖ device id (16); the last three are absent
+// while anonymous. A version-2 record (from before devices were sealed
+// in) has no device id.
 func (s *sessions) seal(id [protocol.SessionIDSize]byte, st sessionState) ([]byte, error) {
 	plain := make([]byte, 0, recordLoggedIn)
 	plain = append(plain, recordVersion)
@@ -111,6 +119,7 @@ func (s *sessions) seal(id [protocol.SessionIDSize]byte, st sessionState) ([]byt
 	if st.user != uuid.Nil {
 		plain = append(plain, st.user[:]...)
 		plain = binary.BigEndian.AppendUint64(plain, uint64(st.generation))
+		plain = append(plain, st.device[:]...)
 	}
 	nonce := make([]byte, s.aead.NonceSize(), s.aead.NonceSize()+len(plain)+s.aead.Overhead())
 	if _, err := rand.Read(nonce); err != nil {
@@ -137,8 +146,9 @@ func (s *sessions) load(ctx context.Context, id [protocol.SessionIDSize]byte) (s
 		return st, fmt.Errorf("server: resume: short record: %w", protocol.CodeSessionUnknown)
 	}
 	plain, err := s.aead.Open(nil, record[:ns], record[ns:], s.ad(id))
-	if err != nil || len(plain) < recordHead || plain[0] != recordVersion ||
-		(len(plain) != recordAnonymous && len(plain) != recordLoggedIn) {
+	if err != nil || len(plain) < recordHead ||
+		!(plain[0] == recordVersion && (len(plain) == recordAnonymous || len(plain) == recordLoggedIn) ||
+			plain[0] == recordVersionV2 && (len(plain) == recordAnonymous || len(plain) == recordLoggedInV2)) {
 		return st, fmt.Errorf("server: resume: record does not open: %w", protocol.CodeSessionUnknown)
 	}
 	now := s.now()
@@ -148,9 +158,12 @@ func (s *sessions) load(ctx context.Context, id [protocol.SessionIDSize]byte) (s
 		return st, fmt.Errorf("server: resume: session expired: %w", protocol.CodeSessionUnknown)
 	}
 	st.secret = plain[recordHead:recordAnonymous]
-	if len(plain) == recordLoggedIn {
+	if len(plain) >= recordLoggedInV2 {
 		copy(st.user[:], plain[recordAnonymous:])
 		st.generation = int64(binary.BigEndian.Uint64(plain[recordAnonymous+16:]))
+	}
+	if len(plain) == recordLoggedIn {
+		copy(st.device[:], plain[recordLoggedInV2:])
 	}
 	return st, nil
 }

@@ -33,11 +33,12 @@ func TestSessionRecords(t *testing.T) {
 	_, _ = rand.Read(secret)
 	id, _ := newSessionID()
 	user := uuid.New()
-	if err := s.put(ctx, id, sessionState{secret: secret, created: now, user: user, generation: 7}); err != nil {
+	device := uuid.New()
+	if err := s.put(ctx, id, sessionState{secret: secret, created: now, user: user, generation: 7, device: device}); err != nil {
 		t.Fatal(err)
 	}
 	st, err := s.load(ctx, id)
-	if err != nil || string(st.secret) != string(secret) || st.user != user || st.generation != 7 {
+	if err != nil || string(st.secret) != string(secret) || st.user != user || st.generation != 7 || st.device != device {
 		t.Fatalf("load = %+v, %v", st, err)
 	}
 	saved, _ := store.Get(ctx, sessionKey(id))
@@ -48,8 +49,8 @@ func TestSessionRecords(t *testing.T) {
 			t.Fatal(err)
 		}
 		rec, _ := store.Get(ctx, sessionKey(anon))
-		if len(rec) != 77 || len(saved) != 101 {
-			t.Errorf("records of %d bytes anonymous, %d logged in; docs/security.md says 77 and 101", len(rec), len(saved))
+		if len(rec) != 77 || len(saved) != 117 {
+			t.Errorf("records of %d bytes anonymous, %d logged in; docs/security.md says 77 and 117", len(rec), len(saved))
 		}
 		if st, err := s.load(ctx, anon); err != nil || st.user != uuid.Nil || st.generation != 0 {
 			t.Errorf("anonymous record loads as %+v, %v", st, err)
@@ -67,6 +68,31 @@ func TestSessionRecords(t *testing.T) {
 		_ = store.Put(ctx, sessionKey(old), s.aead.Seal(nonce, nonce, plain, s.ad(old)), time.Minute)
 		if _, err := s.load(ctx, old); !errors.Is(err, protocol.CodeSessionUnknown) {
 			t.Fatalf("version 1 record: %v, want session_unknown", err)
+		}
+	})
+
+	t.Run("version 2 record", func(t *testing.T) {
+		// What the server sealed before records named the device: it
+		// opens, without a device.
+		plain := []byte{2}
+		plain = binary.BigEndian.AppendUint64(plain, uint64(now.UnixMilli()))
+		plain = binary.BigEndian.AppendUint64(plain, uint64(now.Add(time.Minute).UnixMilli()))
+		plain = append(append(plain, secret...), user[:]...)
+		plain = binary.BigEndian.AppendUint64(plain, 7)
+		nonce := make([]byte, s.aead.NonceSize())
+		_, _ = rand.Read(nonce)
+		old, _ := newSessionID()
+		_ = store.Put(ctx, sessionKey(old), s.aead.Seal(nonce, nonce, plain, s.ad(old)), time.Minute)
+		st, err := s.load(ctx, old)
+		if err != nil || st.user != user || st.generation != 7 || st.device != uuid.Nil {
+			t.Fatalf("version 2 record: %+v, %v; want user, generation 7, no device", st, err)
+		}
+		// A version-2 record with a device id's length does not open.
+		plain[0] = 2
+		plain = append(plain, device[:]...)
+		_ = store.Put(ctx, sessionKey(old), s.aead.Seal(nonce, nonce, plain, s.ad(old)), time.Minute)
+		if _, err := s.load(ctx, old); !errors.Is(err, protocol.CodeSessionUnknown) {
+			t.Fatalf("version 2 record of version 3's length: %v, want session_unknown", err)
 		}
 	})
 

@@ -116,6 +116,7 @@ var historyCases = []struct {
 	run  func(t *testing.T, e historyEnv)
 }{
 	{"AppendAndRead", testAppendAndRead},
+	{"AnonymousRoom", testAnonymousRoom},
 	{"AppendIsIdempotent", testAppendIsIdempotent},
 	{"AppendInvalid", testAppendInvalid},
 	{"ConcurrentAppend", testConcurrentAppend},
@@ -556,6 +557,27 @@ func testSealedAtRest(t *testing.T, e historyEnv) {
 // testTamperedRows: a row altered in any column, moved, swapped or
 // re-keyed behind the store's back fails on read with ErrCorrupt (or, for
 // a key id the keyring lacks, ErrUnknownKey), and never reads as a message.
+// testAnonymousRoom: a room no account created (CreatedBy uuid.Nil, as
+// an anonymous connection makes it) reads back so, and keeps a history
+// like any other, anonymous senders included.
+func testAnonymousRoom(t *testing.T, e historyEnv) {
+	ctx := context.Background()
+	r, err := e.s.CreateRoom(ctx, Room{Name: "Drop-In"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := e.s.RoomByName(ctx, "drop-in"); err != nil || got != r || got.CreatedBy != uuid.Nil {
+		t.Fatalf("RoomByName = %+v, %v; want %+v with no creator", got, err, r)
+	}
+	stream := RoomStream(r.Name)
+	m := newMessage(stream, "from nobody")
+	m.Sender, m.SenderName = uuid.Nil, "guest"
+	stored := mustAppend(t, e.s, m)
+	if got, pos := mustHistory(t, e.s, stream, HistoryQuery{}); !reflect.DeepEqual(got, []StoredMessage{stored}) || pos.Seq != 1 || !isEpoch(pos.Epoch) {
+		t.Errorf("History = %+v at %+v; want the one message", got, pos)
+	}
+}
+
 func testTamperedRows(t *testing.T, e historyEnv) {
 	ctx := context.Background()
 	e.kr.add(2)      // a second key the keyring holds, but does not seal with
@@ -694,6 +716,14 @@ func testNoKeyring(t *testing.T, e historyEnv) {
 // reads work throughout, and afterwards with the new key alone.
 func testRewrap(t *testing.T, e historyEnv) {
 	ctx := context.Background()
+	usage := func(t *testing.T, want map[int64]int64) {
+		t.Helper()
+		got, err := e.s.KeyUsage(ctx)
+		if err != nil || got == nil || !maps.Equal(got, want) {
+			t.Errorf("KeyUsage = %v, %v; want %v", got, err, want)
+		}
+	}
+	usage(t, map[int64]int64{})
 	a, b := e.room(t, "a"), e.room(t, "b")
 	for i := range 3 {
 		mustAppend(t, e.s, newMessage(a, fmt.Sprint("a", i)))
@@ -711,6 +741,7 @@ func testRewrap(t *testing.T, e historyEnv) {
 	e.kr.add(2)
 	e.kr.use(2)
 	before[a] = append(before[a], mustAppend(t, e.s, newMessage(a, "a under key 2")))
+	usage(t, map[int64]int64{1: 5, 2: 1})
 	if _, err := e.s.Rewrap(ctx, 0); !errors.Is(err, ErrInvalid) {
 		t.Errorf("Rewrap(0): %v, want ErrInvalid", err)
 	}
@@ -737,6 +768,7 @@ func testRewrap(t *testing.T, e historyEnv) {
 	if want := []int{2, 2, 1, 0}; !reflect.DeepEqual(done, want) {
 		t.Errorf("Rewrap batches re-sealed %v, want %v", done, want)
 	}
+	usage(t, map[int64]int64{2: 6})
 	e.kr.remove(1)
 	readAll(t)
 	for stream, ms := range before {

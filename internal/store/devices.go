@@ -68,10 +68,10 @@ type DeviceStore interface {
 	// already has MaxDevicesPerUser current devices. It leaves the user's
 	// Generation alone: adding a device revokes nothing.
 	AddDevice(ctx context.Context, d Device) (Device, error)
-	// RemoveDevice marks the user's current device deviceID removed and
-	// adds one to the user's Generation, in one transaction, and returns
-	// the new generation: every session logged in before is revoked
-	// (the server's revocation, internal/server/revoke.go). ErrNotFound if
+	// RemoveDevice marks the user's current device deviceID removed, in
+	// one transaction, and returns the user's Generation, which it leaves
+	// alone: the server revokes the removed device's sessions only
+	// (internal/server/revoke.go), not the user's other devices'. ErrNotFound if
 	// deviceID is not a current device of userID; ErrLastDevice if it is
 	// the user's only current device.
 	RemoveDevice(ctx context.Context, userID, deviceID uuid.UUID) (generation int64, err error)

@@ -16,6 +16,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 )
 
 // History: durable, ordered message streams.
@@ -257,6 +258,11 @@ type HistoryStore interface {
 	// under a key the keyring lacks with ErrUnknownKey; nothing of that
 	// batch is re-sealed.
 	Rewrap(ctx context.Context, batch int) (int, error)
+	// KeyUsage returns how many stored messages name each key id (ids
+	// that no message names are absent; empty, not nil, with no
+	// messages). It opens nothing and works without a keyring: what a
+	// key rotation checks before a key is removed from the keyring.
+	KeyUsage(ctx context.Context) (map[int64]int64, error)
 
 	// SetReadPosition records that user has received the stream up to seq.
 	// The position only moves forward: a seq at or below the recorded one
@@ -291,6 +297,20 @@ type HistoryStore interface {
 	// ErrNotFound if the conversation does not exist.
 	ConversationKeys(ctx context.Context, conversation uuid.UUID, sinceVersion int) ([]ConversationKey, error)
 }
+
+// CanonicalStream validates a stream name and returns it canonical: a
+// room name lower-cased, a conversation id in canonical UUID form. An
+// invalid name is ErrInvalid.
+func CanonicalStream(name string) (string, error) {
+	s, err := checkStream(name)
+	if err != nil {
+		return "", fmt.Errorf("store: %w", err)
+	}
+	return s, nil
+}
+
+// IsConversationStream reports whether a stream name is a conversation's.
+func IsConversationStream(name string) bool { return strings.HasPrefix(name, convStreamPrefix) }
 
 // checkStream validates a stream name and returns it canonical: a room
 // name lower-cased, a conversation id in canonical UUID form.
@@ -555,6 +575,7 @@ type Option func(*options)
 
 type options struct {
 	keyring Keyring
+	tracer  pgx.QueryTracer // postgres.go: WithQueryTracer
 }
 
 // WithKeyring gives the store the keys that seal message bodies. Without

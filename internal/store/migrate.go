@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"embed"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -108,8 +110,35 @@ func migrateSQLite(ctx context.Context, db *sql.DB) error {
 	return checkNotNewer(applied, ms)
 }
 
+// sqliteForeignKeysOff is the first line of a SQLite migration that must
+// run with foreign keys off: one that rebuilds a table other tables refer
+// to (https://sqlite.org/lang_altertable.html#otheralter). The runner
+// turns them off on its connection outside the transaction (SQLite ignores
+// the pragma inside one), checks every foreign key before committing, and
+// turns them on again.
+const sqliteForeignKeysOff = "-- migrate: foreign_keys off\n"
+
 func applySQLite(ctx context.Context, db *sql.DB, m migration) (err error) {
-	tx, err := db.BeginTx(ctx, nil)
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("store: migrate %s: %w", m.name, err)
+	}
+	defer conn.Close()
+	fkOff := strings.HasPrefix(m.sql, sqliteForeignKeysOff)
+	if fkOff {
+		if _, err := conn.ExecContext(ctx, `PRAGMA foreign_keys = OFF`); err != nil {
+			return fmt.Errorf("store: migrate %s: %w", m.name, err)
+		}
+		defer func() {
+			if _, onErr := conn.ExecContext(context.WithoutCancel(ctx), `PRAGMA foreign_keys = ON`); onErr != nil {
+				// A connection left without foreign keys must not go back
+				// to the pool.
+				_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+				err = errors.Join(err, fmt.Errorf("store: migrate %s: foreign keys back on: %w", m.name, onErr))
+			}
+		}()
+	}
+	tx, err := conn.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("store: migrate %s: %w", m.name, err)
 	}
@@ -130,6 +159,15 @@ func applySQLite(ctx context.Context, db *sql.DB, m migration) (err error) {
 	}
 	if _, err := tx.ExecContext(ctx, m.sql); err != nil {
 		return fmt.Errorf("store: migrate %s: %w", m.name, err)
+	}
+	if fkOff {
+		var broken bool
+		if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM pragma_foreign_key_check)`).Scan(&broken); err != nil {
+			return fmt.Errorf("store: migrate %s: foreign key check: %w", m.name, err)
+		}
+		if broken {
+			return fmt.Errorf("store: migrate %s: it leaves rows whose foreign keys point nowhere", m.name)
+		}
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)`,
 		m.version, time.Now().UnixMicro()); err != nil {

@@ -31,13 +31,14 @@ var _ Store = (*Postgres)(nil)
 // a second (pgxpool's default), so connections the server dropped, as in a
 // database restart, cost reconnects rather than failed requests.
 //
-// opts: WithKeyring.
+// opts: WithKeyring, WithQueryTracer.
 func OpenPostgres(ctx context.Context, dsn string, opts ...Option) (*Postgres, error) {
 	// A ParseConfigError shows dsn with its password redacted.
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("store: open postgres: %w", err)
 	}
+	cfg.ConnConfig.Tracer = applyOptions(opts).tracer
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("store: open postgres: %w", err)
@@ -271,7 +272,7 @@ func (p *Postgres) CreateRoom(ctx context.Context, r Room) (Room, error) {
 	err = p.with(ctx, "create room", func(c pgQuerier) error {
 		_, err := c.Exec(ctx,
 			`INSERT INTO rooms (id, name, created_by, created_at) VALUES ($1, $2, $3, $4)`,
-			r.ID, r.Name, r.CreatedBy, r.CreatedAt)
+			r.ID, r.Name, roomCreator(r.CreatedBy), r.CreatedAt)
 		return err
 	})
 	if err != nil {
@@ -435,10 +436,14 @@ func scanPgKeySet(row pgx.Row) (KeySet, error) {
 }
 
 func scanPgRoom(row pgx.Row) (Room, error) {
-	var r Room
-	if err := row.Scan(&r.ID, &r.Name, &r.CreatedBy, &r.CreatedAt); err != nil {
+	var (
+		r       Room
+		creator uuid.NullUUID
+	)
+	if err := row.Scan(&r.ID, &r.Name, &creator, &r.CreatedAt); err != nil {
 		return Room{}, err
 	}
+	r.CreatedBy = creator.UUID
 	r.CreatedAt = r.CreatedAt.UTC()
 	return r, nil
 }
@@ -480,3 +485,7 @@ func pgErr(op string, err error) error {
 	}
 	return fmt.Errorf("store: %s: %w", op, err)
 }
+
+// WithQueryTracer has every PostgreSQL query reported to t (metrics: its
+// latency and failures). Nil means none. SQLite stores ignore it.
+func WithQueryTracer(t pgx.QueryTracer) Option { return func(o *options) { o.tracer = t } }

@@ -98,7 +98,7 @@ func (p *Postgres) RemoveDevice(ctx context.Context, userID, deviceID uuid.UUID)
 			return err
 		}
 		return tx.QueryRow(ctx,
-			`UPDATE users SET generation = generation + 1 WHERE id = $1 RETURNING generation`, userID).Scan(&gen)
+			`SELECT generation FROM users WHERE id = $1`, userID).Scan(&gen)
 	})
 	if err != nil {
 		return 0, err

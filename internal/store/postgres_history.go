@@ -273,6 +273,30 @@ func (p *Postgres) Rewrap(ctx context.Context, batch int) (int, error) {
 	return n, nil
 }
 
+// KeyUsage implements HistoryStore.
+func (p *Postgres) KeyUsage(ctx context.Context) (map[int64]int64, error) {
+	out := map[int64]int64{}
+	err := p.with(ctx, "key usage", func(c pgQuerier) error {
+		rows, err := c.Query(ctx, `SELECT key_id, count(*) FROM messages GROUP BY key_id`)
+		if err != nil {
+			return err
+		}
+		type usage struct{ id, n int64 }
+		us, err := collectPg(rows, func(r pgx.Row) (u usage, err error) { return u, r.Scan(&u.id, &u.n) })
+		if err != nil {
+			return err
+		}
+		for _, u := range us {
+			out[u.id] = u.n
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // SetReadPosition implements HistoryStore.
 func (p *Postgres) SetReadPosition(ctx context.Context, user uuid.UUID, stream string, seq int64) error {
 	stream, err := checkReadPosition(stream, seq)

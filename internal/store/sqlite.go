@@ -318,7 +318,7 @@ func (s *SQLite) CreateRoom(ctx context.Context, r Room) (Room, error) {
 	}
 	_, err = s.w.ExecContext(ctx,
 		`INSERT INTO rooms (id, name, created_by, created_at) VALUES (?, ?, ?, ?)`,
-		r.ID, r.Name, r.CreatedBy, r.CreatedAt.UnixMicro())
+		r.ID, r.Name, roomCreator(r.CreatedBy), r.CreatedAt.UnixMicro())
 	if err != nil {
 		return Room{}, sqliteErr("create room", err)
 	}
@@ -493,11 +493,13 @@ func scanSQLiteKeySet(row sqliteRow) (KeySet, error) {
 func scanSQLiteRoom(row sqliteRow) (Room, error) {
 	var (
 		r       Room
+		creator uuid.NullUUID
 		created int64
 	)
-	if err := row.Scan(&r.ID, &r.Name, &r.CreatedBy, &created); err != nil {
+	if err := row.Scan(&r.ID, &r.Name, &creator, &created); err != nil {
 		return Room{}, err
 	}
+	r.CreatedBy = creator.UUID
 	r.CreatedAt = time.UnixMicro(created).UTC()
 	return r, nil
 }

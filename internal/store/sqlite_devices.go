@@ -101,7 +101,7 @@ func (s *SQLite) RemoveDevice(ctx context.Context, userID, deviceID uuid.UUID) (
 	}
 	var gen int64
 	if err := tx.QueryRowContext(ctx,
-		`UPDATE users SET generation = generation + 1 WHERE id = ? RETURNING generation`, userID).Scan(&gen); err != nil {
+		`SELECT generation FROM users WHERE id = ?`, userID).Scan(&gen); err != nil {
 		return 0, sqliteErr("remove device", err)
 	}
 	if err := tx.Commit(); err != nil {

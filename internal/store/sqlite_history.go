@@ -268,6 +268,24 @@ func (s *SQLite) Rewrap(ctx context.Context, batch int) (int, error) {
 	return len(ms), nil
 }
 
+// KeyUsage implements HistoryStore.
+func (s *SQLite) KeyUsage(ctx context.Context) (map[int64]int64, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT key_id, count(*) FROM messages GROUP BY key_id`)
+	if err != nil {
+		return nil, sqliteErr("key usage", err)
+	}
+	type usage struct{ id, n int64 }
+	us, err := collectSQLite(rows, func(r sqliteRow) (u usage, err error) { return u, r.Scan(&u.id, &u.n) })
+	if err != nil {
+		return nil, sqliteErr("key usage", err)
+	}
+	out := make(map[int64]int64, len(us))
+	for _, u := range us {
+		out[u.id] = u.n
+	}
+	return out, nil
+}
+
 // SetReadPosition implements HistoryStore.
 func (s *SQLite) SetReadPosition(ctx context.Context, user uuid.UUID, stream string, seq int64) error {
 	stream, err := checkReadPosition(stream, seq)

@@ -483,3 +483,58 @@ func checkUpgradedDevices(t *testing.T, s Store, withKeys, without uuid.UUID) {
 		t.Errorf("AddDevice after the upgrade: %v", err)
 	}
 }
+
+// TestSQLiteUpgradeKeepsRoomsAndMembers: migration 0005 rebuilds rooms
+// (to make created_by nullable) with foreign keys off; every room and
+// membership, and the foreign keys themselves, survive it.
+func TestSQLiteUpgradeKeepsRoomsAndMembers(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "messenger.db")
+	ms, err := loadMigrations(migrationFiles, "migrations/sqlite")
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", path+"?"+sqliteWriterParams)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms[:4] { // every migration before 0005
+		if err := applySQLite(ctx, db, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	owner, room := uuid.New(), uuid.New()
+	for _, q := range []struct {
+		sql  string
+		args []any
+	}{
+		{`INSERT INTO users (id, name, password_hash, created_at) VALUES (?, 'owner', ?, 0)`, []any{owner, []byte(testHash)}},
+		{`INSERT INTO rooms (id, name, created_by, created_at) VALUES (?, 'lobby', ?, 5)`, []any{room, owner}},
+		{`INSERT INTO room_members (room_id, user_id, joined_at) VALUES (?, ?, 6)`, []any{room, owner}},
+	} {
+		if _, err := db.ExecContext(ctx, q.sql, q.args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s := openSQLiteTest(t, path)
+	r, err := s.RoomByName(ctx, "lobby")
+	if err != nil || r.ID != room || r.CreatedBy != owner {
+		t.Fatalf("lobby after the upgrade: %+v, %v", r, err)
+	}
+	if rooms, err := s.RoomsOf(ctx, owner); err != nil || len(rooms) != 1 || rooms[0].ID != room {
+		t.Errorf("owner's rooms after the upgrade: %+v, %v", rooms, err)
+	}
+	if _, err := s.CreateRoom(ctx, Room{Name: "orphan", CreatedBy: uuid.New()}); !errors.Is(err, ErrNotFound) {
+		t.Errorf("a room by an unknown user after the upgrade: %v; want ErrNotFound (foreign keys on)", err)
+	}
+	if err := s.AddMember(ctx, uuid.New(), owner); !errors.Is(err, ErrNotFound) {
+		t.Errorf("a member of an unknown room after the upgrade: %v; want ErrNotFound", err)
+	}
+	if r, err := s.CreateRoom(ctx, Room{Name: "anon"}); err != nil || r.CreatedBy != uuid.Nil {
+		t.Errorf("a room without a creator: %+v, %v", r, err)
+	}
+}

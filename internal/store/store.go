@@ -80,7 +80,7 @@ type User struct {
 	CreatedAt time.Time
 	// Generation counts changes of the user's credentials: 1 when the user
 	// is created (a value passed to CreateUser is ignored), one more with
-	// every ChangePassword, every RemoveDevice, and every key version after
+	// every ChangePassword, and every key version after
 	// the first that PublishKeys stores. The server seals it into a logged-in session, so
 	// that a change revokes every session logged in before it.
 	Generation int64
@@ -117,8 +117,9 @@ type Room struct {
 	// Name follows the user-name rules with up to MaxRoomNameLen characters;
 	// stored lower-case and unique case-insensitively.
 	Name string
-	// CreatedBy is the ID of an existing user. Creating a room does not make
-	// its creator a member; call AddMember.
+	// CreatedBy is the ID of an existing user, or uuid.Nil for a room an
+	// anonymous connection made (stored as NULL). Creating a room does not
+	// make its creator a member; call AddMember.
 	CreatedBy uuid.UUID
 	// CreatedAt is set by CreateRoom when zero; UTC, microseconds.
 	CreatedAt time.Time
@@ -170,7 +171,7 @@ type Store interface {
 
 	// CreateRoom stores a new room and returns it with ID and CreatedAt
 	// filled in and Name lower-cased. ErrConflict if the name is taken,
-	// ErrNotFound if CreatedBy is not a user.
+	// ErrNotFound if CreatedBy is neither uuid.Nil nor a user.
 	CreateRoom(ctx context.Context, r Room) (Room, error)
 	// RoomByName finds a room by name, case-insensitively.
 	RoomByName(ctx context.Context, name string) (Room, error)
@@ -329,6 +330,12 @@ func prepareRoom(r Room) (Room, error) {
 	}
 	r.CreatedAt = stamp(r.CreatedAt)
 	return r, nil
+}
+
+// roomCreator is the value stored in rooms.created_by: NULL for a room
+// without a creating account.
+func roomCreator(id uuid.UUID) uuid.NullUUID {
+	return uuid.NullUUID{UUID: id, Valid: id != uuid.Nil}
 }
 
 // stamp returns t, or the current time if t is zero, in the form both

@@ -7,6 +7,8 @@ package client
 
 import (
 	"context"
+	"crypto/rsa"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -46,6 +48,14 @@ type Config struct {
 	// SessionKeyBits sizes the per-session RSA-OAEP key: one of
 	// protocol.RSAKeySizes. Zero means 2048.
 	SessionKeyBits int
+	// SessionKey, when set, is the per-session RSA-OAEP key to send instead
+	// of generating one inside Dial (SessionKeyBits is then ignored). It
+	// must follow the protocol's RSA key rule (protocol.CheckRSAPublicKey).
+	// Generating a key takes tens of milliseconds, so callers that dial
+	// often generate keys ahead of time; a load tool may reuse a pool of
+	// them, at the cost of the forward secrecy a fresh key gives each
+	// session (docs/security.md).
+	SessionKey *rsa.PrivateKey
 	// Resume, when set, asks to resume that session.
 	Resume *Ticket
 	// ResumeOnly sends no session key with Resume, so that the handshake
@@ -56,6 +66,9 @@ type Config struct {
 	HandshakeTimeout time.Duration
 	// Header is sent with the WebSocket upgrade request (e.g. Origin).
 	Header http.Header
+	// TLS configures a wss:// connection; nil means Go's defaults. The
+	// protocol's own handshake authenticates the server either way.
+	TLS *tls.Config
 	// Incoming is the capacity of the Messages channel. Zero means 256.
 	Incoming int
 }
@@ -126,6 +139,12 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 	if len(cfg.Suites) == 0 {
 		cfg.Suites = protocol.SupportedSuites
 	}
+	if cfg.SessionKey != nil {
+		if err := protocol.CheckRSAPublicKey(&cfg.SessionKey.PublicKey); err != nil {
+			return nil, fmt.Errorf("client: Config.SessionKey: %w", err)
+		}
+		cfg.SessionKeyBits = cfg.SessionKey.N.BitLen()
+	}
 	if cfg.SessionKeyBits == 0 {
 		cfg.SessionKeyBits = 2048
 	}
@@ -144,7 +163,7 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.HandshakeTimeout)
 	defer cancel()
-	dialer := websocket.Dialer{HandshakeTimeout: cfg.HandshakeTimeout, ReadBufferSize: 4096, WriteBufferSize: 4096}
+	dialer := websocket.Dialer{HandshakeTimeout: cfg.HandshakeTimeout, ReadBufferSize: 4096, WriteBufferSize: 4096, TLSClientConfig: cfg.TLS}
 	ws, resp, err := dialer.DialContext(ctx, cfg.URL, cfg.Header)
 	if err != nil {
 		if resp != nil {
@@ -335,7 +354,7 @@ func (c *Conn) WriteMessage(m *protocol.Message) error {
 	}
 	_ = c.ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	if err := c.ws.WriteMessage(websocket.BinaryMessage, frame); err != nil {
-		return fmt.Errorf("client: write: %w", err)
+		return fmt.Errorf("client: write: %w: %w", ErrClosed, err)
 	}
 	return nil
 }

@@ -39,6 +39,12 @@ type ConversationOptions struct {
 	// Guard refuses replayed records. Nil: a fresh one. Pass one restored
 	// from JSON to refuse replays across restarts.
 	Guard *e2e.ReplayGuard
+	// StateDir, if set, is where this device's sender counters are kept,
+	// one file per conversation (conv-<id>-<device>.json, 0600), written
+	// before each record is handed out: a new session then goes on
+	// counting under the latest key instead of rotating it. Empty: counters
+	// live only as long as the Conversation, and every new one rotates.
+	StateDir string
 }
 
 // Conversation is an open direct conversation of this device with one
@@ -53,6 +59,7 @@ type Conversation struct {
 	policy e2e.KeyPolicy
 	guard  *e2e.ReplayGuard
 	ring   *e2e.Keyring
+	saved  *counterFile // nil: counters are not kept
 
 	mu         sync.Mutex
 	devices    map[e2e.DeviceRef]e2e.Device // current devices of both users, as looked up
@@ -115,11 +122,16 @@ func (c *Conn) OpenConversation(ctx context.Context, id *Identity, peer string, 
 	if guard == nil {
 		guard = &e2e.ReplayGuard{}
 	}
+	saved := newCounterFile(opts.StateDir, cid, id.Device)
+	counters, err := saved.load()
+	if err != nil {
+		return nil, err
+	}
 	cv := &Conversation{
-		conn: c, id: cid, peer: peer, pins: pins, file: opts.PinsFile, policy: opts.Policy, guard: guard,
+		conn: c, id: cid, peer: peer, pins: pins, file: opts.PinsFile, policy: opts.Policy, guard: guard, saved: saved,
 		me:         &e2e.LocalDevice{User: id.User, ID: id.Device, Signing: id.Signing, Encryption: id.Encryption},
 		ring:       e2e.NewKeyring(cid),
-		counters:   map[uint32]uint64{},
+		counters:   counters,
 		unverified: map[string]bool{},
 		server:     r.Version,
 		read:       r.Seq,
@@ -362,6 +374,12 @@ func (cv *Conversation) Seal(ctx context.Context, text string) (*Sealed, error) 
 		return nil, err
 	}
 	cv.counters[key.Version()] = counter
+	// Saved before the record leaves: a crash after sending never makes
+	// the next session reuse the counter.
+	if err := cv.saved.save(cv.counters); err != nil {
+		cv.counters[key.Version()] = counter - 1
+		return nil, err
+	}
 	cv.seen++
 	return &Sealed{MessageID: mid, Record: rec}, nil
 }

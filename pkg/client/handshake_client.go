@@ -93,6 +93,9 @@ func newSessionKey(cfg *Config) (*rsa.PrivateKey, error) {
 	if cfg.Resume != nil && cfg.ResumeOnly {
 		return nil, nil
 	}
+	if cfg.SessionKey != nil {
+		return cfg.SessionKey, nil
+	}
 	key, err := rsa.GenerateKey(rand.Reader, cfg.SessionKeyBits)
 	if err != nil {
 		return nil, fmt.Errorf("client handshake: session key: %w", err)

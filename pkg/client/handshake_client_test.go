@@ -170,3 +170,40 @@ func TestDialRefusesKeySizesOutsideTheRule(t *testing.T) {
 		}
 	}
 }
+
+// TestDialSendsTheSuppliedSessionKey: a Config.SessionKey is the key the
+// ClientHello carries (nothing is generated), and a key that breaks the
+// RSA key rule is refused before anything is sent.
+func TestDialSendsTheSuppliedSessionKey(t *testing.T) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan *rsa.PublicKey, 1)
+	url, _ := fakeServer(t, func(k *rsa.PublicKey) []byte {
+		got <- k
+		return []byte("not a wrapped secret")
+	}, func([]byte) []byte { return []byte("not a signature") })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := Dial(ctx, Config{URL: url, VerifyIdentity: Pin(protocol.Fingerprint{}), SessionKey: key}); err == nil {
+		t.Fatal("dial succeeded against a server with a bad signature")
+	}
+	select {
+	case k := <-got:
+		if !k.Equal(&key.PublicKey) {
+			t.Fatal("the ClientHello carried another session key than the one supplied")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the server saw no ClientHello")
+	}
+
+	small, err := rsa.GenerateKey(rand.Reader, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Dial(ctx, Config{URL: "ws://127.0.0.1:1/ws", VerifyIdentity: Pin(protocol.Fingerprint{}), SessionKey: small})
+	if err == nil || !strings.Contains(err.Error(), "Config.SessionKey") {
+		t.Fatalf("1024-bit supplied key: %v, want it refused by name", err)
+	}
+}

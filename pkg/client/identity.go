@@ -352,8 +352,9 @@ func (c *Conn) Lookup(ctx context.Context, user string) (*Contact, error) {
 }
 
 // Devices lists this connection's user's current devices (id.User's), and
-// returns the id of the device this connection logged in with (uuid.Nil
-// after a resumption, which the server does not tie to a device).
+// returns the id of the device this connection logged in with (also after
+// a resumption; uuid.Nil only for a session sealed by a server from before
+// session records named the device).
 func (c *Conn) Devices(ctx context.Context, id *Identity) (*Contact, uuid.UUID, error) {
 	r, err := c.Request(ctx, &protocol.Message{Type: protocol.MsgDevices})
 	if err != nil {
@@ -368,8 +369,9 @@ func (c *Conn) Devices(ctx context.Context, id *Identity) (*Contact, uuid.UUID, 
 }
 
 // RemoveDevice removes device, one of id.User's other devices, signing
-// the request with id's keys. The removed device's sessions, and the
-// user's other sessions but this one, are revoked.
+// the request with id's keys. The removed device's sessions are revoked
+// on every node and its tickets no longer resume; the user's other
+// devices stay signed in.
 func (c *Conn) RemoveDevice(ctx context.Context, id *Identity, device uuid.UUID) error {
 	sig, err := protocol.SignClientAuth(id.Signing, c.exporter, id.User)
 	if err != nil {

@@ -32,6 +32,11 @@ const (
 	MsgKeyChallenge = "key_challenge"
 	MsgPasswd       = "passwd" // change the password of User (this connection's): Password, NewPassword, Sig by the current keys
 
+	// Device link codes (docs/protocol.md §10.5).
+	MsgLinkStart   = "link_start"   // an existing device asks for a link id; the answer: link (Link, Expires)
+	MsgLinkJoin    = "link_join"    // a new device offers Keys for Link as User: Sig, Proof, MAC; the answer: ack
+	MsgLinkApprove = "link_approve" // the existing device approves Device for Link: Sig is the approval; the answer: ack
+
 	// Room history (docs/protocol.md §8.4).
 	MsgRead    = "read"    // Room read up to Seq: advance the account's read position
 	MsgHistory = "history" // a page of Room's stored messages (After or Before, Limit); the answer: Msgs, Seq, Head, Epoch, More
@@ -46,6 +51,11 @@ const (
 	MsgConvSend    = "conv_send"    // store and deliver Record in Conv; the answer: ack (Conv, Seq, Epoch)
 	MsgConvHistory = "conv_history" // a page of Conv's records (After or Before, Limit); the answer: history (Conv, Msgs of conv_msg)
 
+	// Streamed answers (docs/protocol.md §8.6): not stored. Both are
+	// requests (answered with ack) and, pushed by the server, events.
+	MsgStream     = "stream"      // Event of Stream in Room; Body the text of a delta; Reason on end
+	MsgConvStream = "conv_stream" // Event of Stream in Conv; Record an e2e record of a delta or end
+
 	// Server → client.
 	MsgReady    = "ready"    // first record after the handshake: Session
 	MsgAck      = "ack"      // the request Ref was carried out
@@ -59,11 +69,52 @@ const (
 	MsgKeys      = "keys"       // answer to lookup and devices: User, Devices, Fingerprint (the user's)
 	MsgKeyChange = "key_change" // User, who shares Room with you (or is you), changed devices (Device, Fingerprint)
 	MsgChallenge = "challenge"  // answer to key_challenge: Wrapped
+	MsgLink      = "link"       // answer to link_start: Link, Expires
+	MsgLinkOffer = "link_offer" // pushed to the user's devices: a new device joined Link (User, Keys, DeviceName, MAC)
+	MsgLinkDone  = "link_done"  // pushed to the new device: Link approved, Device added; log in with auth
 
 	MsgConv    = "conv"     // answer to conv_open: Conv, User (the peer), Version, Head, Epoch, Seq (read position)
 	MsgConvMsg = "conv_msg" // a record of Conv: From, Seq, Epoch, TS, Record
 	MsgConvKey = "conv_key" // a new key envelope of Conv: From, Version, TS, Envelope
+	// MsgMention tells User that From mentioned them ("@user") in Room, a
+	// room they are not a member of, in the message Seq (docs/protocol.md
+	// §8.6). It carries no text.
+	MsgMention = "mention"
 )
+
+// Stream events (the "event" of stream and conv_stream).
+const (
+	StreamStart = "start" // a producer begins an answer
+	StreamDelta = "delta" // the next piece of the answer
+	StreamEnd   = "end"   // the answer is over (Reason says why)
+	StreamStop  = "stop"  // a member asks the producer to stop
+)
+
+// Stream end reasons (the "reason" of an end event).
+const (
+	ReasonDone   = "done"   // the answer is complete
+	ReasonStop   = "stop"   // a member stopped it
+	ReasonLength = "length" // cut at the reply-length cap
+	ReasonError  = "error"  // the producer failed
+)
+
+// ValidStreamEvent reports whether s is one of the four stream events.
+func ValidStreamEvent(s string) bool {
+	switch s {
+	case StreamStart, StreamDelta, StreamEnd, StreamStop:
+		return true
+	}
+	return false
+}
+
+// validStreamReason reports whether s may be an end's reason ("" too).
+func validStreamReason(s string) bool {
+	switch s {
+	case "", ReasonDone, ReasonStop, ReasonLength, ReasonError:
+		return true
+	}
+	return false
+}
 
 // Limits of direct conversations (docs/protocol.md §8.5).
 const (
@@ -152,6 +203,14 @@ type Message struct {
 	// Proof is KeyPossessionProof: register, and login with Keys, carry it.
 	Proof []byte `json:"proof,omitempty"`
 
+	// Device link codes (docs/protocol.md §10.5).
+	// Link is a link id (LinkIDSize bytes).
+	Link []byte `json:"link,omitempty"`
+	// MAC is a link_join's LinkMAC.
+	MAC []byte `json:"mac,omitempty"`
+	// Expires is when a link id stops working, Unix milliseconds.
+	Expires int64 `json:"expires,omitempty"`
+
 	// Room history (docs/protocol.md §8.4).
 	// Mid is a send's message id: a UUID in canonical form that stays the
 	// same across retries of one message (ID changes on every try). Empty
@@ -192,6 +251,14 @@ type Message struct {
 	Envelopes []*Message `json:"envelopes,omitempty"`
 	// Convs answer a convs request.
 	Convs []ConvPosition `json:"convs,omitempty"`
+
+	// Streamed answers (docs/protocol.md §8.6).
+	// Stream names one streamed answer: a UUID in canonical lower-case
+	// form. On send and conv_send (and the msg and conv_msg delivered
+	// live) it links the stored final answer to its stream.
+	Stream string `json:"stream,omitempty"`
+	// Reason says why a stream ended: done, stop, length or error.
+	Reason string `json:"reason,omitempty"`
 }
 
 // ConvPosition is one conversation of the account in a convs answer.
@@ -339,6 +406,13 @@ func ValidateRequest(m *Message) error {
 				return fmt.Errorf("protocol: send: mid must be a UUID in canonical lower-case form, not nil: %w", CodeBadRequest)
 			}
 		}
+		if err := validStreamID(m, true); err != nil {
+			return err
+		}
+	case MsgStream, MsgConvStream:
+		if err := validateStream(m); err != nil {
+			return err
+		}
 	case MsgRead:
 		if m.Conv != "" {
 			if m.Room != "" {
@@ -398,6 +472,9 @@ func ValidateRequest(m *Message) error {
 		if len(m.Record) == 0 {
 			return fmt.Errorf("protocol: conv_send: record missing: %w", CodeBadRequest)
 		}
+		if err := validStreamID(m, true); err != nil {
+			return err
+		}
 	case MsgConvHistory:
 		if err := validConv(m); err != nil {
 			return err
@@ -447,7 +524,33 @@ func ValidateRequest(m *Message) error {
 		if !ValidUserName(m.User) {
 			return fmt.Errorf("protocol: lookup: bad user name: %w", CodeBadRequest)
 		}
-	case MsgDevices:
+	case MsgDevices, MsgLinkStart:
+	case MsgLinkJoin:
+		if !ValidUserName(m.User) {
+			return fmt.Errorf("protocol: link_join: bad user name: %w", CodeBadRequest)
+		}
+		if len(m.Link) != LinkIDSize || len(m.MAC) != LinkMACSize {
+			return fmt.Errorf("protocol: link_join: link of %d bytes and mac of %d bytes wanted: %w", LinkIDSize, LinkMACSize, CodeBadRequest)
+		}
+		if m.Keys == nil || len(m.Proof) != ChallengeSize {
+			return fmt.Errorf("protocol: link_join: keys and a proof of %d bytes wanted: %w", ChallengeSize, CodeBadRequest)
+		}
+		if len(m.Sig) == 0 || len(m.Sig) > MaxSignature {
+			return fmt.Errorf("protocol: link_join: signature missing or too large: %w", CodeBadRequest)
+		}
+		if err := validateDevice(m); err != nil {
+			return err
+		}
+	case MsgLinkApprove:
+		if len(m.Link) != LinkIDSize {
+			return fmt.Errorf("protocol: link_approve: link of %d bytes wanted: %w", LinkIDSize, CodeBadRequest)
+		}
+		if _, err := ParseDeviceID(m.Device); err != nil {
+			return fmt.Errorf("protocol: link_approve: %w", err)
+		}
+		if len(m.Sig) == 0 || len(m.Sig) > MaxSignature {
+			return fmt.Errorf("protocol: link_approve: signature missing or too large: %w", CodeBadRequest)
+		}
 	case MsgRemoveDevice:
 		if !ValidUserName(m.User) {
 			return fmt.Errorf("protocol: remove_device: bad user name: %w", CodeBadRequest)
@@ -460,6 +563,65 @@ func ValidateRequest(m *Message) error {
 		}
 	default:
 		return fmt.Errorf("protocol: unknown request type %q: %w", m.Type, CodeBadRequest)
+	}
+	return nil
+}
+
+// validStreamID checks a request's stream id: a non-nil UUID in canonical
+// lower-case form, or absent when optional.
+func validStreamID(m *Message, optional bool) error {
+	if optional && m.Stream == "" {
+		return nil
+	}
+	if u, err := uuid.Parse(m.Stream); err != nil || u.String() != m.Stream || u == uuid.Nil {
+		return fmt.Errorf("protocol: %s: stream must be a non-nil UUID in canonical lower-case form: %w", m.Type, CodeBadRequest)
+	}
+	return nil
+}
+
+// validateStream checks a stream or conv_stream request: its room or
+// conversation, stream id, event, reason (only on end) and text: a body
+// of at most MaxBody bytes of UTF-8 (stream; none on stop) or a record of
+// at most MaxConvRecord bytes (conv_stream; only on delta and end).
+func validateStream(m *Message) error {
+	if m.Type == MsgStream {
+		if !ValidName(m.Room) {
+			return fmt.Errorf("protocol: stream: bad room name: %w", CodeBadRequest)
+		}
+		if m.Conv != "" || len(m.Record) != 0 {
+			return fmt.Errorf("protocol: stream: conv and record go with conv_stream: %w", CodeBadRequest)
+		}
+	} else {
+		if err := validConv(m); err != nil {
+			return err
+		}
+		if m.Room != "" || m.Body != "" {
+			return fmt.Errorf("protocol: conv_stream: room and body go with stream: %w", CodeBadRequest)
+		}
+	}
+	if err := validStreamID(m, false); err != nil {
+		return err
+	}
+	if !ValidStreamEvent(m.Event) {
+		return fmt.Errorf("protocol: %s: event must be start, delta, end or stop: %w", m.Type, CodeBadRequest)
+	}
+	if !validStreamReason(m.Reason) || m.Reason != "" && m.Event != StreamEnd {
+		return fmt.Errorf("protocol: %s: reason must be done, stop, length or error, and only on end: %w", m.Type, CodeBadRequest)
+	}
+	if len(m.Body) > MaxBody {
+		return fmt.Errorf("protocol: stream: body of %d bytes, limit %d: %w", len(m.Body), MaxBody, CodeTooLarge)
+	}
+	if !utf8.ValidString(m.Body) || m.Body != "" && m.Event == StreamStop {
+		return fmt.Errorf("protocol: stream: body must be UTF-8, and none on stop: %w", CodeBadRequest)
+	}
+	if len(m.Record) > MaxConvRecord {
+		return fmt.Errorf("protocol: conv_stream: record of %d bytes, limit %d: %w", len(m.Record), MaxConvRecord, CodeTooLarge)
+	}
+	if len(m.Record) != 0 && m.Event != StreamDelta && m.Event != StreamEnd {
+		return fmt.Errorf("protocol: conv_stream: a record goes only with delta or end: %w", CodeBadRequest)
+	}
+	if m.Event == StreamDelta && len(m.Record) == 0 && m.Body == "" {
+		return fmt.Errorf("protocol: %s: a delta needs a body (stream) or a record (conv_stream): %w", m.Type, CodeBadRequest)
 	}
 	return nil
 }

@@ -1,0 +1,221 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/secure-messenger/messenger/pkg/client"
+	"github.com/secure-messenger/messenger/pkg/protocol"
+)
+
+// options are the command line.
+type options struct {
+	url         string
+	pin         string
+	scenarios   []string
+	conns       int
+	concurrency int
+	roomSize    int
+	hold        time.Duration
+	resumeFor   time.Duration
+	members     []int
+	rates       []int
+	duration    time.Duration
+	size        int
+	keys        int
+	keyBits     int
+	serverPID   int
+	jsonPath    string
+	drain       time.Duration
+}
+
+func parseOptions(args []string, stderr io.Writer) (*options, error) {
+	fs := flag.NewFlagSet("load", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	o := &options{}
+	var scen, members, rates string
+	fs.StringVar(&o.url, "url", "ws://127.0.0.1:8080/ws", "the server's WebSocket endpoint")
+	fs.StringVar(&o.pin, "pin", "", "the server's identity fingerprint (64 hex digits); empty: ask GET /identity on the same host (fine for a local test, not a trustworthy pin)")
+	fs.StringVar(&scen, "scenario", "connect,resume,fanout", "comma-separated scenarios, run in order: connect (open -conns connections, each a full handshake and a join, and hold them), resume (resumption storm), fanout (room fan-out)")
+	fs.IntVar(&o.conns, "conns", 1000, "connect: connections to open and hold")
+	fs.IntVar(&o.concurrency, "concurrency", 64, "dials (handshakes) in flight at once")
+	fs.IntVar(&o.roomSize, "room-size", 10, "connect: members per room the held connections join")
+	fs.DurationVar(&o.hold, "hold", 3*time.Second, "connect: how long the connections stay open, idle, before the server's memory is read")
+	fs.DurationVar(&o.resumeFor, "resume-for", 10*time.Second, "resume: how long the resumption storm runs")
+	fs.StringVar(&members, "members", "100,1000", "fanout: comma-separated room sizes, one room per size (the publisher is one of the members)")
+	fs.StringVar(&rates, "rates", "100,500,1000,2000", "fanout: comma-separated publish rates (messages/s) tried in order for each room size; a size stops after the first rate at which a delivery is missing or a member is dropped")
+	fs.DurationVar(&o.duration, "duration", 5*time.Second, "fanout: how long each rate is held")
+	fs.DurationVar(&o.drain, "drain", 5*time.Second, "fanout: how long to wait after the last publish for every delivery")
+	fs.IntVar(&o.size, "size", 256, "fanout: message body size in bytes")
+	fs.IntVar(&o.keys, "keys", 64, "session keys generated before any measurement and reused round robin (0: a fresh key per dial, inside the measurement)")
+	fs.IntVar(&o.keyBits, "key-bits", 2048, "session key size: 2048, 3072 or 4096")
+	fs.IntVar(&o.serverPID, "server-pid", 0, "the server's process id, to read its memory (VmRSS) from /proc; 0: not measured")
+	fs.StringVar(&o.jsonPath, "json", "", "also write the results as JSON to this file")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	o.scenarios = strings.Split(scen, ",")
+	for _, s := range o.scenarios {
+		switch s {
+		case "connect", "resume", "fanout":
+		default:
+			return nil, fmt.Errorf("-scenario: unknown scenario %q (connect, resume, fanout)", s)
+		}
+	}
+	var err error
+	if o.members, err = positiveInts("-members", members); err != nil {
+		return nil, err
+	}
+	if o.rates, err = positiveInts("-rates", rates); err != nil {
+		return nil, err
+	}
+	if o.conns < 1 || o.concurrency < 1 || o.roomSize < 1 {
+		return nil, errors.New("-conns, -concurrency and -room-size must be at least 1")
+	}
+	if o.size < 40 || o.size > protocol.MaxBody {
+		return nil, fmt.Errorf("-size must be between 40 and %d bytes", protocol.MaxBody)
+	}
+	if o.duration <= 0 || o.keys < 0 || !protocol.ValidRSAKeySize(o.keyBits) {
+		return nil, errors.New("-duration must be positive, -keys at least 0, -key-bits 2048, 3072 or 4096")
+	}
+	return o, nil
+}
+
+func positiveInts(name, s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("%s: %q is not a positive number", name, f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// Report is everything one run measured; -json writes it.
+type Report struct {
+	Date        string          `json:"date"`
+	URL         string          `json:"url"`
+	CPUs        int             `json:"cpus"`
+	SessionKeys string          `json:"session_keys"`
+	Connect     *ConnectResult  `json:"connect,omitempty"`
+	Resume      *ResumeResult   `json:"resume,omitempty"`
+	Fanout      []*FanoutResult `json:"fanout,omitempty"`
+}
+
+// run is the whole command: parse, prepare keys, run the scenarios, print.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	o, err := parseOptions(args, stderr)
+	if err != nil {
+		return err
+	}
+	verify, err := identityCheck(ctx, o)
+	if err != nil {
+		return err
+	}
+	l := &loader{o: o, verify: verify, progress: stderr}
+	rep := &Report{Date: time.Now().UTC().Format(time.RFC3339), URL: o.url, CPUs: runtime.NumCPU()}
+	if o.keys > 0 {
+		fmt.Fprintf(stderr, "generating %d RSA-%d session keys…\n", o.keys, o.keyBits)
+		if l.pool, err = newKeyPool(o.keys, o.keyBits); err != nil {
+			return err
+		}
+		rep.SessionKeys = fmt.Sprintf("pool of %d pre-generated RSA-%d keys, reused round robin: client key generation is not measured", o.keys, o.keyBits)
+	} else {
+		rep.SessionKeys = fmt.Sprintf("a fresh RSA-%d key per dial, generated inside the measurement", o.keyBits)
+	}
+	fmt.Fprintf(stdout, "load: %s, %d CPUs, %s\n", o.url, rep.CPUs, rep.SessionKeys)
+	for _, s := range o.scenarios {
+		if ctx.Err() != nil {
+			break
+		}
+		switch s {
+		case "connect":
+			rep.Connect, err = l.connect(ctx)
+			if err == nil {
+				rep.Connect.print(stdout)
+			}
+		case "resume":
+			rep.Resume, err = l.resume(ctx)
+			if err == nil {
+				rep.Resume.print(stdout)
+			}
+		case "fanout":
+			for _, m := range o.members {
+				var fr *FanoutResult
+				fr, err = l.fanout(ctx, m)
+				if err != nil {
+					break
+				}
+				rep.Fanout = append(rep.Fanout, fr)
+				fr.print(stdout)
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", s, err)
+		}
+	}
+	if o.jsonPath != "" {
+		b, err := json.MarshalIndent(rep, "", "  ")
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(o.jsonPath, append(b, '\n'), 0o644); err != nil {
+			return fmt.Errorf("write -json: %w", err)
+		}
+	}
+	return nil
+}
+
+// identityCheck pins -pin, or the fingerprint the server's /identity
+// gives.
+func identityCheck(ctx context.Context, o *options) (func(protocol.Fingerprint) error, error) {
+	if o.pin != "" {
+		fp, err := protocol.ParseFingerprint(o.pin)
+		if err != nil {
+			return nil, fmt.Errorf("-pin: %w", err)
+		}
+		return client.Pin(fp), nil
+	}
+	u, err := url.Parse(o.url)
+	if err != nil {
+		return nil, fmt.Errorf("-url: %w", err)
+	}
+	u.Scheme = strings.Replace(u.Scheme, "ws", "http", 1)
+	u.Path = "/identity"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("fetch the identity fingerprint: %w", err)
+	}
+	defer resp.Body.Close()
+	var id struct {
+		Fingerprint string `json:"fingerprint"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&id); err != nil {
+		return nil, fmt.Errorf("fetch the identity fingerprint: %w", err)
+	}
+	fp, err := protocol.ParseFingerprint(id.Fingerprint)
+	if err != nil {
+		return nil, fmt.Errorf("the server's /identity: %w", err)
+	}
+	return client.Pin(fp), nil
+}

@@ -1,0 +1,142 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/json"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/secure-messenger/messenger/internal/ephemeral"
+	"github.com/secure-messenger/messenger/internal/password"
+	"github.com/secure-messenger/messenger/internal/server"
+	"github.com/secure-messenger/messenger/internal/store"
+)
+
+// startServer runs a real server (anonymous rooms, limits off, SQLite) on
+// an httptest listener and returns its WebSocket URL.
+func startServer(t *testing.T) string {
+	t.Helper()
+	identity, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	kr, err := store.NewKeyring(map[uint32][]byte{1: key}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := store.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "messenger.db"), store.WithKeyring(kr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	ss := ephemeral.NewMemorySessionStore(ephemeral.MemoryConfig{})
+	lim := ephemeral.NewMemoryLimiter(ephemeral.MemoryConfig{})
+	t.Cleanup(func() { ss.Close(); lim.Close() })
+	limits := server.Limits{MaxConnectionsPerAddr: -1, MaxHandshakesPerAddr: -1}
+	for _, r := range []*ephemeral.Rate{&limits.HandshakeRate, &limits.RequestRate, &limits.UserRequestRate, &limits.SendRate, &limits.RoomSendRate} {
+		*r = ephemeral.Rate{Limit: -1} // off
+	}
+	s, err := server.New(server.Config{AllowAnonymous: true, Limits: limits}, server.Deps{
+		Log: zerolog.Nop(), Identity: identity, SessionKey: key, Sessions: ss, Limiter: lim, Store: db,
+		Hasher: password.NewHasher(password.Params{Memory: 1024, Time: 1}, 2),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go s.Run(ctx)
+	hs := httptest.NewServer(s.Routes(nil))
+	t.Cleanup(func() {
+		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer scancel()
+		_ = s.Shutdown(sctx)
+		hs.Close()
+		cancel()
+	})
+	return "ws" + strings.TrimPrefix(hs.URL, "http") + "/ws"
+}
+
+// TestLoadRunsEveryScenario runs the tool at a small size against a real
+// server and checks what it reports: every connection established, some
+// resumptions, and every fan-out message delivered to every member.
+func TestLoadRunsEveryScenario(t *testing.T) {
+	url := startServer(t)
+	jsonPath := filepath.Join(t.TempDir(), "out.json")
+	var stdout, stderr bytes.Buffer
+	args := []string{"-url", url, "-conns", "12", "-concurrency", "4", "-room-size", "3", "-hold", "100ms",
+		"-resume-for", "500ms", "-members", "5", "-rates", "20", "-duration", "500ms", "-drain", "20s",
+		"-keys", "2", "-server-pid", "0", "-json", jsonPath}
+	if err := run(context.Background(), args, &stdout, &stderr); err != nil {
+		t.Fatalf("run: %v\n%s", err, stderr.String())
+	}
+	for _, want := range []string{"pool of 2 pre-generated RSA-2048 keys", "| established | 12 of 12 |", "## resume:", "## fanout: one room of 5 members"} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, stdout.String())
+		}
+	}
+	b, err := os.ReadFile(jsonPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep Report
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep.Connect == nil || rep.Connect.Established != 12 || len(rep.Connect.Errors) != 0 {
+		t.Errorf("connect: %+v", rep.Connect)
+	}
+	if rep.Resume == nil || rep.Resume.Resumed == 0 || len(rep.Resume.Errors) != 0 {
+		t.Errorf("resume: %+v", rep.Resume)
+	}
+	if len(rep.Fanout) != 1 || len(rep.Fanout[0].Rounds) != 1 {
+		t.Fatalf("fanout: %+v", rep.Fanout)
+	}
+	r := rep.Fanout[0].Rounds[0]
+	if r.Sent != 10 || r.Delivered != 50 || r.Expected != 50 || r.Latency.N != 50 || r.PublisherLost {
+		t.Errorf("fanout round: %+v", r)
+	}
+}
+
+// TestOptionsRefuseBadInput: each bad flag value gets an error naming it.
+func TestOptionsRefuseBadInput(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-scenario", "storm"}, "unknown scenario"},
+		{[]string{"-members", "10,x"}, "-members"},
+		{[]string{"-rates", "0"}, "-rates"},
+		{[]string{"-size", "10"}, "-size"},
+		{[]string{"-conns", "0"}, "-conns"},
+		{[]string{"-key-bits", "1024"}, "-key-bits"},
+		{[]string{"extra"}, "unexpected arguments"},
+	} {
+		_, err := parseOptions(tc.args, &bytes.Buffer{})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: %v, want an error with %q", tc.args, err, tc.want)
+		}
+	}
+}
+
+func TestParseHead(t *testing.T) {
+	k, ts, ok := parseHead("3:1795594328328000000:xxxx")
+	if !ok || k != 3 || ts != 1795594328328000000 {
+		t.Fatalf("parseHead = %d, %d, %v", k, ts, ok)
+	}
+	for _, bad := range []string{"", "3", "3:", "x:1:", "3:y:"} {
+		if _, _, ok := parseHead(bad); ok {
+			t.Errorf("parseHead(%q) accepted", bad)
+		}
+	}
+}

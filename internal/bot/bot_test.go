@@ -1,0 +1,441 @@
+package bot
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/base64"
+	"encoding/hex"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/rs/zerolog"
+
+	"github.com/secure-messenger/messenger/internal/ephemeral"
+	"github.com/secure-messenger/messenger/internal/llm"
+	"github.com/secure-messenger/messenger/internal/password"
+	"github.com/secure-messenger/messenger/internal/server"
+	"github.com/secure-messenger/messenger/internal/store"
+	"github.com/secure-messenger/messenger/internal/syncbuf"
+	"github.com/secure-messenger/messenger/pkg/client"
+	"github.com/secure-messenger/messenger/pkg/protocol"
+)
+
+// testServer is a real server over real WebSockets, with its database
+// files in dir and its log in logs.
+type testServer struct {
+	url  string
+	fp   protocol.Fingerprint
+	dir  string
+	logs *syncbuf.Buffer
+}
+
+func startServer(t *testing.T) *testServer {
+	t.Helper()
+	identity, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	kr, err := store.NewKeyring(map[uint32][]byte{1: key}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := store.OpenSQLite(context.Background(), filepath.Join(dir, "messenger.db"), store.WithKeyring(kr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	ss := ephemeral.NewMemorySessionStore(ephemeral.MemoryConfig{})
+	lim := ephemeral.NewMemoryLimiter(ephemeral.MemoryConfig{})
+	t.Cleanup(func() { ss.Close(); lim.Close() })
+	sk := make([]byte, 32)
+	_, _ = rand.Read(sk)
+	logs := &syncbuf.Buffer{}
+	s, err := server.New(server.Config{PingInterval: 5 * time.Second}, server.Deps{
+		Log: zerolog.New(logs).Level(zerolog.DebugLevel), Identity: identity, SessionKey: sk, Sessions: ss, Limiter: lim, Store: db,
+		Hasher: password.NewHasher(password.Params{Memory: 1024, Time: 1}, 2),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go s.Run(ctx)
+	hs := httptest.NewServer(s.Routes(nil))
+	t.Cleanup(func() {
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer scancel()
+		_ = s.Shutdown(sctx)
+		hs.Close()
+		cancel()
+	})
+	return &testServer{url: "ws" + strings.TrimPrefix(hs.URL, "http") + "/ws", fp: s.Fingerprint(), dir: dir, logs: logs}
+}
+
+func (ts *testServer) dialConfig() client.Config {
+	return client.Config{URL: ts.url, VerifyIdentity: client.Pin(ts.fp)}
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// user registers a person with fresh keys and returns the connection.
+func user(t *testing.T, ts *testServer, name string) (*client.Conn, *client.Identity) {
+	t.Helper()
+	c, err := client.Dial(ctxT(t), ts.dialConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	id, err := client.NewIdentity(name, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Register(ctxT(t), id, name+" password"); err != nil {
+		t.Fatal(err)
+	}
+	return c, id
+}
+
+// startBot runs a bot as its own client and waits until it is signed in.
+func startBot(t *testing.T, ts *testServer, mod func(*Config)) (*Bot, *syncbuf.Buffer) {
+	t.Helper()
+	logs := &syncbuf.Buffer{}
+	cfg := Config{
+		Name: "bot", Profile: filepath.Join(t.TempDir(), "bot"), Dial: ts.dialConfig(), KeyBits: 2048,
+		Model: &llm.Offline{Delay: 40 * time.Millisecond}, Batch: 100 * time.Millisecond, Log: zerolog.New(logs),
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	b, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan struct{})
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx, func() { close(ready) }) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Error("bot did not stop")
+		}
+	})
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("bot ended: %v", err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("bot not ready")
+	}
+	return b, logs
+}
+
+// next returns the next pushed message of one of types.
+func next(t *testing.T, c *client.Conn, types ...string) *protocol.Message {
+	t.Helper()
+	timeout := time.After(30 * time.Second)
+	for {
+		select {
+		case m, ok := <-c.Messages():
+			if !ok {
+				t.Fatalf("connection ended: %v", c.Err())
+			}
+			for _, typ := range types {
+				if m.Type == typ {
+					return m
+				}
+			}
+		case <-timeout:
+			t.Fatalf("no %v", types)
+		}
+	}
+}
+
+// watched is what one member saw of one streamed answer.
+type watched struct {
+	stream string
+	deltas []string
+	reason string
+	final  *protocol.Message
+}
+
+// watchAnswer follows the bot's next streamed answer in room on c, until
+// the stored message linked to it; stopAfter > 0 calls stop after that
+// many deltas.
+func watchAnswer(t *testing.T, c *client.Conn, room string, stopAfter int, stop func(stream string)) watched {
+	t.Helper()
+	var w watched
+	for w.final == nil {
+		m := next(t, c, protocol.MsgStream, protocol.MsgMessage)
+		if m.Room != room || m.From != "bot" {
+			continue
+		}
+		switch {
+		case m.Type == protocol.MsgStream && m.Event == protocol.StreamStart:
+			w.stream = m.Stream
+		case m.Type == protocol.MsgStream && m.Event == protocol.StreamDelta && m.Stream == w.stream:
+			w.deltas = append(w.deltas, m.Body)
+			if len(w.deltas) == stopAfter {
+				stop(w.stream)
+			}
+		case m.Type == protocol.MsgStream && m.Event == protocol.StreamEnd && m.Stream == w.stream:
+			w.reason = m.Reason
+		case m.Type == protocol.MsgMessage && m.Stream != "" && m.Stream == w.stream:
+			w.final = m
+		}
+	}
+	if w.stream == "" || w.reason == "" {
+		t.Fatalf("stream incomplete: %+v", w)
+	}
+	return w
+}
+
+// TestBotInRoom: alice and bob in a room; alice mentions the bot, which
+// is not in the room: it joins, and both see the answer grow and then
+// the stored message. Bob stops the next answer in the middle. Then
+// "@bot leave" makes it leave.
+func TestBotInRoom(t *testing.T) {
+	ts := startServer(t)
+	ca, _ := user(t, ts, "alice")
+	cb, _ := user(t, ts, "bob")
+	for _, c := range []*client.Conn{ca, cb} {
+		if _, err := c.Join(ctxT(t), "general", ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, botLog := startBot(t, ts, nil)
+	if _, err := ca.Send(ctxT(t), "general", "@bot what is the capital of France"); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]watched{}
+	for name, c := range map[string]*client.Conn{"alice": ca, "bob": cb} {
+		w := watchAnswer(t, c, "general", 0, nil)
+		if len(w.deltas) < 2 || w.reason != protocol.ReasonDone {
+			t.Fatalf("%s: %d deltas, reason %q", name, len(w.deltas), w.reason)
+		}
+		if got := strings.Join(w.deltas, ""); strings.TrimSpace(got) != w.final.Body {
+			t.Fatalf("%s: deltas %q, stored %q", name, got, w.final.Body)
+		}
+		if !strings.HasPrefix(w.final.Body, llm.OfflineLabel) || !strings.Contains(w.final.Body, "capital of France") || w.final.Seq == 0 {
+			t.Fatalf("%s: answer %+v", name, w.final)
+		}
+		seen[name] = w
+	}
+	if seen["alice"].stream != seen["bob"].stream {
+		t.Fatal("alice and bob saw different streams")
+	}
+
+	// A stop in the middle.
+	if _, err := ca.Send(ctxT(t), "general", "@bot tell me more"); err != nil {
+		t.Fatal(err)
+	}
+	w := watchAnswer(t, cb, "general", 1, func(stream string) {
+		if _, err := cb.Request(ctxT(t), &protocol.Message{Type: protocol.MsgStream, Room: "general", Stream: stream, Event: protocol.StreamStop}); err != nil {
+			t.Errorf("stop: %v", err)
+		}
+	})
+	if w.reason != protocol.ReasonStop || !strings.Contains(w.final.Body, "stopped by a member (bob)") {
+		t.Fatalf("stopped answer: reason %q, body %q", w.reason, w.final.Body)
+	}
+	full := (&llm.Offline{}).Answer([]llm.Message{{Role: "user", Content: "alice: @bot tell me more"}})
+	if strings.Contains(w.final.Body, full) {
+		t.Fatal("the stopped answer is complete")
+	}
+
+	// Leave.
+	if _, err := ca.Send(ctxT(t), "general", "@bot leave"); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		m := next(t, ca, protocol.MsgPresence)
+		if m.From == "bot" && m.Event == "leave" {
+			break
+		}
+	}
+	// The bot's log has timings and counts, not the text.
+	for _, s := range []string{"capital", "France", "tell me more"} {
+		if strings.Contains(botLog.String(), s) || strings.Contains(ts.logs.String(), s) {
+			t.Errorf("a log holds %q", s)
+		}
+	}
+	if !strings.Contains(botLog.String(), `"tokens":`) {
+		t.Errorf("the bot's log has no token counts: %s", botLog.String())
+	}
+}
+
+// TestBotBusyAndFailure: a second mention while an answer runs is
+// refused with a message saying so; a backend that fails becomes a clear
+// message in the room.
+func TestBotBusyAndFailure(t *testing.T) {
+	ts := startServer(t)
+	ca, _ := user(t, ts, "alice")
+	if _, err := ca.Join(ctxT(t), "general", ""); err != nil {
+		t.Fatal(err)
+	}
+	startBot(t, ts, func(c *Config) {
+		c.Rooms = []string{"general"}
+		c.Model = &failing{after: &llm.Offline{Delay: 100 * time.Millisecond}}
+	})
+	if _, err := ca.Send(ctxT(t), "general", "@bot first"); err != nil {
+		t.Fatal(err)
+	}
+	next(t, ca, protocol.MsgStream) // it has started
+	if _, err := ca.Send(ctxT(t), "general", "@bot second"); err != nil {
+		t.Fatal(err)
+	}
+	var busy, failed bool
+	for !busy || !failed {
+		m := next(t, ca, protocol.MsgMessage)
+		if m.From != "bot" {
+			continue
+		}
+		busy = busy || strings.Contains(m.Body, "still answering")
+		failed = failed || m.Stream != "" && strings.Contains(m.Body, "endpoint refused the request (HTTP 503)")
+	}
+}
+
+// failing streams a few pieces of after, then fails as an endpoint
+// answering 503 would.
+type failing struct{ after Model }
+
+func (f *failing) Stream(ctx context.Context, req llm.Request, onDelta func(string) error) (llm.Result, error) {
+	n := 0
+	res, err := f.after.Stream(ctx, req, func(s string) error {
+		if n++; n > 5 {
+			return errFailing
+		}
+		return onDelta(s)
+	})
+	if err == errFailing {
+		err = llmStatus503
+	}
+	return res, err
+}
+
+var (
+	errFailing   = &struct{ error }{}
+	llmStatus503 = wrap503()
+)
+
+func wrap503() error { return &statusErr{} }
+
+type statusErr struct{}
+
+func (*statusErr) Error() string { return llm.ErrStatus.Error() + ": HTTP 503" }
+func (*statusErr) Unwrap() error { return llm.ErrStatus }
+
+// TestBotDirect: carol talks with the bot in a direct conversation: the
+// answer streams as end-to-end records she opens, then arrives as a
+// stored record linked to the stream; the marker she sent is nowhere on
+// the server side (database files, server log) nor in the bot's log.
+func TestBotDirect(t *testing.T) {
+	ts := startServer(t)
+	cc, carol := user(t, ts, "carol")
+	_, botLog := startBot(t, ts, nil)
+	cv, err := cc.OpenConversation(ctxT(t), carol, "bot", client.ConversationOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	marker := "marker " + uuid.NewString() + " purple elephant"
+	if _, _, err := cv.SendText(ctxT(t), marker); err != nil {
+		t.Fatal(err)
+	}
+	var stream string
+	var deltas strings.Builder
+	var final *client.Received
+	for final == nil {
+		m := next(t, cc, protocol.MsgConvStream, protocol.MsgConvMsg, protocol.MsgConvKey)
+		switch {
+		case m.Type == protocol.MsgConvKey:
+			if _, err := cv.Receive(ctxT(t), m); err != nil {
+				t.Fatal(err)
+			}
+		case m.Type == protocol.MsgConvStream && m.Event == protocol.StreamStart:
+			stream = m.Stream
+		case m.Type == protocol.MsgConvStream && m.Event == protocol.StreamDelta && m.Stream == stream:
+			rec := *m
+			rec.Type = protocol.MsgConvMsg
+			got, err := cv.Receive(ctxT(t), &rec)
+			if err != nil || got == nil || got.From != "bot" {
+				t.Fatalf("delta: %+v %v", got, err)
+			}
+			deltas.WriteString(got.Text)
+		case m.Type == protocol.MsgConvMsg && m.Stream == stream && stream != "":
+			got, err := cv.Receive(ctxT(t), m)
+			if err != nil || got == nil {
+				t.Fatalf("final: %v", err)
+			}
+			final = got
+		}
+	}
+	if !strings.HasPrefix(final.Text, llm.OfflineLabel) || !strings.Contains(final.Text, marker) || strings.TrimSpace(deltas.String()) != final.Text {
+		t.Fatalf("final %q, deltas %q", final.Text, deltas.String())
+	}
+
+	search := func(what string, data []byte) {
+		t.Helper()
+		if f := markerIn(marker, data); f != nil {
+			t.Errorf("%s holds the marker (as %q)", what, f)
+		}
+	}
+	files, _ := filepath.Glob(filepath.Join(ts.dir, "messenger.db*"))
+	if len(files) == 0 {
+		t.Fatal("no database files")
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		search(filepath.Base(f), data)
+	}
+	search("the server's log", []byte(ts.logs.String()))
+	search("the bot's log", []byte(botLog.String()))
+}
+
+// markerIn returns the form of marker (plain, hex, base64 at each
+// alignment) that data holds, or nil; as in internal/server's marker
+// test.
+func markerIn(marker string, data []byte) []byte {
+	forms := [][]byte{[]byte(marker), []byte(hex.EncodeToString([]byte(marker)))}
+	for _, enc := range []*base64.Encoding{base64.RawStdEncoding, base64.RawURLEncoding} {
+		for k := range 3 {
+			e := enc.EncodeToString(append(make([]byte, k), marker...))
+			forms = append(forms, []byte(e[4:len(e)-4]))
+		}
+	}
+	lower := bytes.ToLower(data)
+	for _, f := range forms {
+		if bytes.Contains(data, f) || bytes.Contains(lower, bytes.ToLower(f)) {
+			return f
+		}
+	}
+	return nil
+}
+
+func TestBuildPrompt(t *testing.T) {
+	turns := []llm.Message{{Role: "user", Content: strings.Repeat("a", 400)}, {Role: "user", Content: strings.Repeat("b", 400)}, {Role: "user", Content: "c"}}
+	p := buildPrompt("sys", turns, 120)
+	if len(p) != 3 || p[0].Content != "sys" || p[2].Content != "c" {
+		t.Fatalf("%d messages: %+v", len(p), p)
+	}
+	// The newest turn is kept even over the budget.
+	if p := buildPrompt("sys", turns[:1], 10); len(p) != 2 {
+		t.Fatalf("%+v", p)
+	}
+}
