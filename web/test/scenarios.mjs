@@ -265,33 +265,74 @@ Object.assign(scenarios, {
   },
 
   /**
-   * Streamed (bot) answers: a member streams into a room with `stream`
-   * events (docs/protocol.md §8.6); the page shows the growing text with a
-   * Stop button, and Stop sends `stop`. Skipped, with a note, while the
-   * server does not know `stream`.
+   * Streamed answers as docs/protocol.md §8.6 has them, from a member
+   * driven by hand: the page shows the growing text of the member who
+   * sent the `start` only (another member's delta under the same id is
+   * ignored), a Stop button whose `stop` the server relays to the producer
+   * too, the stored answer once in place of the growing text (live, and
+   * again from history after a reload, where it no longer names its
+   * stream), and a `mention` from a room the reader is not in.
    */
   async streamedAnswer(ctx) {
-    const a = uniq('alice'), room = uniq('bots');
+    const a = uniq('alice'), room = uniq('bots'), quiet = uniq('quiet');
     const alice = await person(ctx, 'alice'), bot = await person(ctx, 'bot');
     await register(alice, a);
     await joinRoom(alice, room);
-    const sid = await bot.page.evaluate(async ([user, room]) => {
+    await bot.page.evaluate(async ([users, room]) => {
       const { Client } = await import('/js/client.js');
-      const c = new Client();
-      await c.register(user, 'correct horse battery');
-      await c.joinRoom(room);
+      const c = new Client(), e = new Client();
+      await c.register(users[0], 'correct horse battery');
+      await e.register(users[1], 'correct horse battery');
+      await c.joinRoom(room); await e.joinRoom(room);
       const stream = crypto.randomUUID();
-      try { await c.request({ t: 'stream', room, stream, event: 'start', body: '' }); } catch (e) { return { unsupported: e.message }; }
-      window.bot = { c, stream, room };
-      return { stream };
-    }, [uniq('bot'), room]);
-    if (sid.unsupported) { console.log(`     streamedAnswer: SKIPPED, the server does not accept stream events yet (${sid.unsupported})`); return; }
-    await bot.page.evaluate(async () => { const { c, stream, room } = window.bot; for (const body of ['The answer ', 'grows ', 'word by word']) await c.request({ t: 'stream', room, stream, event: 'delta', body }); });
+      await c.request({ t: 'stream', room, stream, event: 'start' });
+      window.bot = { c, e, stream, room };
+    }, [[uniq('bot'), uniq('eve')], room]);
+    const code = await bot.page.evaluate(async () => {
+      const { c, e, stream, room } = window.bot;
+      for (const body of ['The answer ', 'grows ']) await c.request({ t: 'stream', room, stream, event: 'delta', body });
+      await e.request({ t: 'stream', room, stream, event: 'delta', body: 'INJECTED ' }); // not the producer: ignored
+      await c.request({ t: 'stream', room, stream, event: 'delta', body: 'word by word' });
+      try { await c.request({ t: 'stream', room, stream, event: 'delta', body: '' }); return 'accepted'; } catch (x) { return x.code; }
+    });
+    assert(code === 17, 'a delta without text is refused with bad_request: ' + code);
     await waitText(alice, 'The answer grows word by word');
-    await alice.page.waitForSelector('#log li.live button.stop');
+    await alice.page.waitForSelector('#log li.live .tag:has-text("answering…")');
     await alice.page.click('#log li.live button.stop');
-    await bot.page.evaluate(async () => { const { c, stream, room } = window.bot; await c.request({ t: 'stream', room, stream, event: 'end', reason: 'stop' }); });
+    await alice.page.waitForSelector('#log li.live .tag:has-text("stopping…")');
+    // The server relays the stop to every member: the producer hears it.
+    await bot.page.waitForFunction(() => { const { c, stream, room } = window.bot; const s = c.room(room).streams.get(stream); return s && s.stopping; });
+    await bot.page.evaluate(async () => {
+      const { c, stream, room } = window.bot;
+      await c.request({ t: 'stream', room, stream, event: 'end', reason: 'stop' });
+      await c.request({ t: 'send', room, body: 'The answer grows word by word [stopped]', mid: crypto.randomUUID(), stream });
+    });
+    await waitText(alice, 'The answer grows word by word [stopped]');
     await alice.page.waitForSelector('#log li.live', { state: 'detached' });
+    const once = async () => {
+      const got = await bodies(alice);
+      assert(got.filter(x => x.startsWith('The answer grows')).length === 1 && !got.some(x => x.includes('INJECTED')), 'the answer once, without the other member\'s delta: ' + got.join('|'));
+    };
+    await once();
+    // A mention from a room Alice is not in: a notice that opens it.
+    const producer = await bot.page.evaluate(async ([quiet, who]) => {
+      const { c } = window.bot;
+      await c.joinRoom(quiet);
+      await c.request({ t: 'send', room: quiet, body: `@${who} have a look`, mid: crypto.randomUUID() });
+      return c.user;
+    }, [quiet, a]);
+    await alice.page.waitForSelector(`#problems p.info:has-text("${producer} mentioned you in #${quiet}")`);
+    await alice.page.click(`#problems p.info button:has-text("Open #${quiet}")`);
+    await alice.page.waitForFunction(r => document.getElementById('pane-title').textContent === '#' + r, quiet);
+    await waitText(alice, `@${a} have a look`);
+    // From history after a reload (no stream there): still once.
+    await alice.page.reload();
+    await alice.page.waitForSelector('#chat:not([hidden])');
+    await waitOnline(alice);
+    await alice.page.click(`#room-list button:has-text("${room}")`);
+    await waitText(alice, 'The answer grows word by word [stopped]');
+    await once();
+    noErrors(alice);
   },
 });
 
