@@ -431,3 +431,87 @@ Object.assign(scenarios, {
     noErrors(reader);
   },
 });
+
+/** watchStream records, in the page, every text a growing answer shows (to see it grow). */
+async function watchStream(p) {
+  await p.page.evaluate(() => {
+    window.seen = [];
+    new MutationObserver(() => {
+      const e = document.querySelector('#log li.live .body');
+      if (e && e.textContent && window.seen[window.seen.length - 1] !== e.textContent) window.seen.push(e.textContent);
+    }).observe(document.getElementById('log-list'), { childList: true, subtree: true, characterData: true });
+  });
+}
+
+/** answers lists the bot's stored answers in the log (the offline responder labels each). */
+async function answers(p) {
+  return p.page.$$eval('#log li.msg:not(.live) .body', els => els.map(e => e.textContent).filter(t => t.startsWith('[offline responder')));
+}
+
+Object.assign(scenarios, {
+  /**
+   * Issue 15, a room with the bot: a server run with -bot bot (the offline
+   * responder, paced slowly enough to watch and to stop). Alice mentions
+   * it; both browsers see the answer grow, then the stored answer once.
+   * Bob stops the next answer in the middle. A direct conversation with
+   * the bot (end to end) gets an answer. Both places say plainly that
+   * whoever runs the bot reads what is sent to it (issue 16).
+   */
+  async botRoom(ctx) {
+    const srv = await ctx.startServer('bot-server', { extra: ['-bot', 'bot', '-bot-offline-delay', '400ms', '-log-level', 'info'], ready: /bot signed in/ });
+    try {
+      const base = `http://${srv.addr}`;
+      const a = uniq('alice'), b = uniq('bob'), room = uniq('ask');
+      const alice = await person(ctx, 'alice', base), bob = await person(ctx, 'bob', base);
+      await Promise.all([register(alice, a), register(bob, b)]);
+      await joinRoom(alice, room); await joinRoom(bob, room);
+      await Promise.all([watchStream(alice), watchStream(bob)]);
+      // The bot is not in the room: the server tells it of the mention, it joins and answers.
+      await say(alice, '@bot hello');
+      for (const p of [alice, bob]) {
+        await p.page.waitForFunction(() => document.querySelectorAll('#log li.msg:not(.live) .body').length >= 2 && [...document.querySelectorAll('#log li.msg:not(.live) .body')].some(e => e.textContent.startsWith('[offline responder')));
+        await p.page.waitForSelector('#log li.live', { state: 'detached' });
+        const seen = await p.page.evaluate(() => window.seen);
+        const got = await answers(p);
+        assert(seen.length >= 3, `${p.name} saw the answer grow: ${JSON.stringify(seen)}`);
+        assert(seen.every((t, i) => i === 0 || t.startsWith(seen[i - 1])), `${p.name}: each text extends the last: ${JSON.stringify(seen)}`);
+        assert(got.length === 1, `${p.name}: the stored answer once: ${JSON.stringify(got)}`);
+        assert(got[0].startsWith(seen[seen.length - 1].trim()) && got[0].includes(`You said: "${a}: @bot hello"`), `${p.name}: the stored answer is the streamed one: ${got[0]}`);
+        const note = await p.page.textContent('#bot-note');
+        assert(await p.page.isVisible('#bot-note') && /bot is a bot/.test(note) && /Whoever runs bot reads/.test(note), `${p.name}: the room says who reads what the bot gets: ${note}`);
+      }
+      // The next answer: shown live (screenshot, axe), then Bob stops it.
+      await say(alice, '@bot please tell me a long story about a lighthouse keeper who collects the names of passing ships in a notebook');
+      await alice.page.waitForSelector('#log li.live button.stop');
+      await bob.page.waitForSelector('#log li.live button.stop');
+      await alice.page.waitForFunction(() => document.querySelector('#log li.live .body').textContent.length > 140);
+      await shot(ctx, alice, 'bot');
+      await axe(ctx, alice, 'bot-room');
+      await bob.page.click('#log li.live button.stop');
+      for (const p of [alice, bob]) {
+        await p.page.waitForSelector('#log li.live', { state: 'detached' });
+        await p.page.waitForFunction(() => [...document.querySelectorAll('#log li.msg .body')].some(e => e.textContent.includes('stopped by a member')));
+        const got = await answers(p);
+        assert(got.length === 2 && got[1].includes(`stopped by a member (${b})`) && !got[1].includes('Start the bot with'), `${p.name}: the stopped answer, once, cut short: ${JSON.stringify(got)}`);
+      }
+      // A direct conversation with the bot, end to end.
+      await openDM(alice, 'bot');
+      await alice.page.waitForSelector('#bot-note:not([hidden])');
+      const note = await alice.page.textContent('#bot-note');
+      assert(/end to end/.test(note) && /whoever runs bot reads everything you send it/.test(note), 'the conversation says who reads it: ' + note);
+      await watchStream(alice);
+      await say(alice, 'hello bot, just between us');
+      await alice.page.waitForFunction(() => [...document.querySelectorAll('#log li.msg:not(.live) .body')].some(e => e.textContent.startsWith('[offline responder')));
+      await alice.page.waitForSelector('#log li.live', { state: 'detached' });
+      const seen = await alice.page.evaluate(() => window.seen);
+      const got = await answers(alice);
+      assert(seen.length >= 2, 'the conversation answer grew: ' + JSON.stringify(seen));
+      assert(got.length === 1 && got[0].includes('You said: "hello bot, just between us"'), 'the answer once: ' + JSON.stringify(got));
+      await shot(ctx, alice, 'bot-conversation');
+      noErrors(alice, bob);
+    } finally {
+      srv.proc.kill('SIGTERM');
+      fs.rmSync(srv.data, { recursive: true, force: true });
+    }
+  },
+});
