@@ -131,6 +131,10 @@ func TestInteractiveRooms(t *testing.T) {
 	waitFor(t, "bob stderr", bob.stderr, "joined #other: members bob")
 	alice.typeLine("/join other")
 	waitFor(t, "alice stderr", alice.stderr, "joined #other: members alice, bob")
+	// Presence is batched (docs/protocol.md §8.3): a join and a leave of
+	// one connection within one batch are never announced, so bob must
+	// have been told of the join before alice leaves.
+	waitFor(t, "bob stdout", bob.stdout, "* alice joined #other")
 	alice.typeLine("secret")
 	waitFor(t, "bob stdout", bob.stdout, "<alice> secret")
 	// Back in general: bob sees it tagged with its room, being in #other.
@@ -167,6 +171,9 @@ func TestInteractiveCommandsAndErrors(t *testing.T) {
 	waitFor(t, "alice stderr", alice.stderr, "joined #general")
 	bob := start(t, ts.env(t), "-name", "bob")
 	waitFor(t, "bob stderr", bob.stderr, "joined #general")
+	// Presence goes out in batches, in order: once alice is told of bob,
+	// her own join has gone out too, so her leave below is announced.
+	waitFor(t, "alice stdout", alice.stdout, "* bob joined #general")
 
 	alice.typeLine("/help")
 	waitFor(t, "alice stderr", alice.stderr, "/join ROOM")

@@ -295,8 +295,13 @@ func (cv *Conversation) addEnvelope(data []byte) error {
 
 // rotateIfNeeded makes the next key version when this device holds none,
 // when KeyPolicy asks for one, or when this device has no counter for the
-// latest (it cannot know which counters it already used under a key
-// it did not make in this session; a fresh key starts them at 1).
+// latest and keeps none (without StateDir it cannot know which counters
+// it already used under a key it did not make in this session; a fresh
+// key starts them at 1). With StateDir, the file records every counter
+// this device used before it used it, so a version missing from it is
+// one the device never sent under: it counts on from what it saw of its
+// own records, and two parties answering each other do not rotate the
+// key at every turn.
 func (cv *Conversation) rotateIfNeeded(ctx context.Context) error {
 	for range maxRotateTries {
 		key := cv.ring.Latest()
@@ -309,7 +314,7 @@ func (cv *Conversation) rotateIfNeeded(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			if reason == e2e.KeepKey && (counted || cv.guard.LastCounter(cv.id, cv.me.Ref(), key.Version()) > 0) {
+			if reason == e2e.KeepKey && (counted || cv.saved != nil || cv.guard.LastCounter(cv.id, cv.me.Ref(), key.Version()) > 0) {
 				if !counted {
 					cv.mu.Lock()
 					cv.counters[key.Version()] = cv.guard.LastCounter(cv.id, cv.me.Ref(), key.Version())
