@@ -7,10 +7,13 @@ import (
 	"crypto/rsa"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
+	"fmt"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -108,12 +111,22 @@ func user(t *testing.T, ts *testServer, name string) (*client.Conn, *client.Iden
 	return c, id
 }
 
-// startBot runs a bot as its own client and waits until it is signed in.
+// startBot runs a bot as its own client and waits until it is signed in;
+// it stops at the end of the test.
 func startBot(t *testing.T, ts *testServer, mod func(*Config)) (*Bot, *syncbuf.Buffer) {
 	t.Helper()
-	logs := &syncbuf.Buffer{}
+	b, logs, _ := runBot(t, ts, filepath.Join(t.TempDir(), "bot"), mod)
+	return b, logs
+}
+
+// runBot runs a bot with its profile in profile and waits until it is
+// signed in and caught up; stop ends it and waits (also done at the end
+// of the test).
+func runBot(t *testing.T, ts *testServer, profile string, mod func(*Config)) (b *Bot, logs *syncbuf.Buffer, stop func()) {
+	t.Helper()
+	logs = &syncbuf.Buffer{}
 	cfg := Config{
-		Name: "bot", Profile: filepath.Join(t.TempDir(), "bot"), Dial: ts.dialConfig(), KeyBits: 2048,
+		Name: "bot", Profile: profile, Dial: ts.dialConfig(), KeyBits: 2048,
 		Model: &llm.Offline{Delay: 40 * time.Millisecond}, Batch: 100 * time.Millisecond, Log: zerolog.New(logs),
 	}
 	if mod != nil {
@@ -127,14 +140,18 @@ func startBot(t *testing.T, ts *testServer, mod func(*Config)) (*Bot, *syncbuf.B
 	ready := make(chan struct{})
 	done := make(chan error, 1)
 	go func() { done <- b.Run(ctx, func() { close(ready) }) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			t.Error("bot did not stop")
-		}
-	})
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case <-done:
+			case <-time.After(30 * time.Second):
+				t.Error("bot did not stop")
+			}
+		})
+	}
+	t.Cleanup(stop)
 	select {
 	case <-ready:
 	case err := <-done:
@@ -142,7 +159,7 @@ func startBot(t *testing.T, ts *testServer, mod func(*Config)) (*Bot, *syncbuf.B
 	case <-time.After(60 * time.Second):
 		t.Fatal("bot not ready")
 	}
-	return b, logs
+	return b, logs, stop
 }
 
 // next returns the next pushed message of one of types.
@@ -179,7 +196,14 @@ type watched struct {
 // many deltas.
 func watchAnswer(t *testing.T, c *client.Conn, room string, stopAfter int, stop func(stream string)) watched {
 	t.Helper()
-	var w watched
+	return watchStream(t, c, room, "", stopAfter, stop)
+}
+
+// watchStream is watchAnswer for a stream whose start was seen already
+// (stream "": the next one).
+func watchStream(t *testing.T, c *client.Conn, room, stream string, stopAfter int, stop func(stream string)) watched {
+	t.Helper()
+	w := watched{stream: stream}
 	for w.final == nil {
 		m := next(t, c, protocol.MsgStream, protocol.MsgMessage)
 		if m.Room != room || m.From != "bot" {
@@ -278,66 +302,85 @@ func TestBotInRoom(t *testing.T) {
 	}
 }
 
-// TestBotBusyAndFailure: a second mention while an answer runs is
-// refused with a message saying so; a backend that fails becomes a clear
-// message in the room.
-func TestBotBusyAndFailure(t *testing.T) {
+// TestBotQueueAndFailure: mentions made while an answer runs wait in
+// the room's queue (QueueLength 1 here), one more is refused with a
+// message saying so, and the queued one is answered after the running
+// one; a backend that fails becomes a clear message in the room.
+func TestBotQueueAndFailure(t *testing.T) {
 	ts := startServer(t)
 	ca, _ := user(t, ts, "alice")
 	if _, err := ca.Join(ctxT(t), "general", ""); err != nil {
 		t.Fatal(err)
 	}
+	model := &gated{release: make(chan struct{})}
 	startBot(t, ts, func(c *Config) {
 		c.Rooms = []string{"general"}
-		c.Model = &failing{after: &llm.Offline{Delay: 100 * time.Millisecond}}
+		c.Model = model
+		c.QueueLength = 1
 	})
-	if _, err := ca.Send(ctxT(t), "general", "@bot first"); err != nil {
+	if _, err := ca.Send(ctxT(t), "general", "@bot first, please fail"); err != nil {
 		t.Fatal(err)
 	}
-	next(t, ca, protocol.MsgStream) // it has started
-	if _, err := ca.Send(ctxT(t), "general", "@bot second"); err != nil {
-		t.Fatal(err)
+	started := next(t, ca, protocol.MsgStream) // it has started, and waits for release
+	if started.Event != protocol.StreamStart {
+		t.Fatalf("first stream event: %+v", started)
 	}
-	var busy, failed bool
-	for !busy || !failed {
+	for _, q := range []string{"@bot second", "@bot third"} {
+		if _, err := ca.Send(ctxT(t), "general", q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The third is refused while the first still runs.
+	for {
 		m := next(t, ca, protocol.MsgMessage)
 		if m.From != "bot" {
 			continue
 		}
-		busy = busy || strings.Contains(m.Body, "still answering")
-		failed = failed || m.Stream != "" && strings.Contains(m.Body, "endpoint refused the request (HTTP 503)")
+		if m.Stream != "" || !strings.Contains(m.Body, "alice, 1 questions are already waiting") {
+			t.Fatalf("before the refusal: %+v", m)
+		}
+		break
+	}
+	close(model.release)
+	first := watchStream(t, ca, "general", started.Stream, 0, nil)
+	if first.reason != protocol.ReasonError || !strings.Contains(first.final.Body, "endpoint refused the request (HTTP 503)") {
+		t.Fatalf("first: reason %q, body %q", first.reason, first.final.Body)
+	}
+	second := watchAnswer(t, ca, "general", 0, nil)
+	if second.reason != protocol.ReasonDone || !strings.Contains(second.final.Body, `alice: @bot second"`) {
+		t.Fatalf("second: reason %q, body %q", second.reason, second.final.Body)
+	}
+	if second.stream == first.stream {
+		t.Fatal("one stream for two answers")
 	}
 }
 
-// failing streams a few pieces of after, then fails as an endpoint
+// gated answers as llm.Offline once release is closed; a prompt whose
+// last turn says "fail" streams two pieces and then fails as an endpoint
 // answering 503 would.
-type failing struct{ after Model }
+type gated struct{ release chan struct{} }
 
-func (f *failing) Stream(ctx context.Context, req llm.Request, onDelta func(string) error) (llm.Result, error) {
+func (g *gated) Stream(ctx context.Context, req llm.Request, onDelta func(string) error) (llm.Result, error) {
+	select {
+	case <-g.release:
+	case <-ctx.Done():
+		return llm.Result{}, ctx.Err()
+	}
+	fail := strings.Contains(req.Messages[len(req.Messages)-1].Content, "fail")
 	n := 0
-	res, err := f.after.Stream(ctx, req, func(s string) error {
-		if n++; n > 5 {
-			return errFailing
+	res, err := (&llm.Offline{Delay: 10 * time.Millisecond}).Stream(ctx, req, func(s string) error {
+		if n++; fail && n > 2 {
+			return errFailed
 		}
 		return onDelta(s)
 	})
-	if err == errFailing {
-		err = llmStatus503
+	if errors.Is(err, errFailed) {
+		err = fmt.Errorf("%w: HTTP 503", llm.ErrStatus)
 	}
 	return res, err
 }
 
-var (
-	errFailing   = &struct{ error }{}
-	llmStatus503 = wrap503()
-)
-
-func wrap503() error { return &statusErr{} }
-
-type statusErr struct{}
-
-func (*statusErr) Error() string { return llm.ErrStatus.Error() + ": HTTP 503" }
-func (*statusErr) Unwrap() error { return llm.ErrStatus }
+var errFailed = errors.New("failing on purpose")
 
 // TestBotDirect: carol talks with the bot in a direct conversation: the
 // answer streams as end-to-end records she opens, then arrives as a

@@ -425,6 +425,16 @@ func (cv *Conversation) Receive(ctx context.Context, m *protocol.Message) (*Rece
 	if m.Type == protocol.MsgConvKey {
 		return nil, cv.loadKeys(ctx)
 	}
+	got, err := cv.open(ctx, m, cv.guard)
+	if errors.Is(err, e2e.ErrReplay) {
+		return nil, nil
+	}
+	return got, err
+}
+
+// open opens a conv_msg of this conversation, checking it against guard
+// if guard is not nil.
+func (cv *Conversation) open(ctx context.Context, m *protocol.Message, guard *e2e.ReplayGuard) (*Received, error) {
 	rec, err := e2e.ParseRecord(m.Record)
 	if err != nil {
 		return nil, err
@@ -445,15 +455,12 @@ func (cv *Conversation) Receive(ctx context.Context, m *protocol.Message) (*Rece
 			return nil, err
 		}
 	}
-	msg, err := e2e.Open(cv.ring, rec, sender, cv.guard)
-	if errors.Is(err, e2e.ErrReplay) {
-		return nil, nil
-	}
+	msg, err := e2e.Open(cv.ring, rec, sender, guard)
 	if err != nil {
 		return nil, err
 	}
 	cv.mu.Lock()
-	if latest := cv.ring.Latest(); latest != nil && latest.Version() == msg.KeyVersion {
+	if latest := cv.ring.Latest(); guard != nil && latest != nil && latest.Version() == msg.KeyVersion {
 		cv.seen++
 	}
 	verified := !cv.unverified[msg.Sender]
