@@ -482,3 +482,158 @@ func TestBuildPrompt(t *testing.T) {
 		t.Fatalf("%+v", p)
 	}
 }
+
+// recorder answers as llm.Offline and keeps every prompt it was given.
+type recorder struct {
+	llm.Offline
+	mu      sync.Mutex
+	prompts [][]llm.Message
+}
+
+func (r *recorder) Stream(ctx context.Context, req llm.Request, onDelta func(string) error) (llm.Result, error) {
+	r.mu.Lock()
+	r.prompts = append(r.prompts, req.Messages)
+	r.mu.Unlock()
+	return r.Offline.Stream(ctx, req, onDelta)
+}
+
+// promptFor returns the prompt whose last turn contains text.
+func (r *recorder) promptFor(t *testing.T, text string) []llm.Message {
+	t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, p := range r.prompts {
+		if strings.Contains(p[len(p)-1].Content, text) {
+			return p
+		}
+	}
+	t.Fatalf("no prompt ends with %q", text)
+	return nil
+}
+
+// convAnswer reads conversation events on c until the bot's stored
+// answer (a conv_msg linked to a stream) and returns it opened.
+func convAnswer(t *testing.T, c *client.Conn, cv *client.Conversation) *client.Received {
+	t.Helper()
+	for {
+		m := next(t, c, protocol.MsgConvMsg, protocol.MsgConvKey)
+		got, err := cv.Receive(ctxT(t), m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != nil && got.From == "bot" && m.Stream != "" {
+			return got
+		}
+	}
+}
+
+// roomAnswers counts the bot's stored answers in room's history that
+// contain text.
+func roomAnswers(t *testing.T, c *client.Conn, room, text string) int {
+	t.Helper()
+	h, err := c.History(ctxT(t), room, client.HistoryQuery{Limit: 200})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, m := range h.Msgs {
+		if m.From == "bot" && strings.Contains(m.Body, text) {
+			n++
+		}
+	}
+	return n
+}
+
+// TestBotRestart: the bot keeps what it needs in its profile. After a
+// restart it goes on in its direct conversation under the same key
+// version, with the earlier turns (both sides, read back from history)
+// as context; it answers what was sent to it while it was away, in the
+// conversation and as a mention in a room it is in; and a third start
+// answers none of that again.
+func TestBotRestart(t *testing.T) {
+	ts := startServer(t)
+	ca, _ := user(t, ts, "alice")
+	cc, carol := user(t, ts, "carol")
+	if _, err := ca.Join(ctxT(t), "general", ""); err != nil {
+		t.Fatal(err)
+	}
+	profile := filepath.Join(t.TempDir(), "bot")
+	model := &recorder{Offline: llm.Offline{Delay: 5 * time.Millisecond}}
+	withModel := func(c *Config) { c.Model = model }
+
+	_, _, stop := runBot(t, ts, profile, withModel)
+	if _, err := ca.Send(ctxT(t), "general", "@bot hello from alice"); err != nil {
+		t.Fatal(err)
+	}
+	watchAnswer(t, ca, "general", 0, nil)
+	cv, err := cc.OpenConversation(ctxT(t), carol, "bot", client.ConversationOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := cv.SendText(ctxT(t), "first question, orange"); err != nil {
+		t.Fatal(err)
+	}
+	firstAnswer := convAnswer(t, cc, cv)
+	stop()
+
+	// While it is away.
+	if _, err := ca.Send(ctxT(t), "general", "@bot missed question, violet"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := cv.SendText(ctxT(t), "second question, teal"); err != nil {
+		t.Fatal(err)
+	}
+	// Carol had no counter for the bot's key version, so she made the
+	// next; the bot goes on under hers from its kept counters.
+	version := cv.KeyVersion()
+
+	_, _, stop = runBot(t, ts, profile, withModel)
+	w := watchAnswer(t, ca, "general", 0, nil)
+	if !strings.Contains(w.final.Body, "missed question, violet") {
+		t.Fatalf("the missed mention got %q", w.final.Body)
+	}
+	second := convAnswer(t, cc, cv)
+	if !strings.Contains(second.Text, "second question, teal") {
+		t.Fatalf("the missed message got %q", second.Text)
+	}
+	if second.KeyVersion != version {
+		t.Fatalf("key version %d after the restart, %d before: the counters were not kept", second.KeyVersion, version)
+	}
+	p := model.promptFor(t, "second question, teal")
+	if len(p) != 4 || p[1].Content != "first question, orange" || p[2].Role != "assistant" || p[2].Content != firstAnswer.Text {
+		t.Fatalf("context after the restart: %+v", p)
+	}
+	stop()
+
+	// A third start answers nothing again: the next answers are to new
+	// questions, and each missed one has exactly one answer.
+	runBot(t, ts, profile, withModel)
+	if _, err := ca.Send(ctxT(t), "general", "@bot third start, amber"); err != nil {
+		t.Fatal(err)
+	}
+	if w := watchAnswer(t, ca, "general", 0, nil); !strings.Contains(w.final.Body, "third start, amber") {
+		t.Fatalf("after the third start the room got %q", w.final.Body)
+	}
+	if _, _, err := cv.SendText(ctxT(t), "third question, lime"); err != nil {
+		t.Fatal(err)
+	}
+	if got := convAnswer(t, cc, cv); !strings.Contains(got.Text, "third question, lime") || got.KeyVersion != version {
+		t.Fatalf("after the third start the conversation got %q under key version %d, want %d", got.Text, got.KeyVersion, version)
+	}
+	if n := roomAnswers(t, ca, "general", "missed question, violet"); n != 1 {
+		t.Fatalf("%d answers to the missed mention", n)
+	}
+	recs, _, err := cv.History(ctxT(t), client.HistoryQuery{Limit: 200})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, r := range recs {
+		if r.From == "bot" && strings.Contains(r.Text, "second question, teal") {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("%d answers to the missed direct message", n)
+	}
+}

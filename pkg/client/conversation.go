@@ -42,8 +42,12 @@ type ConversationOptions struct {
 	// StateDir, if set, is where this device's sender counters are kept,
 	// one file per conversation (conv-<id>-<device>.json, 0600), written
 	// before each record is handed out: a new session then goes on
-	// counting under the latest key instead of rotating it. Empty: counters
-	// live only as long as the Conversation, and every new one rotates.
+	// counting under the latest key instead of rotating it; once the file
+	// exists, a key version another device made is used from counter 1
+	// rather than rotated. Empty: counters live only as long as the
+	// Conversation, and a device rotates the key whenever the latest is
+	// one it has no counter for (every new Conversation, and each key
+	// the other user made).
 	StateDir string
 }
 
@@ -309,7 +313,9 @@ func (cv *Conversation) rotateIfNeeded(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			if reason == e2e.KeepKey && (counted || cv.guard.LastCounter(cv.id, cv.me.Ref(), key.Version()) > 0) {
+			// With a complete counter file, a version missing from it was
+			// never sealed under by this device (counterFile).
+			if reason == e2e.KeepKey && (counted || cv.saved.complete() || cv.guard.LastCounter(cv.id, cv.me.Ref(), key.Version()) > 0) {
 				if !counted {
 					cv.mu.Lock()
 					cv.counters[key.Version()] = cv.guard.LastCounter(cv.id, cv.me.Ref(), key.Version())
