@@ -139,6 +139,7 @@ type Bot struct {
 	byStream  map[string]*generation          // by stream id
 	convs     map[string]*client.Conversation // by conversation id, on the current connection
 	guards    map[string]*e2e.ReplayGuard     // by conversation id, as saved in the profile
+	sendLocks map[string]*sync.Mutex          // by conversation id (convSink.mu)
 	limiters  map[string]*rate.Limiter
 	wg        sync.WaitGroup
 }
@@ -178,7 +179,7 @@ func New(cfg Config) (*Bot, error) {
 		cfg: cfg, log: cfg.Log.With().Str("bot", cfg.Name).Logger(), slots: make(chan struct{}, cfg.MaxGenerations),
 		joined: map[string]bool{}, answerAll: map[string]bool{}, switched: map[string]bool{}, places: map[string]*place{},
 		byStream: map[string]*generation{}, convs: map[string]*client.Conversation{},
-		guards: map[string]*e2e.ReplayGuard{}, limiters: map[string]*rate.Limiter{},
+		guards: map[string]*e2e.ReplayGuard{}, sendLocks: map[string]*sync.Mutex{}, limiters: map[string]*rate.Limiter{},
 	}
 	for _, r := range cfg.AnswerAll {
 		b.answerAll[strings.ToLower(r)] = true

@@ -3,7 +3,10 @@ package bot
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/secure-messenger/messenger/internal/llm"
@@ -129,7 +132,7 @@ func (b *Bot) catchUpConv(ctx context.Context, conn *client.Conn, pos protocol.C
 // answerConv queues an answer to got, with the conversation's stored
 // records up to it as context; the read position then moves to it.
 func (b *Bot) answerConv(ctx context.Context, conn *client.Conn, cv *client.Conversation, got *client.Received) {
-	s := &convSink{conn: conn, cv: cv}
+	s := &convSink{conn: conn, cv: cv, mu: b.sendLock(cv.ID().String())}
 	b.enqueue(ctx, got.From, "conv:"+cv.ID().String(), func(gctx context.Context, g *generation) {
 		s.stream = g.stream
 		b.generate(gctx, g, buildPrompt(b.cfg.SystemPrompt, b.convTurns(gctx, cv, got), b.cfg.ContextTokens), s)
@@ -141,6 +144,8 @@ func (b *Bot) answerConv(ctx context.Context, conn *client.Conn, cv *client.Conv
 	}, func(text string) {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sendTimeout)
 		defer cancel()
+		s.mu.Lock()
+		defer s.mu.Unlock()
 		_, _, _ = cv.SendText(sctx, text)
 	})
 }
@@ -190,6 +195,9 @@ func (b *Bot) conversation(ctx context.Context, conn *client.Conn, conv, peer st
 		}
 		guard = g
 	}
+	if err := os.MkdirAll(b.convDir(), 0o700); err != nil {
+		return nil, fmt.Errorf("bot: state: %w", err)
+	}
 	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	cv, err := conn.OpenConversation(octx, b.id, peer, client.ConversationOptions{
@@ -213,9 +221,27 @@ type convSink struct {
 	conn   *client.Conn
 	cv     *client.Conversation
 	stream string
+	// mu is held from a seal to its send, so that records leave in
+	// counter order (e2e.md §6: a record sent after a higher counter
+	// is refused as stale), refusals included.
+	mu *sync.Mutex
+}
+
+// sendLock returns the lock that orders conv's outgoing records.
+func (b *Bot) sendLock(conv string) *sync.Mutex {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	l := b.sendLocks[conv]
+	if l == nil {
+		l = &sync.Mutex{}
+		b.sendLocks[conv] = l
+	}
+	return l
 }
 
 func (s *convSink) event(ctx context.Context, event, text, reason string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	m := &protocol.Message{Type: protocol.MsgConvStream, Conv: s.cv.ID().String(), Stream: s.stream, Event: event, Reason: reason}
 	if text != "" {
 		sealed, err := s.cv.Seal(ctx, text)
@@ -229,6 +255,8 @@ func (s *convSink) event(ctx context.Context, event, text, reason string) error 
 }
 
 func (s *convSink) final(ctx context.Context, text string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	sealed, err := s.cv.Seal(ctx, text)
 	if err != nil {
 		return err
