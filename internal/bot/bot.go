@@ -154,6 +154,10 @@ type place struct {
 	// (a mention's history fetch and a catch-up overlapping) is not
 	// answered twice.
 	handled int64
+	// caughtUp is the room's head when the bot came back: a message up to
+	// it is one it missed while away, answered only if it mentions the
+	// bot (not under "answer all", which would flood the room).
+	caughtUp int64
 }
 
 // generation is one answer being produced.
@@ -369,7 +373,9 @@ const maxCatchUp = 200
 // a room it is a member of is joined from its read position (at most
 // maxCatchUp messages back), and the messages the server then sends
 // again go through the usual handling (a mention in them is answered);
-// a room it joins for the first time, from its head. A conversation
+// a room it joins for the first time, from its head. Of the messages it
+// missed, only mentions are answered, also in an "answer all" room. A
+// conversation
 // with records after the read position has them opened and the newest
 // of the other user's answered (catchUpConv).
 func (b *Bot) catchUp(ctx context.Context, conn *client.Conn) {
@@ -400,6 +406,9 @@ func (b *Bot) catchUp(ctx context.Context, conn *client.Conn) {
 				from = max(pos.Read, pos.Head-maxCatchUp)
 			}
 			after = &from
+			b.mu.Lock() // set before the join: its messages may be handled before it returns
+			b.placeLocked("room:" + r).caughtUp = pos.Head
+			b.mu.Unlock()
 		}
 		if err := b.join(jctx, conn, r, after); err != nil {
 			b.log.Warn().Err(err).Msg("join failed")
@@ -550,7 +559,7 @@ func (b *Bot) roomMessage(ctx context.Context, conn *client.Conn, m *protocol.Me
 	}
 	rest, mentioned := b.mentionOf(m.Body)
 	b.mu.Lock()
-	all := b.answerAll[m.Room]
+	all := b.answerAll[m.Room] && m.Seq > b.placeLocked("room:"+m.Room).caughtUp
 	b.mu.Unlock()
 	if !mentioned && !all {
 		return

@@ -566,6 +566,11 @@ func TestBotRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	watchAnswer(t, ca, "general", 0, nil)
+	if _, err := ca.Send(ctxT(t), "general", "@bot answer all"); err != nil {
+		t.Fatal(err)
+	}
+	for m := next(t, ca, protocol.MsgMessage); m.From != "bot"; m = next(t, ca, protocol.MsgMessage) {
+	}
 	cv, err := cc.OpenConversation(ctxT(t), carol, "bot", client.ConversationOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -576,9 +581,12 @@ func TestBotRestart(t *testing.T) {
 	firstAnswer := convAnswer(t, cc, cv)
 	stop()
 
-	// While it is away.
-	if _, err := ca.Send(ctxT(t), "general", "@bot missed question, violet"); err != nil {
-		t.Fatal(err)
+	// While it is away: chatter (not answered on return, although the
+	// room answers all) and a mention (answered).
+	for _, text := range []string{"plain chatter, grey", "@bot missed question, violet"} {
+		if _, err := ca.Send(ctxT(t), "general", text); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if _, _, err := cv.SendText(ctxT(t), "second question, teal"); err != nil {
 		t.Fatal(err)
@@ -606,9 +614,10 @@ func TestBotRestart(t *testing.T) {
 	stop()
 
 	// A third start answers nothing again: the next answers are to new
-	// questions, and each missed one has exactly one answer.
+	// questions (in the room, to one without a mention: "answer all" was
+	// kept in the profile), and each missed one has exactly one answer.
 	runBot(t, ts, profile, withModel)
-	if _, err := ca.Send(ctxT(t), "general", "@bot third start, amber"); err != nil {
+	if _, err := ca.Send(ctxT(t), "general", "third start, amber"); err != nil {
 		t.Fatal(err)
 	}
 	if w := watchAnswer(t, ca, "general", 0, nil); !strings.Contains(w.final.Body, "third start, amber") {
@@ -622,6 +631,9 @@ func TestBotRestart(t *testing.T) {
 	}
 	if n := roomAnswers(t, ca, "general", "missed question, violet"); n != 1 {
 		t.Fatalf("%d answers to the missed mention", n)
+	}
+	if n := roomAnswers(t, ca, "general", "plain chatter"); n != 0 {
+		t.Fatalf("%d answers to chatter said while the bot was away", n)
 	}
 	recs, _, err := cv.History(ctxT(t), client.HistoryQuery{Limit: 200})
 	if err != nil {
