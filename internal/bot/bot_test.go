@@ -389,7 +389,7 @@ var errFailed = errors.New("failing on purpose")
 func TestBotDirect(t *testing.T) {
 	ts := startServer(t)
 	cc, carol := user(t, ts, "carol")
-	_, botLog := startBot(t, ts, nil)
+	b, botLog := startBot(t, ts, nil)
 	cv, err := cc.OpenConversation(ctxT(t), carol, "bot", client.ConversationOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -448,6 +448,21 @@ func TestBotDirect(t *testing.T) {
 		search(filepath.Base(f), data)
 	}
 	search("the server's log", []byte(ts.logs.String()))
+	// The bot's own state (counters, replay guard) holds no text either.
+	state, _ := filepath.Glob(filepath.Join(b.cfg.Profile, "conversations", "*"))
+	if len(state) < 2 {
+		t.Fatalf("bot state files %v, want the counters and the replay guard", state)
+	}
+	for _, f := range state {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi, _ := os.Stat(f); fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s has mode %v", filepath.Base(f), fi.Mode().Perm())
+		}
+		search("the bot's "+filepath.Base(f), data)
+	}
 	search("the bot's log", []byte(botLog.String()))
 }
 

@@ -80,7 +80,7 @@ func (b *Bot) catchUpConv(ctx context.Context, conn *client.Conn, pos protocol.C
 		return
 	}
 	var last *client.Received // the newest unanswered record of the other user
-	after := pos.Read
+	after := max(pos.Read, pos.Head-maxCatchUp)
 	for range maxCatchUp / 50 {
 		hctx, cancel := context.WithTimeout(ctx, sendTimeout)
 		a := after
