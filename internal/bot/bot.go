@@ -338,7 +338,9 @@ func (b *Bot) signIn(ctx context.Context, conn *client.Conn) error {
 		if id.Device != uuid.Nil {
 			_ = id.SaveDevice(b.cfg.Profile)
 		}
+		b.mu.Lock()
 		b.id = id
+		b.mu.Unlock()
 		return nil
 	}
 	id, err := client.NewIdentity(b.cfg.Name, b.cfg.KeyBits)
@@ -358,7 +360,9 @@ func (b *Bot) signIn(ctx context.Context, conn *client.Conn) error {
 	if err := id.Save(b.cfg.Profile); err != nil {
 		return fmt.Errorf("%w: %w", errFatal, err)
 	}
+	b.mu.Lock()
 	b.id = id
+	b.mu.Unlock()
 	b.log.Info().Msg("registered the bot's account")
 	return nil
 }

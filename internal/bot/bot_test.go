@@ -355,18 +355,25 @@ func TestBotQueueAndFailure(t *testing.T) {
 	}
 }
 
-// gated answers as llm.Offline once release is closed; a prompt whose
-// last turn says "fail" streams two pieces and then fails as an endpoint
-// answering 503 would.
-type gated struct{ release chan struct{} }
+// gated answers as llm.Offline once release is closed (only prompts
+// whose last turn says "wait", if only is set); a prompt whose last turn
+// says "fail" streams two pieces and then fails as an endpoint answering
+// 503 would.
+type gated struct {
+	release chan struct{}
+	only    bool
+}
 
 func (g *gated) Stream(ctx context.Context, req llm.Request, onDelta func(string) error) (llm.Result, error) {
-	select {
-	case <-g.release:
-	case <-ctx.Done():
-		return llm.Result{}, ctx.Err()
+	last := req.Messages[len(req.Messages)-1].Content
+	if !g.only || strings.Contains(last, "wait") {
+		select {
+		case <-g.release:
+		case <-ctx.Done():
+			return llm.Result{}, ctx.Err()
+		}
 	}
-	fail := strings.Contains(req.Messages[len(req.Messages)-1].Content, "fail")
+	fail := strings.Contains(last, "fail")
 	n := 0
 	res, err := (&llm.Offline{Delay: 10 * time.Millisecond}).Stream(ctx, req, func(s string) error {
 		if n++; fail && n > 2 {
@@ -381,6 +388,50 @@ func (g *gated) Stream(ctx context.Context, req llm.Request, onDelta func(string
 }
 
 var errFailed = errors.New("failing on purpose")
+
+// TestBotPlacesIndependent: while an answer in one room waits on the
+// model, the bot still reads its connection: a mention in another room
+// and a direct message are answered meanwhile, and the waiting answer
+// comes once the model goes on.
+func TestBotPlacesIndependent(t *testing.T) {
+	ts := startServer(t)
+	ca, _ := user(t, ts, "alice")
+	cc, carol := user(t, ts, "carol")
+	for _, r := range []string{"slow", "quick"} {
+		if _, err := ca.Join(ctxT(t), r, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	model := &gated{release: make(chan struct{}), only: true}
+	startBot(t, ts, func(c *Config) { c.Model = model })
+	if _, err := ca.Send(ctxT(t), "slow", "@bot please wait"); err != nil {
+		t.Fatal(err)
+	}
+	started := next(t, ca, protocol.MsgStream)
+	if started.Room != "slow" || started.Event != protocol.StreamStart {
+		t.Fatalf("first stream event: %+v", started)
+	}
+	if _, err := ca.Send(ctxT(t), "quick", "@bot hello"); err != nil {
+		t.Fatal(err)
+	}
+	if w := watchAnswer(t, ca, "quick", 0, nil); !strings.Contains(w.final.Body, "alice: @bot hello") {
+		t.Fatalf("quick room got %q", w.final.Body)
+	}
+	cv, err := cc.OpenConversation(ctxT(t), carol, "bot", client.ConversationOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := cv.SendText(ctxT(t), "are you there"); err != nil {
+		t.Fatal(err)
+	}
+	if got := convAnswer(t, cc, cv); !strings.Contains(got.Text, "are you there") {
+		t.Fatalf("direct answer %q", got.Text)
+	}
+	close(model.release)
+	if w := watchStream(t, ca, "slow", started.Stream, 0, nil); !strings.Contains(w.final.Body, "please wait") {
+		t.Fatalf("slow room got %q", w.final.Body)
+	}
+}
 
 // TestBotDirect: carol talks with the bot in a direct conversation: the
 // answer streams as end-to-end records she opens, then arrives as a

@@ -184,6 +184,7 @@ func (b *Bot) conversation(ctx context.Context, conn *client.Conn, conv, peer st
 	b.mu.Lock()
 	cv := b.convs[conv]
 	guard := b.guards[conv]
+	id := b.id
 	b.mu.Unlock()
 	if cv != nil {
 		return cv, nil
@@ -200,7 +201,7 @@ func (b *Bot) conversation(ctx context.Context, conn *client.Conn, conv, peer st
 	}
 	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	cv, err := conn.OpenConversation(octx, b.id, peer, client.ConversationOptions{
+	cv, err := conn.OpenConversation(octx, id, peer, client.ConversationOptions{
 		PinsFile: filepath.Join(b.cfg.Profile, "contacts"), Guard: guard, StateDir: b.convDir(),
 	})
 	if err != nil {
