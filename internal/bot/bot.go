@@ -191,7 +191,7 @@ func New(cfg Config) (*Bot, error) {
 	return b, nil
 }
 
-// placeOf returns the place's lanes, making them the first time; b.mu
+// placeLocked returns the place's lanes, making them the first time; b.mu
 // is held.
 func (b *Bot) placeLocked(name string) *place {
 	p := b.places[name]

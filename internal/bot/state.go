@@ -89,7 +89,7 @@ func (b *Bot) loadRooms() error {
 	return nil
 }
 
-// saveRooms writes the rooms switched at run time; b.mu is held.
+// saveRoomsLocked writes the rooms switched at run time; b.mu is held.
 func (b *Bot) saveRoomsLocked() error {
 	data, err := json.Marshal(roomState{AnswerAll: b.switched})
 	if err != nil {
