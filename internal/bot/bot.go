@@ -26,6 +26,7 @@ import (
 
 	"github.com/secure-messenger/messenger/internal/llm"
 	"github.com/secure-messenger/messenger/pkg/client"
+	"github.com/secure-messenger/messenger/pkg/e2e"
 	"github.com/secure-messenger/messenger/pkg/protocol"
 )
 
@@ -63,8 +64,12 @@ type Config struct {
 	// per room while it runs).
 	AnswerAll []string
 	// MaxGenerations caps the answers generated at once over all rooms
-	// and conversations. Zero means 4.
+	// and conversations; further ones wait for a free slot. Zero means 4.
 	MaxGenerations int
+	// QueueLength is how many requests may wait in one room or
+	// conversation while an answer is generated there; one more is
+	// refused with a message saying so. Zero means 3.
+	QueueLength int
 	// UserRate and UserBurst limit how often one user may ask. Zero
 	// means one every 3 seconds, burst 5.
 	UserRate  rate.Limit
@@ -98,6 +103,9 @@ func (c *Config) setDefaults() {
 	if c.MaxGenerations <= 0 {
 		c.MaxGenerations = 4
 	}
+	if c.QueueLength <= 0 {
+		c.QueueLength = 3
+	}
 	if c.UserRate == 0 {
 		c.UserRate, c.UserBurst = rate.Every(3*time.Second), 5
 	}
@@ -110,6 +118,12 @@ func (c *Config) setDefaults() {
 }
 
 // Bot is one running bot. Create it with New and run it with Run.
+//
+// The goroutine reading the connection only dispatches: each room and
+// conversation (a "place") has an intake lane, which does in order the
+// work a message needs before it can be answered (fetching a mentioned
+// message, opening a record, a command), and an answer lane, which
+// generates one answer at a time, with at most QueueLength waiting.
 type Bot struct {
 	cfg   Config
 	log   zerolog.Logger
@@ -120,12 +134,30 @@ type Bot struct {
 	id        *client.Identity
 	joined    map[string]bool
 	answerAll map[string]bool
-	active    map[string]*generation          // by place: "room:R" or "conv:C"
+	switched  map[string]bool                 // answerAll changes made by members (rooms.json)
+	places    map[string]*place               // by place: "room:R" or "conv:C"
 	byStream  map[string]*generation          // by stream id
-	convs     map[string]*client.Conversation // by conversation id
-	convLog   map[string][]llm.Message        // a conversation's recent turns (kept in memory only)
+	convs     map[string]*client.Conversation // by conversation id, on the current connection
+	guards    map[string]*e2e.ReplayGuard     // by conversation id, as saved in the profile
+	sendLocks map[string]*sync.Mutex          // by conversation id (convSink.mu)
 	limiters  map[string]*rate.Limiter
 	wg        sync.WaitGroup
+}
+
+// place is the work of one room or conversation.
+type place struct {
+	intake  lane
+	answers lane
+	active  *generation // the answer being generated, if any
+	// handled is the highest seq taken in (answered, queued or found
+	// not to need an answer) on this connection: a message seen again
+	// (a mention's history fetch and a catch-up overlapping) is not
+	// answered twice.
+	handled int64
+	// caughtUp is the room's head when the bot came back: a message up to
+	// it is one it missed while away, answered only if it mentions the
+	// bot (not under "answer all", which would flood the room).
+	caughtUp int64
 }
 
 // generation is one answer being produced.
@@ -149,9 +181,9 @@ func New(cfg Config) (*Bot, error) {
 	cfg.setDefaults()
 	b := &Bot{
 		cfg: cfg, log: cfg.Log.With().Str("bot", cfg.Name).Logger(), slots: make(chan struct{}, cfg.MaxGenerations),
-		joined: map[string]bool{}, answerAll: map[string]bool{}, active: map[string]*generation{},
+		joined: map[string]bool{}, answerAll: map[string]bool{}, switched: map[string]bool{}, places: map[string]*place{},
 		byStream: map[string]*generation{}, convs: map[string]*client.Conversation{},
-		convLog: map[string][]llm.Message{}, limiters: map[string]*rate.Limiter{},
+		guards: map[string]*e2e.ReplayGuard{}, sendLocks: map[string]*sync.Mutex{}, limiters: map[string]*rate.Limiter{},
 	}
 	for _, r := range cfg.AnswerAll {
 		b.answerAll[strings.ToLower(r)] = true
@@ -159,23 +191,82 @@ func New(cfg Config) (*Bot, error) {
 	return b, nil
 }
 
+// placeLocked returns the place's lanes, making them the first time; b.mu
+// is held.
+func (b *Bot) placeLocked(name string) *place {
+	p := b.places[name]
+	if p == nil {
+		p = &place{intake: lane{wg: &b.wg}, answers: lane{wg: &b.wg}}
+		b.places[name] = p
+	}
+	return p
+}
+
+// maxIntake bounds the messages waiting in one place's intake lane; past
+// it a message is dropped (and logged): it stays unread on the server,
+// so the next catch-up takes it in.
+const maxIntake = 256
+
+// intake queues f on the place's intake lane; it never waits.
+func (b *Bot) intake(name string, f func()) {
+	b.mu.Lock()
+	p := b.placeLocked(name)
+	b.mu.Unlock()
+	if _, ok := p.intake.push(f, maxIntake); !ok {
+		b.log.Warn().Str("place", kindOf(name)).Msg("intake full: message left for the next catch-up")
+	}
+}
+
+// kindOf is "room" or "conv": what the log may say of a place.
+func kindOf(place string) string { return strings.SplitN(place, ":", 2)[0] }
+
+// take records that seq of place is being handled, and reports false if
+// it was already.
+func (b *Bot) take(name string, seq int64) bool {
+	if seq <= 0 {
+		return true
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	p := b.placeLocked(name)
+	if seq <= p.handled {
+		return false
+	}
+	p.handled = seq
+	return true
+}
+
 // Run connects, signs in (registering the account and saving its keys on
 // the first run) and answers until ctx ends, reconnecting when the
-// connection drops. ready, if not nil, is called once the first
-// connection is signed in and has joined its rooms.
+// connection drops. After each sign-in it catches up: it answers what it
+// was asked while it was away (catchUp). ready, if not nil, is called
+// once the first connection is signed in and has joined its rooms.
 func (b *Bot) Run(ctx context.Context, ready func()) error {
 	defer b.wg.Wait()
+	if err := b.loadRooms(); err != nil {
+		return fmt.Errorf("%w: %w", errFatal, err)
+	}
 	wait := time.Second
 	for {
 		conn, err := b.connect(ctx)
 		if err == nil {
 			wait = time.Second
-			if ready != nil {
-				ready()
-				ready = nil
-			}
-			b.serve(ctx, conn)
+			sctx, cancel := context.WithCancel(ctx)
+			setupDone := make(chan struct{})
+			onReady := ready
+			ready = nil
+			go func() {
+				defer close(setupDone)
+				b.catchUp(sctx, conn)
+				if onReady != nil {
+					onReady()
+				}
+			}()
+			b.serve(ctx, conn) // reads while catchUp joins: its answers need the reader
+			cancel()
+			<-setupDone
 			conn.Close()
+			b.reset()
 		} else {
 			b.log.Warn().Err(err).Msg("connect failed")
 			if errors.Is(err, errFatal) {
@@ -194,6 +285,7 @@ func (b *Bot) Run(ctx context.Context, ready func()) error {
 // errFatal marks a failure retrying will not mend (bad keys, name taken).
 var errFatal = errors.New("bot: cannot sign in")
 
+// connect dials and signs in.
 func (b *Bot) connect(ctx context.Context) (*client.Conn, error) {
 	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -208,27 +300,23 @@ func (b *Bot) connect(ctx context.Context) (*client.Conn, error) {
 	b.mu.Lock()
 	b.conn = conn
 	b.mu.Unlock()
-	rooms := map[string]bool{}
-	for _, r := range b.cfg.Rooms {
-		rooms[strings.ToLower(r)] = true
-	}
-	if len(b.cfg.Rooms) == 0 {
-		mine, err := conn.Rooms(dctx)
-		if err != nil {
-			conn.Close()
-			return nil, err
-		}
-		for _, r := range mine {
-			rooms[r.Room] = true
-		}
-	}
-	for r := range rooms {
-		if err := b.join(dctx, conn, r); err != nil {
-			b.log.Warn().Err(err).Msg("join failed")
-		}
-	}
-	b.log.Info().Int("rooms", len(rooms)).Msg("bot signed in")
 	return conn, nil
+}
+
+// reset forgets what belonged to a connection that ended: the answers
+// still waiting are dropped (they are unread on the server, so the next
+// catch-up takes them in again), the open conversations and what was
+// handled.
+func (b *Bot) reset() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, p := range b.places {
+		p.intake.clear()
+		p.answers.clear()
+		p.handled = 0
+	}
+	b.convs = map[string]*client.Conversation{}
+	b.joined = map[string]bool{}
 }
 
 // signIn authenticates with the profile's keys, or on the first run
@@ -250,7 +338,9 @@ func (b *Bot) signIn(ctx context.Context, conn *client.Conn) error {
 		if id.Device != uuid.Nil {
 			_ = id.SaveDevice(b.cfg.Profile)
 		}
+		b.mu.Lock()
 		b.id = id
+		b.mu.Unlock()
 		return nil
 	}
 	id, err := client.NewIdentity(b.cfg.Name, b.cfg.KeyBits)
@@ -270,34 +360,100 @@ func (b *Bot) signIn(ctx context.Context, conn *client.Conn) error {
 	if err := id.Save(b.cfg.Profile); err != nil {
 		return fmt.Errorf("%w: %w", errFatal, err)
 	}
+	b.mu.Lock()
 	b.id = id
+	b.mu.Unlock()
 	b.log.Info().Msg("registered the bot's account")
 	return nil
 }
 
-// join enters room, starting at its head: the bot answers what is said
-// from now on, not what it missed.
-func (b *Bot) join(ctx context.Context, conn *client.Conn, room string) error {
+// maxCatchUp bounds the messages of one room the bot reads again after
+// being away: older ones are not answered.
+const maxCatchUp = 200
+
+// catchUp joins the bot's rooms and answers what it was asked while it
+// was away. The account's read position in a room or conversation is
+// where the bot has answered up to (it moves it after each answer), so:
+// a room it is a member of is joined from its read position (at most
+// maxCatchUp messages back), and the messages the server then sends
+// again go through the usual handling (a mention in them is answered);
+// a room it joins for the first time, from its head. Of the messages it
+// missed, only mentions are answered, also in an "answer all" room. A
+// conversation
+// with records after the read position has them opened and the newest
+// of the other user's answered (catchUpConv).
+func (b *Bot) catchUp(ctx context.Context, conn *client.Conn) {
+	jctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	positions := map[string]protocol.RoomPosition{}
+	if mine, err := conn.Rooms(jctx); err == nil {
+		for _, r := range mine {
+			positions[r.Room] = r
+		}
+	} else {
+		b.log.Warn().Err(err).Msg("rooms failed")
+	}
+	rooms := map[string]bool{}
+	for _, r := range b.cfg.Rooms {
+		rooms[strings.ToLower(r)] = true
+	}
+	if len(b.cfg.Rooms) == 0 {
+		for r := range positions {
+			rooms[r] = true
+		}
+	}
+	for r := range rooms {
+		var after *int64
+		if pos, ok := positions[r]; ok {
+			from := pos.Head
+			if pos.Read > 0 {
+				from = max(pos.Read, pos.Head-maxCatchUp)
+			}
+			after = &from
+			b.mu.Lock() // set before the join: its messages may be handled before it returns
+			b.placeLocked("room:" + r).caughtUp = pos.Head
+			b.mu.Unlock()
+		}
+		if err := b.join(jctx, conn, r, after); err != nil {
+			b.log.Warn().Err(err).Msg("join failed")
+		}
+	}
+	n := 0
+	if convs, err := conn.Conversations(jctx); err == nil {
+		for _, c := range convs {
+			if c.Head > c.Read {
+				n++
+				b.intake("conv:"+c.Conv, func() { b.catchUpConv(ctx, conn, c) })
+			}
+		}
+	} else {
+		b.log.Warn().Err(err).Msg("convs failed")
+	}
+	b.log.Info().Int("rooms", len(rooms)).Int("unread_convs", n).Msg("bot signed in")
+}
+
+// join enters room from after (nil: its head: the bot answers what is
+// said from now on).
+func (b *Bot) join(ctx context.Context, conn *client.Conn, room string, after *int64) error {
 	if !b.allowedRoom(room) {
 		return nil
 	}
-	head := int64(-1)
-	if rs, err := conn.Rooms(ctx); err == nil {
-		for _, r := range rs {
-			if r.Room == room {
-				head = r.Head
+	if after == nil {
+		head := int64(-1)
+		if rs, err := conn.Rooms(ctx); err == nil {
+			for _, r := range rs {
+				if r.Room == room {
+					head = r.Head
+				}
 			}
 		}
+		if head >= 0 {
+			after = &head
+		}
 	}
-	var after *int64
-	if head >= 0 {
-		after = &head
-	}
-	r, err := conn.JoinAfter(ctx, room, "", after)
-	if err != nil {
+	if _, err := conn.JoinAfter(ctx, room, "", after); err != nil {
 		return err
 	}
-	_ = r
 	b.mu.Lock()
 	b.joined[room] = true
 	b.mu.Unlock()
@@ -308,7 +464,8 @@ func (b *Bot) allowedRoom(room string) bool {
 	return len(b.cfg.Rooms) == 0 || slices.ContainsFunc(b.cfg.Rooms, func(r string) bool { return strings.EqualFold(r, room) })
 }
 
-// serve handles what the server pushes until the connection ends.
+// serve dispatches what the server pushes until the connection ends. It
+// never waits on the network: the work goes to the places' lanes.
 func (b *Bot) serve(ctx context.Context, conn *client.Conn) {
 	for {
 		select {
@@ -329,20 +486,27 @@ func (b *Bot) serve(ctx context.Context, conn *client.Conn) {
 func (b *Bot) stopAll() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for _, g := range b.active {
-		g.cancel(context.Canceled)
+	for _, p := range b.places {
+		p.answers.clear()
+		if p.active != nil {
+			p.active.cancel(context.Canceled)
+		}
 	}
 }
 
+// handle dispatches one pushed message; it runs on the reader.
 func (b *Bot) handle(ctx context.Context, conn *client.Conn, m *protocol.Message) {
 	switch m.Type {
 	case protocol.MsgMessage:
-		b.roomMessage(ctx, conn, m)
+		if m.From == b.cfg.Name {
+			return
+		}
+		b.intake("room:"+m.Room, func() { b.roomMessage(ctx, conn, m) })
 	case protocol.MsgMention:
 		if !b.allowedRoom(m.Room) {
 			return
 		}
-		go b.mentioned(ctx, conn, m)
+		b.intake("room:"+m.Room, func() { b.mentioned(ctx, conn, m) })
 	case protocol.MsgStream, protocol.MsgConvStream:
 		if m.Event != protocol.StreamStop {
 			return
@@ -354,7 +518,7 @@ func (b *Bot) handle(ctx context.Context, conn *client.Conn, m *protocol.Message
 			g.cancel(fmt.Errorf("%w (%s)", errStopped, m.From))
 		}
 	case protocol.MsgConvMsg, protocol.MsgConvKey:
-		b.convEvent(ctx, conn, m)
+		b.intake("conv:"+m.Conv, func() { b.convEvent(ctx, conn, m) })
 	}
 }
 
@@ -366,7 +530,7 @@ func (b *Bot) mentioned(ctx context.Context, conn *client.Conn, m *protocol.Mess
 	in := b.joined[m.Room]
 	b.mu.Unlock()
 	if !in {
-		if err := b.join(jctx, conn, m.Room); err != nil {
+		if err := b.join(jctx, conn, m.Room, nil); err != nil {
 			b.log.Warn().Err(err).Msg("join after a mention failed")
 			return
 		}
@@ -391,46 +555,71 @@ func (b *Bot) mentionOf(body string) (string, bool) {
 	return "", false
 }
 
+// roomMessage takes in a room message (on the room's intake lane): a
+// command is carried out at once, a question queued for an answer.
 func (b *Bot) roomMessage(ctx context.Context, conn *client.Conn, m *protocol.Message) {
-	if m.From == b.cfg.Name || m.Anon && m.From == b.cfg.Name {
+	if m.From == b.cfg.Name || !b.allowedRoom(m.Room) {
 		return
 	}
 	rest, mentioned := b.mentionOf(m.Body)
 	b.mu.Lock()
-	all := b.answerAll[m.Room]
+	all := b.answerAll[m.Room] && m.Seq > b.placeLocked("room:"+m.Room).caughtUp
 	b.mu.Unlock()
 	if !mentioned && !all {
 		return
 	}
-	if !b.allowedRoom(m.Room) {
+	place := "room:" + m.Room
+	if !b.take(place, m.Seq) {
 		return
 	}
 	if mentioned {
 		switch strings.ToLower(rest) {
 		case "leave":
-			go b.leave(ctx, conn, m.Room, m.From)
+			b.leave(ctx, conn, m.Room, m.From)
 			return
 		case "answer all", "answer mentions":
+			all := strings.EqualFold(rest, "answer all")
 			b.mu.Lock()
-			b.answerAll[m.Room] = rest == "answer all"
+			b.answerAll[m.Room] = all
+			b.switched[m.Room] = all
+			if err := b.saveRoomsLocked(); err != nil {
+				b.log.Warn().Err(err).Msg("rooms state not saved")
+			}
 			b.mu.Unlock()
 			what := "only messages that mention me"
-			if rest == "answer all" {
+			if all {
 				what = "every message"
 			}
-			go b.say(ctx, conn, m.Room, "", "From now on I answer "+what+" in this room.")
+			b.say(ctx, conn, m.Room, "", "From now on I answer "+what+" in this room.")
+			b.markRoom(ctx, conn, m.Room, m.Seq)
 			return
 		}
 	}
-	b.start(ctx, m.From, "room:"+m.Room, func(gctx context.Context, g *generation) {
+	b.enqueue(ctx, m.From, place, func(gctx context.Context, g *generation) {
 		b.answerRoom(gctx, conn, m, g)
+		b.markRoom(ctx, conn, m.Room, m.Seq)
 	}, func(text string) { b.say(ctx, conn, m.Room, "", text) })
+}
+
+// markRoom moves the account's read position in room to seq: the bot
+// has answered up to there, and a catch-up starts after it.
+func (b *Bot) markRoom(ctx context.Context, conn *client.Conn, room string, seq int64) {
+	if seq <= 0 {
+		return
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sendTimeout)
+	defer cancel()
+	if err := conn.Read(rctx, room, seq); err != nil {
+		b.log.Warn().Err(err).Msg("read position not moved")
+	}
 }
 
 func (b *Bot) leave(ctx context.Context, conn *client.Conn, room, who string) {
 	b.mu.Lock()
-	if g := b.active["room:"+room]; g != nil {
-		g.cancel(fmt.Errorf("%w (%s asked me to leave)", errStopped, who))
+	p := b.placeLocked("room:" + room)
+	p.answers.clear()
+	if p.active != nil {
+		p.active.cancel(fmt.Errorf("%w (%s asked me to leave)", errStopped, who))
 	}
 	b.mu.Unlock()
 	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -467,48 +656,56 @@ func fitBody(text string) string {
 
 func isRuneStart(c byte) bool { return c&0xC0 != 0x80 }
 
-// start runs produce as the place's one generation, if the place is
-// free, the global cap allows and the user is within their rate; else
-// refuse says why.
-func (b *Bot) start(ctx context.Context, user, place string, produce func(context.Context, *generation), refuse func(string)) {
+// enqueue queues produce on the place's answer lane if the user is
+// within their rate and fewer than QueueLength requests wait there; else
+// refuse says why (on its own goroutine). Queued answers run one at a
+// time, in order, each when one of the MaxGenerations slots is free.
+func (b *Bot) enqueue(ctx context.Context, user, place string, produce func(context.Context, *generation), refuse func(string)) {
 	b.mu.Lock()
 	lim := b.limiters[user]
 	if lim == nil {
 		lim = rate.NewLimiter(b.cfg.UserRate, b.cfg.UserBurst)
 		b.limiters[user] = lim
 	}
-	busy := b.active[place] != nil
+	p := b.placeLocked(place)
 	b.mu.Unlock()
-	switch {
-	case busy:
-		go refuse("I am still answering here. Wait for the answer, or stop it, and ask again.")
-		return
-	case !lim.Allow():
-		go refuse(user + ", you are asking faster than I answer; wait a few seconds and ask again.")
+	if !lim.Allow() {
+		b.refuse(refuse, user+", you are asking faster than I answer; wait a few seconds and ask again.")
 		return
 	}
-	select {
-	case b.slots <- struct{}{}:
-	default:
-		go refuse("I am answering too many people at once; ask again in a minute.")
-		return
+	if _, ok := p.answers.push(func() { b.run(ctx, p, place, produce) }, b.cfg.QueueLength); !ok {
+		b.refuse(refuse, fmt.Sprintf("%s, %d questions are already waiting for an answer here; ask again once I have answered them.", user, b.cfg.QueueLength))
 	}
-	gctx, cancel := context.WithCancelCause(ctx)
-	g := &generation{place: place, stream: uuid.NewString(), cancel: cancel}
-	b.mu.Lock()
-	b.active[place], b.byStream[g.stream] = g, g
-	b.mu.Unlock()
+}
+
+func (b *Bot) refuse(refuse func(string), text string) {
 	b.wg.Add(1)
 	go func() {
 		defer b.wg.Done()
-		defer func() {
-			cancel(nil)
-			b.mu.Lock()
-			delete(b.active, place)
-			delete(b.byStream, g.stream)
-			b.mu.Unlock()
-			<-b.slots
-		}()
-		produce(gctx, g)
+		refuse(text)
 	}()
+}
+
+// run generates one answer on the place's answer lane, once a slot is
+// free.
+func (b *Bot) run(ctx context.Context, p *place, place string, produce func(context.Context, *generation)) {
+	select {
+	case b.slots <- struct{}{}:
+	case <-ctx.Done():
+		return
+	}
+	defer func() { <-b.slots }()
+	gctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	g := &generation{place: place, stream: uuid.NewString(), cancel: cancel}
+	b.mu.Lock()
+	p.active, b.byStream[g.stream] = g, g
+	b.mu.Unlock()
+	defer func() {
+		b.mu.Lock()
+		p.active = nil
+		delete(b.byStream, g.stream)
+		b.mu.Unlock()
+	}()
+	produce(gctx, g)
 }

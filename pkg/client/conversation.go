@@ -42,8 +42,12 @@ type ConversationOptions struct {
 	// StateDir, if set, is where this device's sender counters are kept,
 	// one file per conversation (conv-<id>-<device>.json, 0600), written
 	// before each record is handed out: a new session then goes on
-	// counting under the latest key instead of rotating it. Empty: counters
-	// live only as long as the Conversation, and every new one rotates.
+	// counting under the latest key instead of rotating it; once the file
+	// exists, a key version another device made is used from counter 1
+	// rather than rotated. Empty: counters live only as long as the
+	// Conversation, and a device rotates the key whenever the latest is
+	// one it has no counter for (every new Conversation, and each key
+	// the other user made).
 	StateDir string
 }
 
@@ -295,13 +299,8 @@ func (cv *Conversation) addEnvelope(data []byte) error {
 
 // rotateIfNeeded makes the next key version when this device holds none,
 // when KeyPolicy asks for one, or when this device has no counter for the
-// latest and keeps none (without StateDir it cannot know which counters
-// it already used under a key it did not make in this session; a fresh
-// key starts them at 1). With StateDir, the file records every counter
-// this device used before it used it, so a version missing from it is
-// one the device never sent under: it counts on from what it saw of its
-// own records, and two parties answering each other do not rotate the
-// key at every turn.
+// latest (it cannot know which counters it already used under a key
+// it did not make in this session; a fresh key starts them at 1).
 func (cv *Conversation) rotateIfNeeded(ctx context.Context) error {
 	for range maxRotateTries {
 		key := cv.ring.Latest()
@@ -314,7 +313,9 @@ func (cv *Conversation) rotateIfNeeded(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			if reason == e2e.KeepKey && (counted || cv.saved != nil || cv.guard.LastCounter(cv.id, cv.me.Ref(), key.Version()) > 0) {
+			// With a complete counter file, a version missing from it was
+			// never sealed under by this device (counterFile).
+			if reason == e2e.KeepKey && (counted || cv.saved.complete() || cv.guard.LastCounter(cv.id, cv.me.Ref(), key.Version()) > 0) {
 				if !counted {
 					cv.mu.Lock()
 					cv.counters[key.Version()] = cv.guard.LastCounter(cv.id, cv.me.Ref(), key.Version())
@@ -430,6 +431,16 @@ func (cv *Conversation) Receive(ctx context.Context, m *protocol.Message) (*Rece
 	if m.Type == protocol.MsgConvKey {
 		return nil, cv.loadKeys(ctx)
 	}
+	got, err := cv.open(ctx, m, cv.guard)
+	if errors.Is(err, e2e.ErrReplay) {
+		return nil, nil
+	}
+	return got, err
+}
+
+// open opens a conv_msg of this conversation, checking it against guard
+// if guard is not nil.
+func (cv *Conversation) open(ctx context.Context, m *protocol.Message, guard *e2e.ReplayGuard) (*Received, error) {
 	rec, err := e2e.ParseRecord(m.Record)
 	if err != nil {
 		return nil, err
@@ -450,15 +461,12 @@ func (cv *Conversation) Receive(ctx context.Context, m *protocol.Message) (*Rece
 			return nil, err
 		}
 	}
-	msg, err := e2e.Open(cv.ring, rec, sender, cv.guard)
-	if errors.Is(err, e2e.ErrReplay) {
-		return nil, nil
-	}
+	msg, err := e2e.Open(cv.ring, rec, sender, guard)
 	if err != nil {
 		return nil, err
 	}
 	cv.mu.Lock()
-	if latest := cv.ring.Latest(); latest != nil && latest.Version() == msg.KeyVersion {
+	if latest := cv.ring.Latest(); guard != nil && latest != nil && latest.Version() == msg.KeyVersion {
 		cv.seen++
 	}
 	verified := !cv.unverified[msg.Sender]

@@ -16,8 +16,16 @@ import (
 // each key version, so that a new session goes on counting under the
 // latest key instead of rotating it (it cannot otherwise know which
 // counters it already used).
+//
+// Once the file exists it records every counter this device used in the
+// conversation since (a record is only handed out after its counter is
+// saved), so a key version missing from it is one this device never
+// sealed under: the device counts from 1 under a key another device
+// made, instead of rotating it. Key versions older than the file cannot
+// become the latest again.
 type counterFile struct {
-	path string
+	path   string
+	exists bool // the file was found or written: it accounts for every later key version
 }
 
 func newCounterFile(dir string, conv, device uuid.UUID) *counterFile {
@@ -45,6 +53,7 @@ func (f *counterFile) load() (map[uint32]uint64, error) {
 	if err != nil {
 		return nil, fmt.Errorf("client: counters: %w", err)
 	}
+	f.exists = true
 	var st counterState
 	if err := json.Unmarshal(b, &st); err != nil {
 		return nil, fmt.Errorf("client: counters in %s: %w", f.path, err)
@@ -80,5 +89,10 @@ func (f *counterFile) save(counters map[uint32]uint64) error {
 		os.Remove(tmp)
 		return fmt.Errorf("client: save counters: %w", err)
 	}
+	f.exists = true
 	return nil
 }
+
+// complete reports whether the file accounts for every counter this
+// device used under any key version that can still be the latest.
+func (f *counterFile) complete() bool { return f != nil && f.exists }
