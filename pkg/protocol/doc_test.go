@@ -251,3 +251,26 @@ func TestProtocolDocReferences(t *testing.T) {
 		}
 	}
 }
+
+// TestProtocolDocCitedSectionsExist checks the other documents' citations
+// of docs/protocol.md ("protocol §10.5", "protocol.md` §3.1"): each names
+// a section that exists.
+func TestProtocolDocCitedSectionsExist(t *testing.T) {
+	doc := readDoc(t)
+	headings := map[string]bool{}
+	for _, m := range regexp.MustCompile(`(?m)^#{2,4} (\d+(?:\.\d+)*)\.? `).FindAllStringSubmatch(doc, -1) {
+		headings[m[1]] = true
+	}
+	cite := regexp.MustCompile("protocol(?:\\.md)?`?\\)?,? §(\\d+(?:\\.\\d+)*)")
+	for _, file := range []string{"../../docs/security.md", "../../docs/e2e.md", "../../docs/benchmarks.md", "../../README.md", "../../deploy/README.md"} {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range cite.FindAllStringSubmatch(string(b), -1) {
+			if !headings[m[1]] {
+				t.Errorf("%s cites protocol §%s, which docs/protocol.md does not have", file, m[1])
+			}
+		}
+	}
+}
