@@ -140,6 +140,15 @@ func TestProtocolDocListsEveryMessageType(t *testing.T) {
 	for _, typ := range messageTypes(t) {
 		known[typ] = true
 	}
+	pinned := map[string]bool{}
+	for _, m := range goldenAppMessages {
+		pinned[m.Type] = true
+	}
+	for name, typ := range messageTypes(t) {
+		if !pinned[typ] {
+			t.Errorf("%s (%q) has no line in testdata/golden/app_messages.jsonl (goldenAppMessages), which docs/protocol.md §8.2 says pins every type", name, typ)
+		}
+	}
 	for typ := range requests {
 		if !known[typ] {
 			t.Errorf("§8.2's table lists %q, which app.go does not define", typ)
