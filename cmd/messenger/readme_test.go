@@ -171,3 +171,39 @@ func TestReadmeRotateFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestProtocolDocLimits: every row of docs/protocol.md §7's resource-limit
+// table that names a flag states that flag's default.
+func TestProtocolDocLimits(t *testing.T) {
+	flags := printedFlags(t, func(args []string, getenv func(string) string, stderr *bytes.Buffer) error {
+		_, err := parseOptions(args, getenv, stderr)
+		return err
+	})
+	b, err := os.ReadFile("../../docs/protocol.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	start := strings.Index(doc, "\n## 7. Limits")
+	end := strings.Index(doc, "\n## 8. ")
+	if start < 0 || end < start {
+		t.Fatal("docs/protocol.md has no §7")
+	}
+	row := regexp.MustCompile("(?m)^\\| [^|]+ \\| ([^|]+) \\| `-([a-z0-9-]+)` \\|")
+	rows := row.FindAllStringSubmatch(doc[start:end], -1)
+	if len(rows) < 10 {
+		t.Fatalf("only %d limit rows with a flag found in §7", len(rows))
+	}
+	for _, m := range rows {
+		name := m[2]
+		f, ok := flags[name]
+		if !ok {
+			t.Errorf("§7 names -%s, which the server does not have", name)
+			continue
+		}
+		stated := strings.NewReplacer(",", "", " burst ", ":").Replace(strings.TrimSpace(m[1]))
+		if stated != f.def {
+			t.Errorf("§7 says -%s defaults to %q, the code to %q", name, strings.TrimSpace(m[1]), f.def)
+		}
+	}
+}
