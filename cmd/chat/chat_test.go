@@ -437,6 +437,10 @@ func TestReconnectResumesAndRejoins(t *testing.T) {
 	waitFor(t, "alice stderr", alice.stderr, "joined #general: members alice, bob")
 	alice.typeLine("/join side")
 	waitFor(t, "alice stderr", alice.stderr, "joined #side: members alice")
+	// Presence goes out in batches (docs/protocol.md §8.3): a connection
+	// that joins and goes within one batch is never announced, so cut
+	// only once bob has been told alice is there.
+	waitFor(t, "bob stdout", bob.stdout, "* alice joined #general")
 
 	p.cut()
 	waitFor(t, "alice stderr", alice.stderr, "connection lost")

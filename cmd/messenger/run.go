@@ -17,7 +17,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
 	"github.com/secure-messenger/messenger/internal/broker"
@@ -27,6 +26,7 @@ import (
 	"github.com/secure-messenger/messenger/internal/keyring"
 	"github.com/secure-messenger/messenger/internal/metrics"
 	"github.com/secure-messenger/messenger/internal/password"
+	"github.com/secure-messenger/messenger/internal/presence"
 	"github.com/secure-messenger/messenger/internal/retention"
 	"github.com/secure-messenger/messenger/internal/server"
 	"github.com/secure-messenger/messenger/internal/store"
@@ -65,10 +65,15 @@ type options struct {
 	loginPerUser     int
 	loginPerAddr     int
 	loginWindow      time.Duration
-	storage          storageOptions
-	bot              *botOptions // bot.go
-	metricsAddr      string
-	drainTimeout     time.Duration
+
+	redisMode         string
+	presenceTTL       time.Duration
+	presenceInterval  time.Duration
+	presenceThreshold int
+	storage           storageOptions
+	bot               *botOptions // bot.go
+	metricsAddr       string
+	drainTimeout      time.Duration
 }
 
 func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (*options, error) {
@@ -80,6 +85,10 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	fs.StringVar(&o.addr, "addr", env("MESSENGER_ADDR", "127.0.0.1:8080"), "listen address (MESSENGER_ADDR)")
 	fs.StringVar(&o.dataDir, "data", env("MESSENGER_DATA", "./data"), "data directory: identity key, storage key, SQLite file (MESSENGER_DATA)")
 	fs.StringVar(&o.redisURL, "redis", env("MESSENGER_REDIS", ""), "Redis URL, e.g. redis://127.0.0.1:6379/0; empty keeps sessions and nonces in memory (MESSENGER_REDIS)")
+	fs.StringVar(&o.redisMode, "redis-mode", env("MESSENGER_REDIS_MODE", redisStandalone), "how -redis is deployed: standalone, sentinel (URL names sentinels and ?master_name=) or cluster (URL names nodes; sharded pub/sub) (MESSENGER_REDIS_MODE)")
+	fs.DurationVar(&o.presenceTTL, "presence-ttl", envDur("MESSENGER_PRESENCE_TTL", presence.DefaultTTL), "how long a node's room members stay listed after it stops refreshing them (a crash) (MESSENGER_PRESENCE_TTL)")
+	fs.DurationVar(&o.presenceInterval, "presence-interval", envDur("MESSENGER_PRESENCE_INTERVAL", 200*time.Millisecond), "how long joins and leaves are collected into one presence batch (MESSENGER_PRESENCE_INTERVAL)")
+	fs.IntVar(&o.presenceThreshold, "presence-threshold", envInt("MESSENGER_PRESENCE_THRESHOLD", 100), "rooms and batches larger than this get a member count instead of join and leave events (MESSENGER_PRESENCE_THRESHOLD)")
 	fs.StringVar(&o.redisPrefix, "redis-prefix", env("MESSENGER_REDIS_PREFIX", "msgr:"), "prefix of every Redis key and channel (MESSENGER_REDIS_PREFIX)")
 	fs.StringVar(&o.logLevel, "log-level", env("MESSENGER_LOG_LEVEL", "info"), "debug, info, warn or error (MESSENGER_LOG_LEVEL)")
 	fs.StringVar(&o.logFormat, "log-format", env("MESSENGER_LOG_FORMAT", "console"), "console or json (MESSENGER_LOG_FORMAT)")
@@ -262,12 +271,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			_ = closers[i]()
 		}
 	}()
+	deps.OnGapFilled = deps.Metrics.GapFilled
 	if o.redisURL != "" {
-		ropts, err := redis.ParseURL(o.redisURL)
+		rc, raddr, err := newRedisClient(o.redisURL, o.redisMode)
 		if err != nil {
 			return fmt.Errorf("-redis: %w", err)
 		}
-		rc := redis.NewClient(ropts)
 		rc.AddHook(deps.Metrics.RedisHook())
 		deps.Checks = append(deps.Checks, server.Check{Name: "redis", Ping: func(ctx context.Context) error { return rc.Ping(ctx).Err() }})
 		closers = append(closers, rc.Close)
@@ -275,7 +284,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		err = rc.Ping(pctx).Err()
 		cancel()
 		if err != nil {
-			return fmt.Errorf("redis at %s: %w", ropts.Addr, err)
+			return fmt.Errorf("redis at %s: %w", raddr, err)
 		}
 		rcfg := ephemeral.RedisConfig{Prefix: o.redisPrefix}
 		deps.Sessions = ephemeral.NewRedisSessionStore(rc, rcfg)
@@ -285,7 +294,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		deps.NewBroker = func(h broker.Handler) (broker.Broker, error) {
 			return broker.NewRedisBroker(rc, broker.RedisConfig{Prefix: o.redisPrefix, Key: brokerKey}, h)
 		}
-		log.Info().Str("redis", ropts.Addr).Msg("ephemeral state and broker in Redis")
+		reg, err := presence.NewRedis(rc, presence.RedisConfig{Prefix: o.redisPrefix, Key: deriveKey(storageKey, "presence names"), TTL: o.presenceTTL})
+		if err != nil {
+			return err
+		}
+		deps.Presence = reg
+		log.Info().Str("redis", raddr).Str("mode", o.redisMode).Msg("ephemeral state, presence and broker in Redis")
 	} else {
 		ss := ephemeral.NewMemorySessionStore(ephemeral.MemoryConfig{})
 		rl := ephemeral.NewMemoryRateLimiter(ephemeral.MemoryConfig{})
@@ -370,6 +384,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		LoginFailuresPerUser: o.loginPerUser,
 		LoginFailuresPerAddr: o.loginPerAddr,
 		LoginWindow:          o.loginWindow,
+		PresenceInterval:     o.presenceInterval,
+		PresenceThreshold:    o.presenceThreshold,
 	}, deps)
 	if err != nil {
 		return err

@@ -40,6 +40,16 @@ type Broker interface {
 	Close() error
 }
 
+// Reconnecter is implemented by brokers that can lose messages while they
+// reconnect to their backend (the Redis broker). Reconnects counts the
+// times the broker subscribed again to a channel it had been subscribed
+// to: after each, whatever was published meanwhile is lost, and whoever
+// relies on the channel should look for what it missed (the hub reads
+// the room streams it receives; see internal/server/gapfill.go).
+type Reconnecter interface {
+	Reconnects() uint64
+}
+
 // Sentinel errors. The errors the brokers return wrap them; test with
 // errors.Is.
 var (

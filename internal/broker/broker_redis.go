@@ -17,7 +17,10 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-var _ Broker = (*RedisBroker)(nil)
+var (
+	_ Broker      = (*RedisBroker)(nil)
+	_ Reconnecter = (*RedisBroker)(nil)
+)
 
 // RedisConfig configures a RedisBroker. Key is required; the other fields
 // have working zero values.
@@ -112,6 +115,7 @@ type RedisBroker struct {
 
 	mu      sync.Mutex
 	subs    map[string]struct{}      // subscribed channels (without prefix)
+	live    map[string]struct{}      // Redis channels Redis confirmed since Subscribe
 	waiters map[string]chan struct{} // sync channel → Subscribe waiting for it
 	nextID  uint64                   // for sync channel names
 	closed  atomic.Bool              // set under mu
@@ -119,6 +123,7 @@ type RedisBroker struct {
 	closing chan struct{} // closed by Close
 	done    chan struct{} // closed when the reader goroutine has exited
 	dropped atomic.Uint64
+	resubs  atomic.Uint64
 }
 
 // NewRedisBroker returns a RedisBroker that delivers to h, which must not be
@@ -164,6 +169,7 @@ func NewRedisBroker(client redis.UniversalClient, cfg RedisConfig, h Handler) (*
 		now:        now,
 		guard:      newReplayGuard(maxAge.Milliseconds(), maxSeen),
 		subs:       make(map[string]struct{}),
+		live:       make(map[string]struct{}),
 		waiters:    make(map[string]chan struct{}),
 		closing:    make(chan struct{}),
 		done:       make(chan struct{}),
@@ -302,6 +308,7 @@ func (b *RedisBroker) Subscribe(ctx context.Context, channel string) error {
 		return ErrClosed
 	}
 	b.subs[channel] = struct{}{}
+	delete(b.live, rc) // its confirmation is not a reconnect
 	b.nextID++
 	sc := b.syncPrefix + strconv.FormatUint(b.nextID, 10)
 	b.waiters[sc] = confirmed
@@ -356,6 +363,7 @@ func (b *RedisBroker) Unsubscribe(ctx context.Context, channel string) error {
 		return ErrClosed
 	}
 	delete(b.subs, channel)
+	delete(b.live, b.chanPrefix+channel)
 	b.mu.Unlock()
 	psCtx, cancel := psContext(ctx)
 	defer cancel()
@@ -406,14 +414,36 @@ func (b *RedisBroker) read(ch <-chan any) {
 	for m := range ch {
 		switch m := m.(type) {
 		case *redis.Subscription:
-			if m.Kind == "subscribe" && strings.HasPrefix(m.Channel, b.syncPrefix) {
+			switch {
+			case m.Kind != "subscribe":
+			case strings.HasPrefix(m.Channel, b.syncPrefix):
 				b.confirm(m.Channel)
+			case strings.HasPrefix(m.Channel, b.chanPrefix):
+				b.confirmed(m.Channel)
 			}
 		case *redis.Message:
 			b.deliver(m)
 		}
 	}
 }
+
+// confirmed notes that Redis subscribed to the channel rc; a second
+// confirmation without an Unsubscribe between is a reconnect.
+func (b *RedisBroker) confirmed(rc string) {
+	b.mu.Lock()
+	_, again := b.live[rc]
+	b.live[rc] = struct{}{}
+	b.mu.Unlock()
+	if again {
+		b.resubs.Add(1)
+	}
+}
+
+// Reconnects returns how many times Redis subscribed the broker again to
+// a channel it was subscribed to already: go-redis does that after it
+// replaced a broken connection, and messages published in between were
+// lost.
+func (b *RedisBroker) Reconnects() uint64 { return b.resubs.Load() }
 
 // confirm wakes the Subscribe waiting for the sync channel sc.
 func (b *RedisBroker) confirm(sc string) {

@@ -511,15 +511,11 @@ func (c *peer) sendToRoom(ctx context.Context, m *protocol.Message) {
 	c.say(ctx, m)
 }
 
+// presence reports c's join or leave of room to the room's members, in
+// the next presence batch (presence.go); a leave also ends c's presence
+// entry.
 func (c *peer) presence(ctx context.Context, room, event string) {
-	p := &protocol.Message{Type: protocol.MsgPresence, Room: room, From: c.displayName(), Anon: c.user == nil, Event: event, TS: time.Now().UnixMilli()}
-	payload, err := p.Encode()
-	if err != nil {
-		return
-	}
-	if err := c.srv.hub.Publish(ctx, room, 0, payload); err != nil {
-		c.log.Warn().Err(err).Str("room", room).Msg("publish presence")
-	}
+	c.srv.presence.event(ctx, room, c, event)
 }
 
 // logLimiterError logs a rate limiter that could not answer (the request

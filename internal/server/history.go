@@ -151,12 +151,27 @@ func (c *peer) join(ctx context.Context, m *protocol.Message) {
 		c.replyError(m.ID, fmt.Errorf("%w: %w", protocol.CodeUnavailable, err))
 		return
 	}
-	catchUp = catchUp && !already
-	undo := func(err error) {
+	if err := c.srv.presence.add(ctx, m.Room, c); err != nil {
+		c.log.Error().Err(err).Str("room", m.Room).Msg("join: presence")
 		if !already {
 			c.srv.hub.Leave(ctx, c, m.Room)
 		}
 		c.replyError(m.ID, err)
+		return
+	}
+	catchUp = catchUp && !already
+	undo := func(err error) {
+		if !already {
+			c.srv.hub.Leave(ctx, c, m.Room)
+			c.srv.presence.remove(ctx, m.Room, c)
+		}
+		c.replyError(m.ID, err)
+	}
+	// The members on every node, this connection included.
+	members, count, err := c.srv.presence.list(ctx, m.Room)
+	if err != nil {
+		undo(err)
+		return
 	}
 	// Without "after", an account that was already a member catches up
 	// from its read position; one that becomes a member now starts at
@@ -194,7 +209,7 @@ func (c *peer) join(ctx context.Context, m *protocol.Message) {
 		undo(storeError(err))
 		return
 	}
-	joined := &protocol.Message{Type: protocol.MsgJoined, Ref: m.ID, Room: m.Room, Members: members, TS: time.Now().UnixMilli(), Head: pos.Seq, Epoch: pos.Epoch}
+	joined := &protocol.Message{Type: protocol.MsgJoined, Ref: m.ID, Room: m.Room, Members: members, Count: count, TS: time.Now().UnixMilli(), Head: pos.Seq, Epoch: pos.Epoch}
 	if !catchUp {
 		c.reply(joined)
 		c.presence(ctx, m.Room, "join")

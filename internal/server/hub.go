@@ -76,6 +76,17 @@ type Hub struct {
 	// limit. Set them before Run.
 	MaxRooms, MaxMembers int
 
+	// GapCheck is how often the hub compares the stream heads of its
+	// rooms with what the broker delivered, to fill losses that no later
+	// message revealed (gapfill.go); zero means 30 seconds. A broker that
+	// reports reconnects (broker.Reconnecter) also triggers a check
+	// within a second of each. Set it before Run.
+	GapCheck time.Duration
+
+	// gaps orders each room's stored messages and fills the broker's
+	// losses from the store; nil passes messages on as they come.
+	gaps *gapFiller
+
 	// Owned by the Run goroutine.
 	rooms map[string]*roomState
 
@@ -125,6 +136,9 @@ func NewHub(log zerolog.Logger, newBroker func(broker.Handler) (broker.Broker, e
 func (h *Hub) Run(ctx context.Context) {
 	defer close(h.done)
 	go h.runSubscriptions(ctx)
+	if h.gaps != nil {
+		go h.runGapChecks(ctx)
+	}
 	for {
 		select {
 		case op := <-h.ops:
@@ -145,10 +159,53 @@ func (h *Hub) deliver(channel string, payload []byte) {
 	if !ok || len(payload) < 8 {
 		return
 	}
-	seq := int64(binary.BigEndian.Uint64(payload))
+	m := inbound{room: room, seq: int64(binary.BigEndian.Uint64(payload)), payload: payload[8:]}
+	if h.gaps == nil {
+		h.pass(m)
+		return
+	}
+	h.gaps.admit(m, h.pass)
+}
+
+// pass hands m to the hub goroutine, waiting while the hub is busy.
+func (h *Hub) pass(m inbound) {
 	select {
-	case h.inbound <- inbound{room: room, seq: seq, payload: payload[8:]}:
+	case h.inbound <- m:
 	case <-h.done:
+	}
+}
+
+// runGapChecks sweeps for lost messages every GapCheck, and soon after
+// the broker reports that it reconnected.
+func (h *Hub) runGapChecks(ctx context.Context) {
+	every := h.GapCheck
+	if every <= 0 {
+		every = 30 * time.Second
+	}
+	rc, _ := h.broker.(broker.Reconnecter)
+	var seen uint64
+	if rc != nil {
+		seen = rc.Reconnects()
+	}
+	tick := time.NewTicker(min(every, time.Second))
+	defer tick.Stop()
+	last := time.Now()
+	for {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return
+		}
+		due := time.Since(last) >= every
+		if rc != nil {
+			if n := rc.Reconnects(); n != seen {
+				seen, due = n, true
+			}
+		}
+		if due {
+			h.gaps.sweep(ctx, h.pass)
+			last = time.Now()
+		}
 	}
 }
 
@@ -254,14 +311,28 @@ func (h *Hub) runSubscriptions(ctx context.Context) {
 		for _, op := range queue {
 			bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), hubBrokerTimeout)
 			if op.subscribe {
+				var rs *roomSeq
+				if h.gaps != nil {
+					rs = h.gaps.start(op.room)
+				}
 				err := h.broker.Subscribe(bctx, roomChannel(op.room))
 				if err != nil {
 					h.log.Warn().Err(err).Str("room", op.room).Msg("broker subscribe failed")
 					op.state.err = err
+					if h.gaps != nil {
+						h.gaps.forget(op.room, rs)
+					}
+				} else if h.gaps != nil {
+					h.gaps.baseline(bctx, op.room, rs, h.pass)
 				}
 				close(op.state.ready)
-			} else if err := h.broker.Unsubscribe(bctx, roomChannel(op.room)); err != nil {
-				h.log.Warn().Err(err).Str("room", op.room).Msg("broker unsubscribe failed")
+			} else {
+				if err := h.broker.Unsubscribe(bctx, roomChannel(op.room)); err != nil {
+					h.log.Warn().Err(err).Str("room", op.room).Msg("broker unsubscribe failed")
+				}
+				if h.gaps != nil {
+					h.gaps.forget(op.room, nil)
+				}
 			}
 			cancel()
 		}

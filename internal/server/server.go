@@ -25,6 +25,7 @@ import (
 	"github.com/secure-messenger/messenger/internal/ephemeral"
 	"github.com/secure-messenger/messenger/internal/metrics"
 	"github.com/secure-messenger/messenger/internal/password"
+	"github.com/secure-messenger/messenger/internal/presence"
 	"github.com/secure-messenger/messenger/internal/store"
 	"github.com/secure-messenger/messenger/pkg/protocol"
 )
@@ -106,6 +107,19 @@ type Config struct {
 	// change whose revocation its node missed (docs/protocol.md §10.3).
 	// Zero means a quarter of SessionTTL.
 	CredentialCheck time.Duration
+	// GapCheck is how often each node compares the heads of the room
+	// streams it receives with what its broker delivered, to fill a loss
+	// that no later message revealed (docs/protocol.md §8.7). A broker
+	// reconnect triggers the same check within a second. Zero means 30
+	// seconds.
+	GapCheck time.Duration
+	// PresenceInterval is how long a node collects a room's joins and
+	// leaves before it publishes them as one batch. Zero means 200ms.
+	PresenceInterval time.Duration
+	// PresenceThreshold is the largest room, and the largest batch, whose
+	// joins and leaves are sent one by one; above it members receive the
+	// room's member count instead. Zero means 100.
+	PresenceThreshold int
 	// LinkTTL is how long a device link code works (docs/protocol.md
 	// §10.5). Zero means 2 minutes.
 	LinkTTL time.Duration
@@ -158,6 +172,12 @@ func (c *Config) setDefaults() {
 	if c.RegisterPerAddr == 0 {
 		c.RegisterPerAddr = 10
 	}
+	if c.PresenceInterval == 0 {
+		c.PresenceInterval = defaultPresenceInterval
+	}
+	if c.PresenceThreshold == 0 {
+		c.PresenceThreshold = defaultPresenceThreshold
+	}
 	if c.CredentialCheck == 0 {
 		c.CredentialCheck = c.SessionTTL / 4
 	}
@@ -187,6 +207,14 @@ type Deps struct {
 	// NewBroker builds the broker the hub publishes through, given the
 	// hub's delivery handler. Nil means an in-memory broker (one node).
 	NewBroker func(broker.Handler) (broker.Broker, error)
+	// OnGapFilled, if not nil, is called with the number of room messages
+	// each gap fill read from the store because the broker lost them
+	// (gapfill.go): the hook for a "broker gaps filled" metric. It is
+	// called on the broker's delivery goroutine and must not block.
+	OnGapFilled func(messages int)
+	// Presence records room members for every node (docs/protocol.md
+	// §8.3). Nil means one in this process's memory, for a single node.
+	Presence presence.Registry
 	// Metrics receives the server's measurements. Nil means none.
 	Metrics *metrics.Metrics
 	// Checks are the backends besides the database that /readyz asks
@@ -217,6 +245,7 @@ type Server struct {
 	hub      *Hub
 	roomMu   roomLocks // history.go: one room's append and publish at a time
 	logins   *logins
+	presence *roomPresence
 	upgrader websocket.Upgrader
 	fp       protocol.Fingerprint
 
@@ -264,6 +293,8 @@ func New(cfg Config, d Deps) (*Server, error) {
 		return nil, err
 	}
 	hub.MaxRooms, hub.MaxMembers = cfg.Limits.RoomsPerConnection, cfg.Limits.MembersPerRoom
+	hub.GapCheck = cfg.GapCheck
+	hub.gaps = newGapFiller(d.Store, d.Log.With().Str("component", "gapfill").Logger(), d.OnGapFilled)
 	sctx, cancel := context.WithTimeout(context.Background(), hubBrokerTimeout)
 	err = logins.subscribe(sctx)
 	cancel()
@@ -286,6 +317,11 @@ func New(cfg Config, d Deps) (*Server, error) {
 		metrics:  d.Metrics,
 		checks:   d.Checks,
 	}
+	reg := d.Presence
+	if reg == nil {
+		reg = presence.NewMemory(0)
+	}
+	s.presence = newRoomPresence(reg, hub, d.Log.With().Str("component", "presence").Logger(), cfg.PresenceInterval, cfg.PresenceThreshold)
 	if s.rates == nil {
 		mem := ephemeral.NewMemoryRateLimiter(ephemeral.MemoryConfig{})
 		s.rates = mem
@@ -311,7 +347,10 @@ var writeBuffers sync.Pool
 func (s *Server) Fingerprint() protocol.Fingerprint { return s.fp }
 
 // Run runs the hub until ctx ends.
-func (s *Server) Run(ctx context.Context) { s.hub.Run(ctx) }
+func (s *Server) Run(ctx context.Context) {
+	go s.presence.run(ctx)
+	s.hub.Run(ctx)
+}
 
 func (s *Server) nonceTTL() time.Duration { return 2*s.cfg.TimestampWindow + time.Minute }
 

@@ -62,7 +62,7 @@ const (
 	MsgJoined   = "joined"   // answer to join: Room, Members
 	MsgLeft     = "left"     // answer to leave: Room
 	MsgMessage  = "msg"      // a message said in Room by From
-	MsgPresence = "presence" // From joined or left Room (Event)
+	MsgPresence = "presence" // From joined or left Room (Event), or Room's member Count (Event PresenceCount)
 	MsgError    = "error"    // request Ref failed with Code; Fatal ends the session
 
 	MsgAuthed    = "authed"     // answer to register/login/auth: User, Device, Fingerprint (the device's)
@@ -142,6 +142,10 @@ const (
 	MaxSignature = 1024
 )
 
+// PresenceCount is the Event of a presence message that carries a room's
+// member Count in place of join and leave events (docs/protocol.md §8.3).
+const PresenceCount = "count"
+
 // Message is one application message, JSON-encoded inside a record. Only
 // the fields its type uses are set; see docs/protocol.md for which.
 type Message struct {
@@ -159,10 +163,13 @@ type Message struct {
 	From string `json:"from,omitempty"`
 	// Anon marks a message or presence event from a connection that has not
 	// logged in: From is then only a display name it chose, not an account.
-	Anon    bool         `json:"anon,omitempty"`
-	Body    string       `json:"body,omitempty"`
-	Event   string       `json:"event,omitempty"`
-	Members []string     `json:"members,omitempty"`
+	Anon    bool     `json:"anon,omitempty"`
+	Body    string   `json:"body,omitempty"`
+	Event   string   `json:"event,omitempty"`
+	Members []string `json:"members,omitempty"`
+	// Count is how many members a room has on every node (joined, and a
+	// presence message whose Event is PresenceCount).
+	Count   int          `json:"count,omitempty"`
 	Session *SessionInfo `json:"session,omitempty"`
 	Code    Code         `json:"code,omitempty"`
 	Error   string       `json:"error,omitempty"`

@@ -313,6 +313,9 @@ var goldenAppMessages = []protocol.Message{
 	{Type: protocol.MsgSend, ID: testUUID, TS: 1700000000059, Room: "general", Body: "Paris is the capital.", Mid: testMid, Stream: testMid},
 	{Type: protocol.MsgMessage, ID: testMid, TS: 1700000000060, Room: "general", From: "bot", Body: "Paris is the capital.", Seq: 44, Stream: testMid},
 	{Type: protocol.MsgMention, TS: 1700000000061, Room: "general", From: "alice", User: "bot", Seq: 44},
+	// Member counts (docs/protocol.md §8.3, §8.7).
+	{Type: protocol.MsgJoined, Ref: testUUID, TS: 1700000000062, Room: "general", Members: []string{"alice", "bob"}, Count: 2},
+	{Type: protocol.MsgPresence, TS: 1700000000063, Room: "town-square", Event: protocol.PresenceCount, Count: 4812},
 }
 
 const (
