@@ -283,7 +283,7 @@ var goldenAppMessages = []protocol.Message{
 	{Type: protocol.MsgLink, Ref: testUUID, TS: 1700000000037, Link: []byte("link-id8"), Expires: 1700000120037},
 	{Type: protocol.MsgLinkJoin, ID: testUUID, TS: 1700000000038, User: "alice", Link: []byte("link-id8"), DeviceName: "phone",
 		Keys: &protocol.KeyBundle{Device: testDevice, Signing: []byte("signing-der"), Encryption: []byte("encryption-der"), SelfSignature: []byte("self-sig")},
-		Sig: []byte("auth-sig"), Proof: []byte("proof-of-possession"), MAC: []byte("link-mac")},
+		Sig:  []byte("auth-sig"), Proof: []byte("proof-of-possession"), MAC: []byte("link-mac")},
 	{Type: protocol.MsgLinkOffer, TS: 1700000000039, Link: []byte("link-id8"), User: "alice", DeviceName: "phone",
 		Keys: &protocol.KeyBundle{Device: testDevice, Signing: []byte("signing-der"), Encryption: []byte("encryption-der"), SelfSignature: []byte("self-sig")}, MAC: []byte("link-mac")},
 	{Type: protocol.MsgLinkApprove, ID: testUUID, TS: 1700000000040, Link: []byte("link-id8"), Device: testDevice, Sig: []byte("approval")},
