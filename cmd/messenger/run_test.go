@@ -179,6 +179,8 @@ func TestRunBadConfiguration(t *testing.T) {
 		"no drain time":       {args: []string{"-drain-timeout", "0s"}},
 		"bad drain env":       {env: map[string]string{"MESSENGER_DRAIN_TIMEOUT": "a while"}},
 		"bad metrics address": {args: []string{"-metrics-addr", "127.0.0.1:99999"}},
+		"no offline pause":    {args: []string{"-bot", "bot", "-bot-offline-delay", "0s"}},
+		"bad offline pause":   {args: []string{"-bot", "bot"}, env: map[string]string{"MESSENGER_BOT_OFFLINE_DELAY": "slowly"}},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

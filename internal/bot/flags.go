@@ -27,6 +27,7 @@ type Options struct {
 	Timeout        time.Duration
 	IdleTimeout    time.Duration
 	Profile        string
+	OfflineDelay   time.Duration
 	getenv         func(string) string
 }
 
@@ -45,6 +46,7 @@ func AddFlags(fs *flag.FlagSet, ev *envflag.Env, getenv func(string) string) *Op
 	fs.IntVar(&o.MaxGenerations, "bot-max-generations", ev.Int("MESSENGER_BOT_MAX_GENERATIONS", 4), "answers generated at once, over all rooms and conversations (MESSENGER_BOT_MAX_GENERATIONS)")
 	fs.DurationVar(&o.Timeout, "bot-timeout", ev.Duration("MESSENGER_BOT_TIMEOUT", 5*time.Minute), "longest one answer may take (MESSENGER_BOT_TIMEOUT)")
 	fs.DurationVar(&o.IdleTimeout, "bot-idle-timeout", ev.Duration("MESSENGER_BOT_IDLE_TIMEOUT", 60*time.Second), "longest wait for the model's next token (MESSENGER_BOT_IDLE_TIMEOUT)")
+	fs.DurationVar(&o.OfflineDelay, "bot-offline-delay", ev.Duration("MESSENGER_BOT_OFFLINE_DELAY", 40*time.Millisecond), "without -bot-url: the offline responder's pause between two words (MESSENGER_BOT_OFFLINE_DELAY)")
 	fs.StringVar(&o.Profile, "bot-profile", ev.String("MESSENGER_BOT_PROFILE", ""), "directory of the bot's keys; empty: a default per command (MESSENGER_BOT_PROFILE)")
 	return o
 }
@@ -61,7 +63,10 @@ func (o *Options) Config(name string) (Config, error) {
 		Rooms: splitList(o.Rooms), AnswerAll: splitList(o.AnswerAll),
 	}
 	if o.URL == "" {
-		cfg.Model = &llm.Offline{}
+		if o.OfflineDelay <= 0 {
+			return Config{}, errors.New("-bot-offline-delay must be positive")
+		}
+		cfg.Model = &llm.Offline{Delay: o.OfflineDelay}
 		return cfg, nil
 	}
 	if o.Model == "" {

@@ -72,7 +72,13 @@ func TestSlowConsumerIsDropped(t *testing.T) {
 	const queue = 64
 	ts := startServer(t, withoutRateLimits, func(c *Config, _ *Deps) {
 		c.SendQueue = queue
-		c.WriteTimeout = time.Second
+		// The slow client must be dropped for its full queue, not for a
+		// write that timed out or pings it left unanswered while it did
+		// not read: on a loaded machine the 1500 sends take long enough
+		// for either to fire first. Once dropped, the client drains its
+		// socket, which frees the blocked write at once.
+		c.WriteTimeout = 10 * time.Second
+		c.PingInterval = 5 * time.Minute
 	})
 	sender := ts.dial(t)
 	// The slow client's library buffers one message, then stops reading

@@ -38,21 +38,27 @@ class Relay {
   close() { this.cut(); this.srv.close(); }
 }
 
-export async function startServer(relayPort, name = 'server') {
+/**
+ * startServer starts a messenger server (its log in artifacts/NAME.log).
+ * extra adds flags; ready, a regular expression, also waits for a line of
+ * its log (with -log-level info, e.g. /bot signed in/).
+ */
+export async function startServer(relayPort, name = 'server', { extra = [], ready = null } = {}) {
   const data = fs.mkdtempSync(path.join(os.tmpdir(), 'messenger-web-'));
   const args = ['-addr', '127.0.0.1:0', '-data', data, '-register-per-addr', '1000', '-handshake-rate', 'off',
-    '-identity-bits', '2048', '-log-level', 'warn', '-origins', `http://127.0.0.1:${relayPort}`];
+    '-identity-bits', '2048', '-log-level', 'warn', '-origins', `http://127.0.0.1:${relayPort}`, ...extra];
   const proc = spawn(env.MESSENGER_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
+  let out = '', errs = '';
   const log = fs.createWriteStream(path.join(artifacts, name + '.log'));
   proc.stderr.pipe(log);
   const info = await new Promise((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error('server did not start: ' + out)), 60000);
-    proc.stdout.on('data', d => {
-      out += d;
+    const t = setTimeout(() => reject(new Error('server did not start: ' + out)), 90000);
+    const check = () => {
       const a = /listening on (\S+)/.exec(out), f = /identity fingerprint (\S+)/.exec(out);
-      if (a && f) { clearTimeout(t); resolve({ addr: a[1], fingerprint: f[1] }); }
-    });
+      if (a && f && (!ready || ready.test(errs))) { clearTimeout(t); resolve({ addr: a[1], fingerprint: f[1] }); }
+    };
+    proc.stdout.on('data', d => { out += d; check(); });
+    proc.stderr.on('data', d => { if (ready && !ready.test(errs)) { errs += d; check(); } });
     proc.on('exit', c => reject(new Error(`server exited ${c}: ${out}`)));
   });
   return { proc, data, ...info };
@@ -76,7 +82,7 @@ async function main() {
     base: `http://${server.addr}`,
     relayBase: `http://127.0.0.1:${relay.port}`,
     chatBin: env.CHAT_BIN,
-    startServer: name => startServer(relay.port, name),
+    startServer: (name, opts) => startServer(relay.port, name, opts),
   };
   let failed = 0, ran = 0;
   for (const [name, fn] of Object.entries(scenarios)) {

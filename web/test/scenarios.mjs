@@ -265,33 +265,74 @@ Object.assign(scenarios, {
   },
 
   /**
-   * Streamed (bot) answers: a member streams into a room with `stream`
-   * events (docs/protocol.md §8.6); the page shows the growing text with a
-   * Stop button, and Stop sends `stop`. Skipped, with a note, while the
-   * server does not know `stream`.
+   * Streamed answers as docs/protocol.md §8.6 has them, from a member
+   * driven by hand: the page shows the growing text of the member who
+   * sent the `start` only (another member's delta under the same id is
+   * ignored), a Stop button whose `stop` the server relays to the producer
+   * too, the stored answer once in place of the growing text (live, and
+   * again from history after a reload, where it no longer names its
+   * stream), and a `mention` from a room the reader is not in.
    */
   async streamedAnswer(ctx) {
-    const a = uniq('alice'), room = uniq('bots');
+    const a = uniq('alice'), room = uniq('bots'), quiet = uniq('quiet');
     const alice = await person(ctx, 'alice'), bot = await person(ctx, 'bot');
     await register(alice, a);
     await joinRoom(alice, room);
-    const sid = await bot.page.evaluate(async ([user, room]) => {
+    await bot.page.evaluate(async ([users, room]) => {
       const { Client } = await import('/js/client.js');
-      const c = new Client();
-      await c.register(user, 'correct horse battery');
-      await c.joinRoom(room);
+      const c = new Client(), e = new Client();
+      await c.register(users[0], 'correct horse battery');
+      await e.register(users[1], 'correct horse battery');
+      await c.joinRoom(room); await e.joinRoom(room);
       const stream = crypto.randomUUID();
-      try { await c.request({ t: 'stream', room, stream, event: 'start', body: '' }); } catch (e) { return { unsupported: e.message }; }
-      window.bot = { c, stream, room };
-      return { stream };
-    }, [uniq('bot'), room]);
-    if (sid.unsupported) { console.log(`     streamedAnswer: SKIPPED, the server does not accept stream events yet (${sid.unsupported})`); return; }
-    await bot.page.evaluate(async () => { const { c, stream, room } = window.bot; for (const body of ['The answer ', 'grows ', 'word by word']) await c.request({ t: 'stream', room, stream, event: 'delta', body }); });
+      await c.request({ t: 'stream', room, stream, event: 'start' });
+      window.bot = { c, e, stream, room };
+    }, [[uniq('bot'), uniq('eve')], room]);
+    const code = await bot.page.evaluate(async () => {
+      const { c, e, stream, room } = window.bot;
+      for (const body of ['The answer ', 'grows ']) await c.request({ t: 'stream', room, stream, event: 'delta', body });
+      await e.request({ t: 'stream', room, stream, event: 'delta', body: 'INJECTED ' }); // not the producer: ignored
+      await c.request({ t: 'stream', room, stream, event: 'delta', body: 'word by word' });
+      try { await c.request({ t: 'stream', room, stream, event: 'delta', body: '' }); return 'accepted'; } catch (x) { return x.code; }
+    });
+    assert(code === 17, 'a delta without text is refused with bad_request: ' + code);
     await waitText(alice, 'The answer grows word by word');
-    await alice.page.waitForSelector('#log li.live button.stop');
+    await alice.page.waitForSelector('#log li.live .tag:has-text("answering…")');
     await alice.page.click('#log li.live button.stop');
-    await bot.page.evaluate(async () => { const { c, stream, room } = window.bot; await c.request({ t: 'stream', room, stream, event: 'end', reason: 'stop' }); });
+    await alice.page.waitForSelector('#log li.live .tag:has-text("stopping…")');
+    // The server relays the stop to every member: the producer hears it.
+    await bot.page.waitForFunction(() => { const { c, stream, room } = window.bot; const s = c.room(room).streams.get(stream); return s && s.stopping; });
+    await bot.page.evaluate(async () => {
+      const { c, stream, room } = window.bot;
+      await c.request({ t: 'stream', room, stream, event: 'end', reason: 'stop' });
+      await c.request({ t: 'send', room, body: 'The answer grows word by word [stopped]', mid: crypto.randomUUID(), stream });
+    });
+    await waitText(alice, 'The answer grows word by word [stopped]');
     await alice.page.waitForSelector('#log li.live', { state: 'detached' });
+    const once = async () => {
+      const got = await bodies(alice);
+      assert(got.filter(x => x.startsWith('The answer grows')).length === 1 && !got.some(x => x.includes('INJECTED')), 'the answer once, without the other member\'s delta: ' + got.join('|'));
+    };
+    await once();
+    // A mention from a room Alice is not in: a notice that opens it.
+    const producer = await bot.page.evaluate(async ([quiet, who]) => {
+      const { c } = window.bot;
+      await c.joinRoom(quiet);
+      await c.request({ t: 'send', room: quiet, body: `@${who} have a look`, mid: crypto.randomUUID() });
+      return c.user;
+    }, [quiet, a]);
+    await alice.page.waitForSelector(`#problems p.info:has-text("${producer} mentioned you in #${quiet}")`);
+    await alice.page.click(`#problems p.info button:has-text("Open #${quiet}")`);
+    await alice.page.waitForFunction(r => document.getElementById('pane-title').textContent === '#' + r, quiet);
+    await waitText(alice, `@${a} have a look`);
+    // From history after a reload (no stream there): still once.
+    await alice.page.reload();
+    await alice.page.waitForSelector('#chat:not([hidden])');
+    await waitOnline(alice);
+    await alice.page.click(`#room-list button:has-text("${room}")`);
+    await waitText(alice, 'The answer grows word by word [stopped]');
+    await once();
+    noErrors(alice);
   },
 });
 
@@ -388,5 +429,89 @@ Object.assign(scenarios, {
     assert(all.every((b, i) => b === `line ${i + 1}`), 'in order, once each');
     await reader.page.waitForSelector('#log li.meta:has-text("Beginning of the history")');
     noErrors(reader);
+  },
+});
+
+/** watchStream records, in the page, every text a growing answer shows (to see it grow). */
+async function watchStream(p) {
+  await p.page.evaluate(() => {
+    window.seen = [];
+    new MutationObserver(() => {
+      const e = document.querySelector('#log li.live .body');
+      if (e && e.textContent && window.seen[window.seen.length - 1] !== e.textContent) window.seen.push(e.textContent);
+    }).observe(document.getElementById('log-list'), { childList: true, subtree: true, characterData: true });
+  });
+}
+
+/** answers lists the bot's stored answers in the log (the offline responder labels each). */
+async function answers(p) {
+  return p.page.$$eval('#log li.msg:not(.live) .body', els => els.map(e => e.textContent).filter(t => t.startsWith('[offline responder')));
+}
+
+Object.assign(scenarios, {
+  /**
+   * Issue 15, a room with the bot: a server run with -bot bot (the offline
+   * responder, paced slowly enough to watch and to stop). Alice mentions
+   * it; both browsers see the answer grow, then the stored answer once.
+   * Bob stops the next answer in the middle. A direct conversation with
+   * the bot (end to end) gets an answer. Both places say plainly that
+   * whoever runs the bot reads what is sent to it (issue 16).
+   */
+  async botRoom(ctx) {
+    const srv = await ctx.startServer('bot-server', { extra: ['-bot', 'bot', '-bot-offline-delay', '400ms', '-log-level', 'info'], ready: /bot signed in/ });
+    try {
+      const base = `http://${srv.addr}`;
+      const a = uniq('alice'), b = uniq('bob'), room = uniq('ask');
+      const alice = await person(ctx, 'alice', base), bob = await person(ctx, 'bob', base);
+      await Promise.all([register(alice, a), register(bob, b)]);
+      await joinRoom(alice, room); await joinRoom(bob, room);
+      await Promise.all([watchStream(alice), watchStream(bob)]);
+      // The bot is not in the room: the server tells it of the mention, it joins and answers.
+      await say(alice, '@bot hello');
+      for (const p of [alice, bob]) {
+        await p.page.waitForFunction(() => document.querySelectorAll('#log li.msg:not(.live) .body').length >= 2 && [...document.querySelectorAll('#log li.msg:not(.live) .body')].some(e => e.textContent.startsWith('[offline responder')));
+        await p.page.waitForSelector('#log li.live', { state: 'detached' });
+        const seen = await p.page.evaluate(() => window.seen);
+        const got = await answers(p);
+        assert(seen.length >= 3, `${p.name} saw the answer grow: ${JSON.stringify(seen)}`);
+        assert(seen.every((t, i) => i === 0 || t.startsWith(seen[i - 1])), `${p.name}: each text extends the last: ${JSON.stringify(seen)}`);
+        assert(got.length === 1, `${p.name}: the stored answer once: ${JSON.stringify(got)}`);
+        assert(got[0].startsWith(seen[seen.length - 1].trim()) && got[0].includes(`You said: "${a}: @bot hello"`), `${p.name}: the stored answer is the streamed one: ${got[0]}`);
+        const note = await p.page.textContent('#bot-note');
+        assert(await p.page.isVisible('#bot-note') && /bot is a bot/.test(note) && /Whoever runs bot reads/.test(note), `${p.name}: the room says who reads what the bot gets: ${note}`);
+      }
+      // The next answer: shown live (screenshot, axe), then Bob stops it.
+      await say(alice, '@bot please tell me a long story about a lighthouse keeper who collects the names of passing ships in a notebook');
+      await alice.page.waitForSelector('#log li.live button.stop');
+      await bob.page.waitForSelector('#log li.live button.stop');
+      await alice.page.waitForFunction(() => document.querySelector('#log li.live .body').textContent.length > 140);
+      await shot(ctx, alice, 'bot');
+      await axe(ctx, alice, 'bot-room');
+      await bob.page.click('#log li.live button.stop');
+      for (const p of [alice, bob]) {
+        await p.page.waitForSelector('#log li.live', { state: 'detached' });
+        await p.page.waitForFunction(() => [...document.querySelectorAll('#log li.msg .body')].some(e => e.textContent.includes('stopped by a member')));
+        const got = await answers(p);
+        assert(got.length === 2 && got[1].includes(`stopped by a member (${b})`) && !got[1].includes('Start the bot with'), `${p.name}: the stopped answer, once, cut short: ${JSON.stringify(got)}`);
+      }
+      // A direct conversation with the bot, end to end.
+      await openDM(alice, 'bot');
+      await alice.page.waitForSelector('#bot-note:not([hidden])');
+      const note = await alice.page.textContent('#bot-note');
+      assert(/end to end/.test(note) && /whoever runs bot reads everything you send it/.test(note), 'the conversation says who reads it: ' + note);
+      await watchStream(alice);
+      await say(alice, 'hello bot, just between us');
+      await alice.page.waitForFunction(() => [...document.querySelectorAll('#log li.msg:not(.live) .body')].some(e => e.textContent.startsWith('[offline responder')));
+      await alice.page.waitForSelector('#log li.live', { state: 'detached' });
+      const seen = await alice.page.evaluate(() => window.seen);
+      const got = await answers(alice);
+      assert(seen.length >= 2, 'the conversation answer grew: ' + JSON.stringify(seen));
+      assert(got.length === 1 && got[0].includes('You said: "hello bot, just between us"'), 'the answer once: ' + JSON.stringify(got));
+      await shot(ctx, alice, 'bot-conversation');
+      noErrors(alice, bob);
+    } finally {
+      srv.proc.kill('SIGTERM');
+      fs.rmSync(srv.data, { recursive: true, force: true });
+    }
   },
 });

@@ -40,6 +40,8 @@ class UI {
     c.addEventListener('room', e => { if (this.view && this.view.kind === 'room' && this.view.name === e.detail.room) this.renderLog(e.detail); });
     c.addEventListener('conv', e => { if (this.view && this.view.kind === 'conv' && this.view.name === e.detail.peer) { this.renderLog(e.detail); this.renderWarning(); } this.renderLists(); });
     c.addEventListener('problem', e => this.problem(e.detail.message));
+    c.addEventListener('mention', e => this.onMention(e.detail));
+    c.addEventListener('bots', () => this.renderBotNote());
     c.addEventListener('keychange', e => this.onKeyChange(e.detail));
     c.addEventListener('pinchange', e => this.onPinChange(e.detail));
     c.addEventListener('signedout', e => { this.showAuth(); $('auth-error').textContent = e.detail.reason; });
@@ -218,6 +220,7 @@ class UI {
     $('log-list').replaceChildren(...items);
     if (detail && detail.older) log.scrollTop = log.scrollHeight - fromBottom; else if (atBottom || (detail && detail.sent)) log.scrollTop = log.scrollHeight;
     if (this.view.kind === 'room') this.renderMembers();
+    this.renderBotNote();
     this.markRead();
   }
 
@@ -229,7 +232,7 @@ class UI {
     if (m.pending) { cls.push('pending'); tags.push('sending…'); }
     if (m.failed) { cls.push('failed'); }
     if (conv && m.verified === false && !m.mine && !m.failed) { cls.push('unverified'); tags.push('UNVERIFIED'); }
-    if (m.live) { cls.push('live'); tags.push('answering…'); }
+    if (m.live) { cls.push('live'); tags.push(m.stopping ? 'stopping…' : 'answering…'); }
     if (m.stream && m.live === false && m.reason && m.reason !== 'done') tags.push(m.reason === 'stop' ? 'stopped' : m.reason);
     const t = timeOf(m.ts);
     const li = el('li', { class: cls.join(' '), 'data-seq': isFinite(m.seq) ? m.seq : undefined },
@@ -238,7 +241,7 @@ class UI {
         t ? el('time', { datetime: t.toISOString(), text: t.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }) }) : null,
         ...tags.map(x => el('span', { class: 'tag', text: x }))),
       el('p', { class: 'body', text: m.failed ? `This message could not be opened (${m.failed}) and is not shown.` : body }));
-    if (m.live && m.stream) {
+    if (m.live && m.stream && !m.stopping) {
       li.append(el('button', { type: 'button', class: 'stop', text: 'Stop', 'aria-label': `Stop ${m.from}'s answer`, onclick: () => this.stop(m.stream) }));
     }
     return li;
@@ -272,7 +275,47 @@ class UI {
     } catch (e) { this.problem(explain(e)); $('text').value = text; }
   }
 
+  /**
+   * renderBotNote says plainly, where a bot answers, that whoever runs it
+   * reads what it is given (issue 16): in a direct conversation, all of it
+   * (end to end stops at the bot); in a room, the messages it is sent as
+   * context (the server can read a room anyway).
+   */
+  renderBotNote() {
+    const n = $('bot-note');
+    if (!this.view) { n.hidden = true; return; }
+    let bots;
+    if (this.view.kind === 'conv') bots = this.c.isBot(this.view.name) ? [this.view.name] : [];
+    else {
+      const r = this.c.room(this.view.name);
+      bots = [...new Set([...r.members, ...[...r.streams.values()].map(s => s.from), ...[...r.msgs.values()].map(m => m.from)])].filter(u => this.c.isBot(u)).sort();
+    }
+    if (!bots.length) { n.hidden = true; return; }
+    const who = bots.join(', ');
+    n.replaceChildren(el('strong', { text: `${who} ${bots.length > 1 ? 'are bots' : 'is a bot'}. ` }),
+      this.view.kind === 'conv'
+        ? `This conversation is end to end between you and the bot, but whoever runs ${who} reads everything you send it (and, if the bot uses a hosted language model, so does whoever runs that model). Do not send it anything you would not tell them.`
+        : `Whoever runs ${who} reads what this room says to it: the messages that mention it and the room's recent history it is given to answer (and, with a hosted language model, so does whoever runs that model).`);
+    n.hidden = false;
+  }
+
+  /** onMention: someone wrote @you in a room you are not in (§8.6): say so, and offer to open it. */
+  onMention(m) {
+    const box = $('problems');
+    const p = el('p', { class: 'info' },
+      el('span', { text: `${m.from} mentioned you in #${m.room}.` }),
+      el('button', { type: 'button', class: 'link', text: `Open #${m.room}`, onclick: async () => {
+        p.remove();
+        try { await this.c.joinRoom(m.room); location.hash = '#room/' + encodeURIComponent(m.room); } catch (x) { this.problem(`Could not join ${m.room}: ${explain(x)}`); }
+      } }),
+      el('button', { type: 'button', class: 'link', 'aria-label': 'Dismiss notice', text: '×', onclick: () => p.remove() }));
+    box.append(p);
+    while (box.children.length > 4) box.firstChild.remove();
+    setTimeout(() => p.remove(), 60000);
+  }
+
   renderWarning() {
+    this.renderBotNote();
     const w = $('warning');
     if (!this.view || this.view.kind !== 'conv') { w.hidden = true; return; }
     const cv = this.c.conv(this.view.name);

@@ -61,6 +61,8 @@ export class Client extends EventTarget {
     this.rooms = new Map(); this.convs = new Map();
     this.outbox = []; // room sends not yet acked: {room, mid, body}
     this.backoff = 0;
+    this.bots = new Set(); // users seen producing streamed answers (§8.6), or whose device is named "bot"
+    this.convQueue = Promise.resolve(); // conversation pushes, handled one at a time, in order
   }
 
   emit(type, detail) { this.dispatchEvent(new CustomEvent(type, { detail })); }
@@ -145,6 +147,16 @@ export class Client extends EventTarget {
 
   async loadLocal() {
     this.savedRooms = (await store.get(`rooms:${this.user}`)) || [];
+    this.bots = new Set((await store.get(`bots:${this.user}`)) || []);
+  }
+
+  /** isBot says whether user answers with a program (it streamed answers here, or a device of it is named "bot"). */
+  isBot(user) { return this.bots.has(user); }
+  noteBot(user) {
+    if (!user || user === this.user || this.bots.has(user)) return;
+    this.bots.add(user);
+    if (this.user) store.set(`bots:${this.user}`, [...this.bots]);
+    this.emit('bots', { user });
   }
 
   /** reconnect opens a connection (resuming the session when it can) and restores everything. */
@@ -182,6 +194,11 @@ export class Client extends EventTarget {
     if (conn !== this.conn) return;
     this.conn = null;
     for (const r of this.rooms.values()) r.joined = false;
+    // Streams are not stored (§8.6): what was missed of one cannot be
+    // fetched, and its final message comes back through history, where it
+    // no longer names its stream. Drop them; the stored answer replaces them.
+    for (const r of this.rooms.values()) r.streams.clear();
+    for (const cv of this.convs.values()) cv.streams.clear();
     if (this.stopped) { this.setStatus('offline'); return; }
     if (err) this.report(err instanceof ProtocolError ? err : new Error(`${err.message} Reconnecting…`), 'connection');
     if (err instanceof ProtocolError && err.code === CODE.session_revoked) store.del('ticket:' + this.user);
@@ -299,10 +316,10 @@ export class Client extends EventTarget {
   }
 
   addRoomMsg(room, m, fromHistory = false) {
+    if (m.stream && room.streams.delete(m.stream)) this.emit('room', { room: room.name }); // the stored answer replaces the growing text
     if (!m.seq) { room.msgs.set('x' + m.id, { ...m, seq: Infinity }); return true; }
     if (room.msgs.has(m.seq)) return false; // already held: dropped, never shown twice
     room.msgs.set(m.seq, m);
-    if (m.stream) room.streams.delete(m.stream);
     const pending = this.outbox.findIndex(o => o.mid === m.id);
     if (pending >= 0) this.outbox.splice(pending, 1);
     if (room.oldest === null || m.seq < room.oldest) { if (fromHistory) room.oldest = m.seq; }
@@ -364,19 +381,36 @@ export class Client extends EventTarget {
 
   /** stopStream asks the producer of a streamed answer to stop. */
   async stopStream(name, stream) {
+    const s = this.room(name).streams.get(stream);
+    if (s) { s.stopping = true; this.emit('room', { room: name, stream }); }
     await this.request({ t: 'stream', room: name, stream, event: 'stop' });
   }
 
+  /**
+   * onStream follows a room stream (§8.6). The server relays every event
+   * to every member, the sender included, without checking them: a stream
+   * is shown from its `start` on, and only the events of the member who
+   * sent that `start` count (a `stop` from anyone marks it as stopping).
+   */
   onStream(m) {
     const room = this.room(m.room);
-    let s = room.streams.get(m.stream);
-    if (!s) {
+    const s = room.streams.get(m.stream);
+    if (m.event === 'start') {
+      if (s) return; // a repeated start
       if ([...room.msgs.values()].some(x => x.stream === m.stream)) return; // the final message is already here
-      s = { stream: m.stream, from: m.from, body: '', live: true, seq: Infinity, ts: m.ts };
-      room.streams.set(m.stream, s);
-    }
-    if (m.event === 'delta' || (m.event === 'start' && m.body)) s.body += m.body || '';
-    if (m.event === 'end') { s.live = false; s.reason = m.reason || 'done'; if (m.body) s.body += m.body; }
+      room.streams.set(m.stream, { stream: m.stream, from: m.from, body: m.body || '', live: true, seq: Infinity, ts: m.ts });
+      this.noteBot(m.from);
+    } else if (!s) {
+      return; // not seen from its start (joined or reconnected in the middle)
+    } else if (m.event === 'stop') {
+      if (s.live) s.stopping = true;
+    } else if (m.from !== s.from || !s.live) {
+      return; // another member's event, or one after the end
+    } else if (m.event === 'delta') {
+      s.body += m.body || '';
+    } else if (m.event === 'end') {
+      s.live = false; s.stopping = false; s.reason = m.reason || 'done'; s.body += m.body || '';
+    } else return; // an event this client does not know
     this.emit('room', { room: m.room, stream: m.stream });
   }
 
@@ -400,13 +434,19 @@ export class Client extends EventTarget {
         break;
       }
       case 'stream': this.onStream(m); break;
+      case 'mention': this.emit('mention', m); break; // §8.6: no text; joining the room shows it
       case 'key_change': this.onKeyChange(m); break;
-      case 'conv_msg': this.onConvMsg(m).catch(e => this.report(e, 'conversation')); break;
-      case 'conv_key': this.onConvKey(m).catch(e => this.report(e, 'conversation')); break;
-      case 'conv_stream': this.onConvStream(m).catch(e => this.report(e, 'conversation')); break;
+      case 'conv_msg': this.inOrder(() => this.onConvMsg(m)); break;
+      case 'conv_key': this.inOrder(() => this.onConvKey(m)); break;
+      case 'conv_stream': this.inOrder(() => this.onConvStream(m)); break;
       case 'error': this.report(new ProtocolError(m.code, m.error, { fatal: false, sealed: true }), 'server'); break;
       default: break; // unknown pushes are ignored (§15)
     }
+  }
+
+  /** inOrder handles conversation pushes one after the other, so a stream's pieces are opened in the order they came. */
+  inOrder(fn) {
+    this.convQueue = this.convQueue.then(fn).catch(e => this.report(e, 'conversation'));
   }
 
   isViewing(kind, name) { return this.viewing && this.viewing.kind === kind && this.viewing.name === name && document.visibilityState === 'visible'; }
@@ -476,6 +516,7 @@ export class Client extends EventTarget {
     }
     cv.devices = devices;
     cv.stale = false;
+    if ([...devices.values()].some(d => d.user === cv.peer && /^bot$/i.test(d.name || ''))) this.noteBot(cv.peer);
   }
 
   /** acceptDevices pins user's devices as now listed (after comparing the safety number). */
@@ -626,7 +667,7 @@ export class Client extends EventTarget {
       this.addConvMsg(cv, { seq: m.seq, from: m.from, failed: e.name || 'error', ts: m.ts });
       this.report(e, 'conversation');
     }
-    cv.streams.forEach((s, id) => { if (!s.live) cv.streams.delete(id); });
+    if (m.stream) cv.streams.delete(m.stream); // the stored answer replaces the growing text (live only: history has no stream)
     this.emit('conv', { peer: cv.peer }); this.emit('rooms');
   }
 
@@ -635,21 +676,40 @@ export class Client extends EventTarget {
     if (cv && cv.opened) { cv.server = Math.max(cv.server || 0, m.version); await this.loadKeys(cv); }
   }
 
+  /**
+   * onConvStream follows a conversation stream (§8.6): shown from its
+   * `start`, only the starter's events count; each piece is a record
+   * opened (and checked) like a conv_msg.
+   */
   async onConvStream(m) {
     const cv = [...this.convs.values()].find(c => c.id === m.conv);
     if (!cv || !cv.opened) return;
-    let s = cv.streams.get(m.stream);
-    if (!s) { s = { stream: m.stream, from: m.from, text: '', live: true, seq: Infinity }; cv.streams.set(m.stream, s); }
-    if (m.record) {
-      const x = await this.openConvMsg(cv, { seq: Infinity, record: m.record });
-      s.text += x.text; s.verified = x.verified;
+    const s = cv.streams.get(m.stream);
+    if (m.event === 'start') {
+      if (s) return;
+      cv.streams.set(m.stream, { stream: m.stream, from: m.from, text: '', live: true, seq: Infinity, ts: m.ts, verified: true });
+      this.noteBot(m.from);
+    } else if (!s) {
+      return;
+    } else if (m.event === 'stop') {
+      if (s.live) s.stopping = true;
+    } else if (m.from !== s.from || !s.live || !['delta', 'end'].includes(m.event)) {
+      return;
+    } else {
+      if (m.record) {
+        const x = await this.openConvMsg(cv, { seq: Infinity, record: m.record });
+        if (x.from !== s.from) return; // a record must be the starter's own
+        s.text += x.text; s.verified = s.verified && x.verified;
+      }
+      if (m.event === 'end') { s.live = false; s.stopping = false; s.reason = m.reason || 'done'; }
     }
-    if (m.event === 'end') { s.live = false; s.reason = m.reason || 'done'; }
     this.emit('conv', { peer: cv.peer });
   }
 
   async stopConvStream(peer, stream) {
     const cv = this.conv(peer);
+    const s = cv.streams.get(stream);
+    if (s) { s.stopping = true; this.emit('conv', { peer }); }
     await this.request({ t: 'conv_stream', conv: cv.id, stream, event: 'stop' });
   }
 
