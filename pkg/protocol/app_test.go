@@ -272,11 +272,57 @@ var goldenAppMessages = []protocol.Message{
 	{Type: protocol.MsgAck, Ref: testUUID, TS: 1700000000028, Room: "general", Seq: 42},
 	{Type: protocol.MsgRooms, ID: testUUID, TS: 1700000000029},
 	{Type: protocol.MsgRooms, Ref: testUUID, TS: 1700000000030, Rooms: []protocol.RoomPosition{{Room: "general", Head: 42, Read: 40, Epoch: testEpoch}, {Room: "quiet"}}},
+	{Type: protocol.MsgMessage, ID: testMid, TS: 1700000000031, Room: "general", From: "carol", Anon: true, Body: "hi", Seq: 43},
+	// Devices and link codes (docs/protocol.md §10.3, §10.5).
+	{Type: protocol.MsgDevices, ID: testUUID, TS: 1700000000032},
+	{Type: protocol.MsgKeys, Ref: testUUID, TS: 1700000000033, User: "alice", Device: testDevice, Fingerprint: "8899aabb",
+		Devices: []protocol.DeviceInfo{{Keys: &protocol.KeyBundle{Device: testDevice, Signing: []byte("signing-der"), Encryption: []byte("encryption-der"), SelfSignature: []byte("self-sig")}, Name: "laptop", Fingerprint: "ccddeeff", Created: 1700000000000}}},
+	{Type: protocol.MsgRemoveDevice, ID: testUUID, TS: 1700000000034, User: "alice", Device: testDevice, Sig: []byte("auth-sig")},
+	{Type: protocol.MsgKeyChange, TS: 1700000000035, User: "alice", Device: testDevice, Event: "device_removed", Fingerprint: "8899aabb"},
+	{Type: protocol.MsgLinkStart, ID: testUUID, TS: 1700000000036},
+	{Type: protocol.MsgLink, Ref: testUUID, TS: 1700000000037, Link: []byte("link-id8"), Expires: 1700000120037},
+	{Type: protocol.MsgLinkJoin, ID: testUUID, TS: 1700000000038, User: "alice", Link: []byte("link-id8"), DeviceName: "phone",
+		Keys: &protocol.KeyBundle{Device: testDevice, Signing: []byte("signing-der"), Encryption: []byte("encryption-der"), SelfSignature: []byte("self-sig")},
+		Sig:  []byte("auth-sig"), Proof: []byte("proof-of-possession"), MAC: []byte("link-mac")},
+	{Type: protocol.MsgLinkOffer, TS: 1700000000039, Link: []byte("link-id8"), User: "alice", DeviceName: "phone",
+		Keys: &protocol.KeyBundle{Device: testDevice, Signing: []byte("signing-der"), Encryption: []byte("encryption-der"), SelfSignature: []byte("self-sig")}, MAC: []byte("link-mac")},
+	{Type: protocol.MsgLinkApprove, ID: testUUID, TS: 1700000000040, Link: []byte("link-id8"), Device: testDevice, Sig: []byte("approval")},
+	{Type: protocol.MsgAck, Ref: testUUID, TS: 1700000000041, Device: testDevice},
+	{Type: protocol.MsgLinkDone, TS: 1700000000042, Link: []byte("link-id8"), User: "alice", Device: testDevice},
+	// Direct conversations (docs/protocol.md §8.5).
+	{Type: protocol.MsgConvOpen, ID: testUUID, TS: 1700000000043, User: "bob"},
+	{Type: protocol.MsgConv, Ref: testUUID, TS: 1700000000044, Conv: testConv, User: "bob", Version: 1, Head: 7, Epoch: testEpoch, Seq: 5},
+	{Type: protocol.MsgConvs, ID: testUUID, TS: 1700000000045},
+	{Type: protocol.MsgConvs, Ref: testUUID, TS: 1700000000046, Convs: []protocol.ConvPosition{{Conv: testConv, User: "bob", Version: 1, Head: 7, Read: 5, Epoch: testEpoch}}},
+	{Type: protocol.MsgConvPutKey, ID: testUUID, TS: 1700000000047, Conv: testConv, Version: 2, Envelope: []byte("envelope")},
+	{Type: protocol.MsgAck, Ref: testUUID, TS: 1700000000048, Conv: testConv, Version: 2},
+	{Type: protocol.MsgConvKey, TS: 1700000000048, Conv: testConv, From: "alice", Version: 2, Envelope: []byte("envelope")},
+	{Type: protocol.MsgConvKeys, ID: testUUID, TS: 1700000000049, Conv: testConv},
+	{Type: protocol.MsgConvKeys, Ref: testUUID, TS: 1700000000050, Conv: testConv,
+		Envelopes: []*protocol.Message{{Type: protocol.MsgConvKey, TS: 1700000000048, Conv: testConv, From: "alice", Version: 2, Envelope: []byte("envelope")}}},
+	{Type: protocol.MsgConvSend, ID: testUUID, TS: 1700000000051, Conv: testConv, Record: []byte("record")},
+	{Type: protocol.MsgAck, Ref: testUUID, TS: 1700000000052, Conv: testConv, Seq: 8, Epoch: testEpoch},
+	{Type: protocol.MsgConvMsg, ID: testMid, TS: 1700000000052, Conv: testConv, From: "alice", Seq: 8, Epoch: testEpoch, Record: []byte("record")},
+	{Type: protocol.MsgConvHistory, ID: testUUID, TS: 1700000000053, Conv: testConv, After: ptr(5), Limit: 10},
+	{Type: protocol.MsgRead, ID: testUUID, TS: 1700000000054, Conv: testConv, Seq: 8},
+	// Streamed answers and mentions (docs/protocol.md §8.6).
+	{Type: protocol.MsgStream, ID: testUUID, TS: 1700000000055, Room: "general", Stream: testMid, Event: protocol.StreamDelta, Body: "Paris is"},
+	{Type: protocol.MsgStream, TS: 1700000000056, Room: "general", From: "bot", Stream: testMid, Event: protocol.StreamEnd, Reason: protocol.ReasonDone},
+	{Type: protocol.MsgConvStream, ID: testUUID, TS: 1700000000057, Conv: testConv, Stream: testMid, Event: protocol.StreamDelta, Record: []byte("record")},
+	{Type: protocol.MsgConvStream, TS: 1700000000058, Conv: testConv, From: "bot", Stream: testMid, Event: protocol.StreamStop},
+	{Type: protocol.MsgSend, ID: testUUID, TS: 1700000000059, Room: "general", Body: "Paris is the capital.", Mid: testMid, Stream: testMid},
+	{Type: protocol.MsgMessage, ID: testMid, TS: 1700000000060, Room: "general", From: "bot", Body: "Paris is the capital.", Seq: 44, Stream: testMid},
+	{Type: protocol.MsgMention, TS: 1700000000061, Room: "general", From: "alice", User: "bot", Seq: 44},
+	// Member counts (docs/protocol.md §8.3, §8.7).
+	{Type: protocol.MsgJoined, Ref: testUUID, TS: 1700000000062, Room: "general", Members: []string{"alice", "bob"}, Count: 2},
+	{Type: protocol.MsgPresence, TS: 1700000000063, Room: "town-square", Event: protocol.PresenceCount, Count: 4812},
 }
 
 const (
-	testMid   = "5c1b0c8e-5b0f-4a3e-9d52-6c0f7f1e2a44"
-	testEpoch = "0b7e3f3c-8d2a-4a7e-9f0e-2f1d6c5b4a39"
+	testMid    = "5c1b0c8e-5b0f-4a3e-9d52-6c0f7f1e2a44"
+	testEpoch  = "0b7e3f3c-8d2a-4a7e-9f0e-2f1d6c5b4a39"
+	testDevice = "a11ce000-0000-4000-8000-000000000001"
+	testConv   = "9a7e2b61-0c4d-4f4e-8a51-3b2d9c6e7f10"
 )
 
 func TestGoldenAppMessages(t *testing.T) {
