@@ -144,3 +144,53 @@ func TestRedisBrokerCluster(t *testing.T) {
 		}
 	})
 }
+
+// TestRedisBrokerClusterSlotMoves: when the slot of a subscribed channel
+// moves to another shard, Redis unsubscribes the broker from it; the
+// broker reconnects that partition to the new owner, counts a reconnect,
+// and delivers again.
+func TestRedisBrokerClusterSlotMoves(t *testing.T) {
+	addrs := redistest.StartCluster(t, 3)
+	ctx := context.Background()
+	client, prefix := redistest.ClusterClient(t, addrs)
+	r := newRecorder()
+	b := newTestRedisBroker(t, client, RedisConfig{Prefix: prefix, Key: testKey(t)}, r.handle)
+	mustDo(t, "Subscribe", b.Subscribe(ctx, "room"))
+	mustDo(t, "Publish", b.Publish(ctx, "room", []byte("before")))
+	r.waitFor(t, "room", "before")
+
+	rc := b.redisChannel("room")
+	slot, err := client.ClusterKeySlot(ctx, rc).Result()
+	mustDo(t, "CLUSTER KEYSLOT", err)
+	owner, err := client.MasterForKey(ctx, rc)
+	mustDo(t, "owner", err)
+	var target string
+	for _, a := range addrs {
+		if a != owner.Options().Addr {
+			c := redis.NewClient(&redis.Options{Addr: a})
+			target, err = c.ClusterMyID(ctx).Result()
+			_ = c.Close()
+			mustDo(t, "CLUSTER MYID", err)
+			break
+		}
+	}
+	// The slot holds no keys, so assigning it is the whole migration.
+	for _, a := range addrs {
+		c := redis.NewClient(&redis.Options{Addr: a})
+		err := c.Do(ctx, "cluster", "setslot", slot, "node", target).Err()
+		_ = c.Close()
+		mustDo(t, "CLUSTER SETSLOT "+a, err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for b.Reconnects() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the broker did not reconnect the partition whose slot moved")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Reconnects counts the new shard's confirmation, so a message
+	// published now (the client follows the MOVED answer to the new owner)
+	// is delivered.
+	mustDo(t, "Publish", b.Publish(ctx, "room", []byte("after")))
+	r.waitFor(t, "room", "after")
+}

@@ -110,9 +110,11 @@ func psContext(ctx context.Context) (context.Context, context.CancelFunc) {
 // go-redis pings the connection every few seconds and, when it breaks,
 // reconnects and subscribes again to every subscribed channel; messages
 // published in between are lost. On a Cluster it reconnects to the shard
-// that owns the partition's slot then; if a slot moves to another shard
-// while the connection stays up, Redis unsubscribes it and the partition's
-// channels get nothing until the next reconnect.
+// that owns the partition's slot then. When a slot moves to another shard,
+// Redis unsubscribes the partition's connection from all its channels
+// (the anchor channel included, which tells the broker); the broker then
+// opens a new connection to the new owner and subscribes again, which
+// Reconnects counts, as messages published in between are lost.
 type RedisBroker struct {
 	client     redis.UniversalClient
 	cluster    *redis.ClusterClient // set on a Redis Cluster: sharded Pub/Sub
@@ -210,17 +212,17 @@ func NewRedisBroker(client redis.UniversalClient, cfg RedisConfig, h Handler) (*
 	}
 	// No channels yet, so this does not touch the network.
 	b.parts = []*redis.PubSub{client.Subscribe(context.Background())}
-	b.startReader(b.parts[0])
+	b.startReader(0, b.parts[0])
 	return b, nil
 }
 
-// startReader starts the reader goroutine of ps.
-func (b *RedisBroker) startReader(ps *redis.PubSub) {
+// startReader starts the reader goroutine of partition part's ps.
+func (b *RedisBroker) startReader(part int, ps *redis.PubSub) {
 	ch := ps.ChannelWithSubscriptions(redis.WithChannelSize(msgChanSize))
 	b.readers.Add(1)
 	go func() {
 		defer b.readers.Done()
-		b.read(ch)
+		b.read(part, ps, ch)
 	}()
 }
 
@@ -288,7 +290,7 @@ func (b *RedisBroker) psSubscribe(ctx context.Context, part int, rcs ...string) 
 		// Whether it succeeds or not, go-redis now holds the anchor and
 		// rcs as subscribed, and the reader (re)connects by them.
 		err := ps.SSubscribe(ctx, append([]string{b.syncChannel(part, "anchor")}, rcs...)...)
-		b.startReader(ps)
+		b.startReader(part, ps)
 		return err
 	}
 	return ps.SSubscribe(ctx, rcs...)
@@ -349,7 +351,8 @@ var errMalformed = errors.New("broker: malformed sealed payload")
 //   - plaintext = at as Unix milliseconds, an 8-byte big-endian signed
 //     (two's complement) integer ‖ payload;
 //   - additional data = 0x01 ‖ rc, the full Redis channel name
-//     ("<prefix>broker:<channel>") as bytes;
+//     ("<prefix>broker:<channel>", or on a Cluster
+//     "<prefix>broker:{<partition>}:<channel>") as bytes;
 //   - AES-256-GCM's output is the ciphertext (as long as the plaintext)
 //     followed by the 16-byte tag.
 //
@@ -545,14 +548,23 @@ func (b *RedisBroker) Dropped() uint64 {
 	return b.dropped.Load()
 }
 
-// read is the reader goroutine: it hands subscription confirmations to
-// Subscribe and messages to the handler until go-redis closes ch, which it
-// does after Close.
-func (b *RedisBroker) read(ch <-chan any) {
+// read is the reader goroutine of partition part's ps: it hands
+// subscription confirmations to Subscribe and messages to the handler until
+// go-redis closes ch, which it does after Close.
+func (b *RedisBroker) read(part int, ps *redis.PubSub, ch <-chan any) {
+	anchor := b.syncChannel(part, "anchor")
 	for m := range ch {
 		switch m := m.(type) {
 		case *redis.Subscription:
 			switch {
+			case m.Kind == "sunsubscribe" && m.Channel == anchor:
+				// The broker never unsubscribes from the anchor: Redis
+				// did, because the partition's slot moved to another shard.
+				b.readers.Add(1)
+				go func() {
+					defer b.readers.Done()
+					b.movePartition(part, ps)
+				}()
 			case m.Kind != "subscribe" && m.Kind != "ssubscribe":
 			case strings.HasPrefix(m.Channel, b.syncPrefix):
 				b.confirm(m.Channel)
@@ -561,6 +573,67 @@ func (b *RedisBroker) read(ch <-chan any) {
 			}
 		case *redis.Message:
 			b.deliver(m)
+		}
+	}
+}
+
+// movePartition replaces partition part's connection old, whose slot Redis
+// moved to another shard (and unsubscribed it from all the slot's
+// channels), by a new one, which go-redis opens to the slot's new owner,
+// subscribed to the partition's channels and pending sync channels. Their
+// confirmations count as reconnects: what was published in between is
+// lost.
+func (b *RedisBroker) movePartition(part int, old *redis.PubSub) {
+	b.awaitSlotOwner(part)
+	b.opMu.Lock()
+	defer b.opMu.Unlock()
+	if b.closed.Load() || b.parts[part] != old {
+		return
+	}
+	var rcs []string
+	b.mu.Lock()
+	for channel := range b.subs {
+		if b.partOf(channel) == part {
+			rcs = append(rcs, b.redisChannel(channel))
+		}
+	}
+	for sc := range b.waiters {
+		if strings.HasPrefix(sc, b.syncPrefix+b.tag(part)) {
+			rcs = append(rcs, sc)
+		}
+	}
+	b.mu.Unlock()
+	_ = old.Close()
+	b.parts[part] = nil
+	ctx, cancel := psContext(context.Background())
+	defer cancel()
+	// If this fails, go-redis keeps retrying on the new connection.
+	_ = b.psSubscribe(ctx, part, rcs...)
+}
+
+// awaitSlotOwner waits until the cluster client's map of slots names a
+// shard that owns partition part's slot (go-redis opens a partition's
+// connection to the shard that map names), reloading the map every
+// 100ms, for at most a minute or until Close.
+func (b *RedisBroker) awaitSlotOwner(part int) {
+	anchor := b.syncChannel(part, "anchor")
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), psTimeout)
+		node, err := b.cluster.MasterForKey(ctx, anchor)
+		if err == nil {
+			// A shard that does not own the slot answers MOVED.
+			err = node.Exists(ctx, anchor).Err()
+		}
+		cancel()
+		if err == nil {
+			return
+		}
+		b.cluster.ReloadState(context.Background())
+		select {
+		case <-b.closing:
+			return
+		case <-time.After(100 * time.Millisecond):
 		}
 	}
 }
