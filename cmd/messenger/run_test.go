@@ -435,3 +435,44 @@ func soleDeviceFingerprint(t *testing.T, id *client.Identity) protocol.Fingerpri
 	}
 	return fp
 }
+
+// TestRunTwoNodesOnRedisCluster: with -redis-mode cluster, two servers on
+// a 3-shard Redis Cluster started for the test route a room across nodes
+// (over sharded Pub/Sub) and share sessions.
+func TestRunTwoNodesOnRedisCluster(t *testing.T) {
+	addrs := redistest.StartCluster(t, 3)
+	_, prefix := redistest.ClusterClient(t, addrs) // cleans up the prefix
+	url := "redis://" + addrs[0] + "?addr=" + addrs[1] + "&addr=" + addrs[2]
+	env := map[string]string{"MESSENGER_DATA": t.TempDir(), "MESSENGER_REDIS": url, "MESSENGER_REDIS_MODE": "cluster", "MESSENGER_REDIS_PREFIX": prefix, "MESSENGER_IDENTITY_BITS": "2048", "MESSENGER_ANONYMOUS": "true"}
+	n1 := start(t, env, "-addr", "127.0.0.1:0")
+	n2 := start(t, env, "-addr", "127.0.0.1:0")
+	a, b := n1.dial(t), n2.dial(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, c := range []*client.Conn{a, b} {
+		if _, err := c.Join(ctx, "across", ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := a.Send(ctx, "across", "from node one"); err != nil {
+		t.Fatal(err)
+	}
+	for m := range b.Messages() {
+		if m.Type == protocol.MsgMessage {
+			if m.Body != "from node one" {
+				t.Fatalf("node two got %q", m.Body)
+			}
+			break
+		}
+	}
+	ticket := a.Ticket()
+	a.Close()
+	r, err := client.Dial(ctx, client.Config{URL: "ws://" + n2.addr + "/ws", VerifyIdentity: client.Pin(n2.fp), Resume: &ticket, ResumeOnly: true})
+	if err != nil {
+		t.Fatalf("resume on the other node: %v", err)
+	}
+	defer r.Close()
+	if !r.Session().Resumed {
+		t.Fatal("not resumed")
+	}
+}

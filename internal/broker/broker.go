@@ -19,6 +19,12 @@ type Handler func(channel string, payload []byte)
 //
 // Subscriptions are a set, not a count: subscribing twice to a channel and
 // unsubscribing once leaves it unsubscribed.
+//
+// The messages one goroutine publishes to one channel are delivered in
+// publish order. Across channels, the memory broker and the Redis broker
+// on one Redis keep that order too, but the Redis broker on a Redis
+// Cluster does not (channels of different partitions travel over
+// different shards).
 type Broker interface {
 	// Publish sends payload to every broker subscribed to channel, this one
 	// included. The broker does not keep payload after Publish returns.

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"strconv"
 	"strings"
 	"sync"
@@ -93,21 +94,45 @@ func psContext(ctx context.Context) (context.Context, context.CancelFunc) {
 // only if that time is within RedisConfig.MaxAge of its clock and it has not
 // seen the payload's nonce before (see the package documentation).
 //
+// On a Redis Cluster (the client is a *redis.ClusterClient) the broker
+// uses sharded Pub/Sub instead, so that room traffic spreads over the
+// shards rather than being copied to every one: channel c is the sharded
+// channel "<prefix>broker:{p}:c", where p, the partition, is FNV-1a(c)
+// mod 16 in decimal, and it is published with SPUBLISH and subscribed
+// with SSUBSCRIBE. The braces make p the hash tag, so each partition is
+// one hash slot, on one shard, and has its own Pub/Sub connection to that
+// shard, opened when the first channel of the partition is subscribed.
+// (A prefix that contains braces would put every partition in one slot.)
+// Each partition's reader goroutine takes the same lock to deliver, so
+// the handler's calls still never overlap, and a channel's messages still
+// arrive in the order Redis received them.
+//
 // go-redis pings the connection every few seconds and, when it breaks,
 // reconnects and subscribes again to every subscribed channel; messages
-// published in between are lost.
+// published in between are lost. On a Cluster it reconnects to the shard
+// that owns the partition's slot then. When a slot moves to another shard,
+// Redis unsubscribes the partition's connection from all its channels
+// (the anchor channel included, which tells the broker); the broker then
+// opens a new connection to the new owner and subscribes again, which
+// Reconnects counts, as messages published in between are lost.
 type RedisBroker struct {
 	client     redis.UniversalClient
-	ps         *redis.PubSub
+	cluster    *redis.ClusterClient // set on a Redis Cluster: sharded Pub/Sub
+	parts      []*redis.PubSub      // one, or shardedPartitions (nil until used)
 	aead       cipher.AEAD
 	h          Handler
 	chanPrefix string // "<prefix>broker:"
-	syncPrefix string // "<prefix>broker-sync:<random>:"
+	syncPrefix string // "<prefix>broker-sync:"
+	syncID     string // random, per broker
 	now        func() time.Time
 
-	// guard rejects stale and replayed payloads. Owned by the reader
-	// goroutine.
+	// deliverMu serializes the reader goroutines' deliveries, so that
+	// handler calls never overlap.
+	deliverMu sync.Mutex
+	// guard rejects stale and replayed payloads. Used under deliverMu.
 	guard *replayGuard
+	// readers counts the reader goroutines, which Close waits for.
+	readers sync.WaitGroup
 
 	// opMu orders the commands written to ps with the changes to subs and
 	// waiters that go with them.
@@ -121,14 +146,20 @@ type RedisBroker struct {
 	closed  atomic.Bool              // set under mu
 
 	closing chan struct{} // closed by Close
-	done    chan struct{} // closed when the reader goroutine has exited
 	dropped atomic.Uint64
 	resubs  atomic.Uint64
 }
 
+// shardedPartitions is how many partitions, so hash slots and Pub/Sub
+// connections, room traffic is spread over on a Redis Cluster. Every node
+// must use the same number.
+const shardedPartitions = 16
+
 // NewRedisBroker returns a RedisBroker that delivers to h, which must not be
 // nil. It starts the reader goroutine, which connects to Redis in the
 // background (and keeps retrying while Redis is down); call Close to stop it.
+// On a Redis Cluster each partition's connection and reader goroutine start
+// with the first Subscribe to one of its channels.
 // The client stays owned by the caller, who closes it after the broker.
 func NewRedisBroker(client redis.UniversalClient, cfg RedisConfig, h Handler) (*RedisBroker, error) {
 	if h == nil {
@@ -165,19 +196,118 @@ func NewRedisBroker(client redis.UniversalClient, cfg RedisConfig, h Handler) (*
 		aead:       aead,
 		h:          h,
 		chanPrefix: prefix + "broker:",
-		syncPrefix: prefix + "broker-sync:" + uuid.NewString() + ":",
+		syncPrefix: prefix + "broker-sync:",
+		syncID:     uuid.NewString(),
 		now:        now,
 		guard:      newReplayGuard(maxAge.Milliseconds(), maxSeen),
 		subs:       make(map[string]struct{}),
 		live:       make(map[string]struct{}),
 		waiters:    make(map[string]chan struct{}),
 		closing:    make(chan struct{}),
-		done:       make(chan struct{}),
+	}
+	if cc, ok := client.(*redis.ClusterClient); ok {
+		b.cluster = cc
+		b.parts = make([]*redis.PubSub, shardedPartitions)
+		return b, nil
 	}
 	// No channels yet, so this does not touch the network.
-	b.ps = client.Subscribe(context.Background())
-	go b.read(b.ps.ChannelWithSubscriptions(redis.WithChannelSize(msgChanSize)))
+	b.parts = []*redis.PubSub{client.Subscribe(context.Background())}
+	b.startReader(0, b.parts[0])
 	return b, nil
+}
+
+// startReader starts the reader goroutine of partition part's ps.
+func (b *RedisBroker) startReader(part int, ps *redis.PubSub) {
+	ch := ps.ChannelWithSubscriptions(redis.WithChannelSize(msgChanSize))
+	b.readers.Add(1)
+	go func() {
+		defer b.readers.Done()
+		b.read(part, ps, ch)
+	}()
+}
+
+// partOf returns the index of channel's partition: always 0 outside a
+// Cluster.
+func (b *RedisBroker) partOf(channel string) int {
+	if b.cluster == nil {
+		return 0
+	}
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(channel))
+	return int(h.Sum32() % shardedPartitions)
+}
+
+// tag returns the hash tag part of partition part's Redis channel names:
+// "{<part>}:", or "" outside a Cluster.
+func (b *RedisBroker) tag(part int) string {
+	if b.cluster == nil {
+		return ""
+	}
+	return "{" + strconv.Itoa(part) + "}:"
+}
+
+// redisChannel returns the Redis channel of channel:
+// "<prefix>broker:<channel>", or on a Cluster
+// "<prefix>broker:{<partition>}:<channel>".
+func (b *RedisBroker) redisChannel(channel string) string {
+	return b.chanPrefix + b.tag(b.partOf(channel)) + channel
+}
+
+// channelOf reverses redisChannel; ok is false for any other name.
+func (b *RedisBroker) channelOf(rc string) (string, bool) {
+	rest, ok := strings.CutPrefix(rc, b.chanPrefix)
+	if !ok || b.cluster == nil {
+		return rest, ok
+	}
+	_, channel, ok := strings.Cut(rest, "}:")
+	if !ok || b.redisChannel(channel) != rc {
+		return "", false
+	}
+	return channel, true
+}
+
+// syncChannel names sync channel id of partition part:
+// "<prefix>broker-sync:<tag><random>:<id>", in the partition's slot.
+func (b *RedisBroker) syncChannel(part int, id string) string {
+	return b.syncPrefix + b.tag(part) + b.syncID + ":" + id
+}
+
+// psSubscribe subscribes partition part's connection to the Redis
+// channels rcs, all of the partition. On a Cluster it makes the
+// partition's connection on first use, with an anchor channel that stays
+// subscribed for the broker's life: go-redis picks the shard to
+// (re)connect to by a subscribed channel, so the connection always goes to
+// the shard that owns the partition's slot. Called with opMu held.
+func (b *RedisBroker) psSubscribe(ctx context.Context, part int, rcs ...string) error {
+	if b.cluster == nil {
+		return b.parts[0].Subscribe(ctx, rcs...)
+	}
+	ps := b.parts[part]
+	if ps == nil {
+		// No channels, so this does not touch the network.
+		ps = b.cluster.SSubscribe(ctx)
+		b.parts[part] = ps
+		// Whether it succeeds or not, go-redis now holds the anchor and
+		// rcs as subscribed, and the reader (re)connects by them.
+		err := ps.SSubscribe(ctx, append([]string{b.syncChannel(part, "anchor")}, rcs...)...)
+		b.startReader(part, ps)
+		return err
+	}
+	return ps.SSubscribe(ctx, rcs...)
+}
+
+// psUnsubscribe unsubscribes partition part's connection from the Redis
+// channel rc. Called with opMu held.
+func (b *RedisBroker) psUnsubscribe(ctx context.Context, part int, rc string) error {
+	ps := b.parts[part]
+	switch {
+	case ps == nil: // never subscribed
+		return nil
+	case b.cluster != nil:
+		return ps.SUnsubscribe(ctx, rc)
+	default:
+		return ps.Unsubscribe(ctx, rc)
+	}
 }
 
 // newAEAD returns AES-256-GCM under key with a random 96-bit nonce per
@@ -221,7 +351,8 @@ var errMalformed = errors.New("broker: malformed sealed payload")
 //   - plaintext = at as Unix milliseconds, an 8-byte big-endian signed
 //     (two's complement) integer ‖ payload;
 //   - additional data = 0x01 ‖ rc, the full Redis channel name
-//     ("<prefix>broker:<channel>") as bytes;
+//     ("<prefix>broker:<channel>", or on a Cluster
+//     "<prefix>broker:{<partition>}:<channel>") as bytes;
 //   - AES-256-GCM's output is the ciphertext (as long as the plaintext)
 //     followed by the 16-byte tag.
 //
@@ -274,8 +405,12 @@ func (b *RedisBroker) Publish(ctx context.Context, channel string, payload []byt
 	if b.closed.Load() {
 		return ErrClosed
 	}
-	rc := b.chanPrefix + channel
-	if err := b.client.Publish(ctx, rc, b.seal(rc, b.now(), payload)).Err(); err != nil {
+	rc := b.redisChannel(channel)
+	publish := b.client.Publish
+	if b.cluster != nil {
+		publish = b.client.SPublish
+	}
+	if err := publish(ctx, rc, b.seal(rc, b.now(), payload)).Err(); err != nil {
 		return unavailable("redis publish", err)
 	}
 	return nil
@@ -297,7 +432,8 @@ func (b *RedisBroker) Subscribe(ctx context.Context, channel string) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("broker: redis subscribe: %w", err)
 	}
-	rc := b.chanPrefix + channel
+	rc := b.redisChannel(channel)
+	part := b.partOf(channel)
 	confirmed := make(chan struct{})
 
 	b.opMu.Lock()
@@ -310,15 +446,15 @@ func (b *RedisBroker) Subscribe(ctx context.Context, channel string) error {
 	b.subs[channel] = struct{}{}
 	delete(b.live, rc) // its confirmation is not a reconnect
 	b.nextID++
-	sc := b.syncPrefix + strconv.FormatUint(b.nextID, 10)
+	sc := b.syncChannel(part, strconv.FormatUint(b.nextID, 10))
 	b.waiters[sc] = confirmed
 	b.mu.Unlock()
 	psCtx, cancel := psContext(ctx)
-	err := b.ps.Subscribe(psCtx, rc, sc)
+	err := b.psSubscribe(psCtx, part, rc, sc)
 	cancel()
 	b.opMu.Unlock()
 
-	defer b.endSync(ctx, sc)
+	defer b.endSync(ctx, part, sc)
 	if err != nil {
 		return unavailable("redis subscribe", err)
 	}
@@ -333,7 +469,7 @@ func (b *RedisBroker) Subscribe(ctx context.Context, channel string) error {
 }
 
 // endSync forgets the sync channel sc and unsubscribes from it.
-func (b *RedisBroker) endSync(ctx context.Context, sc string) {
+func (b *RedisBroker) endSync(ctx context.Context, part int, sc string) {
 	b.opMu.Lock()
 	defer b.opMu.Unlock()
 	b.mu.Lock()
@@ -346,7 +482,7 @@ func (b *RedisBroker) endSync(ctx context.Context, sc string) {
 	// subscribes to after a reconnect, and replaces the connection.
 	psCtx, cancel := psContext(ctx)
 	defer cancel()
-	_ = b.ps.Unsubscribe(psCtx, sc)
+	_ = b.psUnsubscribe(psCtx, part, sc)
 }
 
 // Unsubscribe removes channel from the subscribed set, which stops its
@@ -363,17 +499,18 @@ func (b *RedisBroker) Unsubscribe(ctx context.Context, channel string) error {
 		return ErrClosed
 	}
 	delete(b.subs, channel)
-	delete(b.live, b.chanPrefix+channel)
+	rc := b.redisChannel(channel)
+	delete(b.live, rc)
 	b.mu.Unlock()
 	psCtx, cancel := psContext(ctx)
 	defer cancel()
-	if err := b.ps.Unsubscribe(psCtx, b.chanPrefix+channel); err != nil {
+	if err := b.psUnsubscribe(psCtx, b.partOf(channel), rc); err != nil {
 		return unavailable("redis unsubscribe", err)
 	}
 	return nil
 }
 
-// Close closes the Pub/Sub connection and waits for the reader goroutine,
+// Close closes the Pub/Sub connections and waits for the reader goroutines,
 // including a handler call in progress, to finish. It must not be called from
 // the handler. It does not close the client.
 func (b *RedisBroker) Close() error {
@@ -382,15 +519,20 @@ func (b *RedisBroker) Close() error {
 	if b.closed.Load() {
 		b.mu.Unlock()
 		b.opMu.Unlock()
-		<-b.done
+		b.readers.Wait()
 		return nil
 	}
 	b.closed.Store(true)
 	close(b.closing)
 	b.mu.Unlock()
-	err := b.ps.Close()
+	var err error
+	for _, ps := range b.parts {
+		if ps != nil {
+			err = errors.Join(err, ps.Close())
+		}
+	}
 	b.opMu.Unlock()
-	<-b.done
+	b.readers.Wait()
 	if err != nil {
 		return fmt.Errorf("broker: close redis pubsub: %w", err)
 	}
@@ -406,16 +548,24 @@ func (b *RedisBroker) Dropped() uint64 {
 	return b.dropped.Load()
 }
 
-// read is the reader goroutine: it hands subscription confirmations to
-// Subscribe and messages to the handler until go-redis closes ch, which it
-// does after Close.
-func (b *RedisBroker) read(ch <-chan any) {
-	defer close(b.done)
+// read is the reader goroutine of partition part's ps: it hands
+// subscription confirmations to Subscribe and messages to the handler until
+// go-redis closes ch, which it does after Close.
+func (b *RedisBroker) read(part int, ps *redis.PubSub, ch <-chan any) {
+	anchor := b.syncChannel(part, "anchor")
 	for m := range ch {
 		switch m := m.(type) {
 		case *redis.Subscription:
 			switch {
-			case m.Kind != "subscribe":
+			case m.Kind == "sunsubscribe" && m.Channel == anchor:
+				// The broker never unsubscribes from the anchor: Redis
+				// did, because the partition's slot moved to another shard.
+				b.readers.Add(1)
+				go func() {
+					defer b.readers.Done()
+					b.movePartition(part, ps)
+				}()
+			case m.Kind != "subscribe" && m.Kind != "ssubscribe":
 			case strings.HasPrefix(m.Channel, b.syncPrefix):
 				b.confirm(m.Channel)
 			case strings.HasPrefix(m.Channel, b.chanPrefix):
@@ -423,6 +573,67 @@ func (b *RedisBroker) read(ch <-chan any) {
 			}
 		case *redis.Message:
 			b.deliver(m)
+		}
+	}
+}
+
+// movePartition replaces partition part's connection old, whose slot Redis
+// moved to another shard (and unsubscribed it from all the slot's
+// channels), by a new one, which go-redis opens to the slot's new owner,
+// subscribed to the partition's channels and pending sync channels. Their
+// confirmations count as reconnects: what was published in between is
+// lost.
+func (b *RedisBroker) movePartition(part int, old *redis.PubSub) {
+	b.awaitSlotOwner(part)
+	b.opMu.Lock()
+	defer b.opMu.Unlock()
+	if b.closed.Load() || b.parts[part] != old {
+		return
+	}
+	var rcs []string
+	b.mu.Lock()
+	for channel := range b.subs {
+		if b.partOf(channel) == part {
+			rcs = append(rcs, b.redisChannel(channel))
+		}
+	}
+	for sc := range b.waiters {
+		if strings.HasPrefix(sc, b.syncPrefix+b.tag(part)) {
+			rcs = append(rcs, sc)
+		}
+	}
+	b.mu.Unlock()
+	_ = old.Close()
+	b.parts[part] = nil
+	ctx, cancel := psContext(context.Background())
+	defer cancel()
+	// If this fails, go-redis keeps retrying on the new connection.
+	_ = b.psSubscribe(ctx, part, rcs...)
+}
+
+// awaitSlotOwner waits until the cluster client's map of slots names a
+// shard that owns partition part's slot (go-redis opens a partition's
+// connection to the shard that map names), reloading the map every
+// 100ms, for at most a minute or until Close.
+func (b *RedisBroker) awaitSlotOwner(part int) {
+	anchor := b.syncChannel(part, "anchor")
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), psTimeout)
+		node, err := b.cluster.MasterForKey(ctx, anchor)
+		if err == nil {
+			// A shard that does not own the slot answers MOVED.
+			err = node.Exists(ctx, anchor).Err()
+		}
+		cancel()
+		if err == nil {
+			return
+		}
+		b.cluster.ReloadState(context.Background())
+		select {
+		case <-b.closing:
+			return
+		case <-time.After(100 * time.Millisecond):
 		}
 	}
 }
@@ -460,10 +671,12 @@ func (b *RedisBroker) confirm(sc string) {
 // calls the handler, if m's channel is subscribed and the broker is not
 // closed.
 func (b *RedisBroker) deliver(m *redis.Message) {
-	channel, ok := strings.CutPrefix(m.Channel, b.chanPrefix)
+	channel, ok := b.channelOf(m.Channel)
 	if !ok {
 		return
 	}
+	b.deliverMu.Lock()
+	defer b.deliverMu.Unlock()
 	b.mu.Lock()
 	_, subscribed := b.subs[channel]
 	closed := b.closed.Load()

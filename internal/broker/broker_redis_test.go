@@ -417,3 +417,25 @@ func FuzzOpen(f *testing.F) {
 		}
 	})
 }
+
+// TestRedisBrokerOrderAcrossChannels: on one Redis, one connection carries
+// every channel, so the messages one goroutine publishes arrive in publish
+// order across channels too (the contract only asks it per channel).
+func TestRedisBrokerOrderAcrossChannels(t *testing.T) {
+	ctx := context.Background()
+	client, prefix := redistest.Client(t)
+	r := newRecorder()
+	b := newTestRedisBroker(t, client, RedisConfig{Prefix: prefix, Key: testKey(t)}, r.handle)
+	mustDo(t, "Subscribe", b.Subscribe(ctx, "a"))
+	mustDo(t, "Subscribe", b.Subscribe(ctx, "b"))
+	var want []delivery
+	for i := range 300 {
+		ch := []string{"a", "b"}[i%2]
+		p := fmt.Sprint(i)
+		mustDo(t, "Publish", b.Publish(ctx, ch, []byte(p)))
+		want = append(want, delivery{ch, p})
+	}
+	if got := r.waitFor(t, "b", "299"); !slices.Equal(got, want) {
+		t.Fatalf("deliveries out of publish order: %v", truncate(got))
+	}
+}

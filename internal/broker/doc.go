@@ -11,7 +11,11 @@
 //   - [MemoryBroker] (broker_memory.go) for a single node: Publish calls the
 //     handler directly, in the publisher's goroutine;
 //   - [RedisBroker] (broker_redis.go) for several nodes behind one Redis: one
-//     Redis Pub/Sub connection per node, channel <prefix>broker:<channel>.
+//     Redis Pub/Sub connection per node, channel <prefix>broker:<channel>;
+//     on a Redis Cluster sharded Pub/Sub (SPUBLISH/SSUBSCRIBE) on the
+//     channel <prefix>broker:{<partition>}:<channel>, with one connection
+//     per partition in use (16 partitions, spread over the shards by their
+//     hash slots).
 //
 // The Redis broker seals every payload with AES-256-GCM under a key shared by
 // the nodes, with the Redis channel name as additional data, so that whoever
@@ -23,7 +27,8 @@
 // # Sealed payload format
 //
 // A payload published on the Redis channel rc (the full name,
-// "<prefix>broker:<channel>") is sent as, in format 1:
+// "<prefix>broker:<channel>", or "<prefix>broker:{<partition>}:<channel>"
+// on a Redis Cluster) is sent as, in format 1:
 //
 //	0x01 ‖ nonce ‖ AES-256-GCM(key, nonce, plaintext, additional data)
 //

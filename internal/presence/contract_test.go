@@ -218,3 +218,21 @@ func TestRedisDown(t *testing.T) {
 		t.Errorf("list: %v", err)
 	}
 }
+
+// TestRedisCluster runs the contract on a 3-shard Redis Cluster started
+// for the test: a room's two keys share the hash tag {room}, so the
+// scripts and MULTI that name both never fail with CROSSSLOT, and Refresh
+// pipelines rooms of different shards.
+func TestRedisCluster(t *testing.T) {
+	addrs := redistest.StartCluster(t, 3)
+	rc, prefix := redistest.ClusterClient(t, addrs)
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	testRegistry(t, func(ttl time.Duration) Registry {
+		r, err := NewRedis(rc, RedisConfig{Prefix: prefix, Key: key, TTL: ttl})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	})
+}

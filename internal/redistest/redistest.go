@@ -67,8 +67,21 @@ func Client(t testing.TB) (redis.UniversalClient, string) {
 
 // DeletePrefix deletes every key that starts with prefix, using SCAN so that
 // the server is never blocked by a KEYS call. The prefix must not contain the
-// glob characters *, ?, [ or \ (prefixes made by Client never do).
+// glob characters *, ?, [ or \ (prefixes made by Client never do). On a
+// Redis Cluster it scans every master and deletes one key at a time, since
+// one DEL may not name keys of different slots.
 func DeletePrefix(ctx context.Context, client redis.UniversalClient, prefix string) error {
+	if cc, ok := client.(*redis.ClusterClient); ok {
+		return cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+			iter := c.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+			for iter.Next(ctx) {
+				if err := c.Del(ctx, iter.Val()).Err(); err != nil {
+					return err
+				}
+			}
+			return iter.Err()
+		})
+	}
 	var cursor uint64
 	for {
 		keys, next, err := client.Scan(ctx, cursor, prefix+"*", 1000).Result()

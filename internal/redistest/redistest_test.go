@@ -2,6 +2,7 @@ package redistest_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -50,5 +51,48 @@ func TestClientPrefixesAreUnique(t *testing.T) {
 	_, p2 := redistest.Client(t)
 	if p1 == p2 {
 		t.Fatalf("two calls returned the same prefix %q", p1)
+	}
+}
+
+// TestStartCluster: the cluster StartCluster starts serves keys of every
+// slot from the client's view, spreads slots over all the shards, and
+// ClusterClient's cleanup deletes the keys of its prefix on every shard.
+func TestStartCluster(t *testing.T) {
+	addrs := redistest.StartCluster(t, 3)
+	if len(addrs) != 3 {
+		t.Fatalf("addrs = %v", addrs)
+	}
+	ctx := context.Background()
+	var prefix string
+	t.Run("writer", func(t *testing.T) {
+		client, p := redistest.ClusterClient(t, addrs)
+		prefix = p
+		owners := map[string]bool{}
+		for i := range 100 {
+			key := fmt.Sprintf("%sk%d", p, i)
+			if err := client.Set(ctx, key, "v", 0).Err(); err != nil {
+				t.Fatalf("set %s: %v", key, err)
+			}
+			c, err := client.MasterForKey(ctx, key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			owners[c.Options().Addr] = true
+		}
+		if len(owners) != 3 {
+			t.Fatalf("100 keys are on %d shards (%v), want 3", len(owners), owners)
+		}
+	})
+	check := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs})
+	defer check.Close()
+	err := check.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+		keys, err := c.Keys(ctx, prefix+"*").Result()
+		if err == nil && len(keys) > 0 {
+			err = fmt.Errorf("%s keeps %v after the test", c.Options().Addr, keys)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

@@ -160,7 +160,7 @@ func (k *killableRegistry) Refresh(ctx context.Context, e []presence.Entry) erro
 // clusterNode is one node of a test cluster.
 type clusterNode struct {
 	*testServer
-	proxy *tcpProxy
+	proxy *tcpProxy // nil on a Redis Cluster
 	reg   *killableRegistry
 }
 
@@ -168,7 +168,9 @@ type clusterNode struct {
 // answering, then its connections drop; nothing is cleaned up.
 func (n *clusterNode) kill() {
 	n.reg.kill()
-	n.proxy.cut()
+	if n.proxy != nil {
+		n.proxy.cut()
+	}
 	_ = n.hub.Close()
 	_ = n.http.Listener.Close()
 	n.Server.mu.Lock()
@@ -190,10 +192,34 @@ type testCluster struct {
 // node's members stay listed.
 const presenceTTL = 2 * time.Second
 
-// newTestCluster starts n nodes. It skips without Redis or PostgreSQL.
+// newTestCluster starts n nodes, each reaching the test Redis through its
+// own proxy. It skips without Redis or PostgreSQL.
 func newTestCluster(t *testing.T, n int, opts ...serverOption) *testCluster {
 	t.Helper()
 	rc, prefix := redistest.Client(t)
+	return startTestCluster(t, n, rc, prefix, func() (redis.UniversalClient, *tcpProxy) {
+		proxy := newTCPProxy(t, redistest.Addr())
+		return redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{proxy.addr()}}), proxy
+	}, opts...)
+}
+
+// newTestShardedCluster starts n nodes on a 3-shard Redis Cluster started
+// for the test (each node with its own cluster client, so the broker uses
+// sharded Pub/Sub). It skips without redis-server or PostgreSQL.
+func newTestShardedCluster(t *testing.T, n int, opts ...serverOption) *testCluster {
+	t.Helper()
+	addrs := redistest.StartCluster(t, 3)
+	rc, prefix := redistest.ClusterClient(t, addrs)
+	return startTestCluster(t, n, rc, prefix, func() (redis.UniversalClient, *tcpProxy) {
+		return redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs}), nil
+	}, opts...)
+}
+
+// startTestCluster starts n nodes under prefix, each with the Redis client
+// (and proxy, if any) that newClient makes; rc is the test's own client.
+func startTestCluster(t *testing.T, n int, rc redis.UniversalClient, prefix string,
+	newClient func() (redis.UniversalClient, *tcpProxy), opts ...serverOption) *testCluster {
+	t.Helper()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -206,8 +232,7 @@ func newTestCluster(t *testing.T, n int, opts ...serverOption) *testCluster {
 	_, _ = rand.Read(brokerKey)
 	tc := &testCluster{rc: rc, prefix: prefix}
 	for range n {
-		proxy := newTCPProxy(t, redistest.Addr())
-		nrc := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{proxy.addr()}})
+		nrc, proxy := newClient()
 		t.Cleanup(func() { nrc.Close() })
 		db, err := store.OpenPostgres(context.Background(), dsn, store.WithKeyring(kr))
 		if err != nil {
@@ -374,7 +399,37 @@ func sendAll(ctx context.Context, c *client.Conn, room, tag string, count int) e
 // and per-sender order. Across nodes, an end-to-end conversation works
 // too.
 func TestClusterRooms(t *testing.T) {
-	tc := newTestCluster(t, 3, withoutRateLimits)
+	testClusterRooms(t, newTestCluster(t, 3, withoutRateLimits))
+}
+
+// TestClusterRoomsOnRedisCluster is TestClusterRooms on a 3-shard Redis
+// Cluster: room traffic goes over sharded Pub/Sub, and sessions, limits
+// and presence live on the shards their keys hash to.
+func TestClusterRoomsOnRedisCluster(t *testing.T) {
+	tc := newTestShardedCluster(t, 3, withoutRateLimits)
+	testClusterRooms(t, tc)
+	// The nodes' brokers used more than one shard: the room's channel and
+	// the control channels every node subscribes to.
+	var mu sync.Mutex
+	shards := 0
+	err := tc.rc.(*redis.ClusterClient).ForEachMaster(ctxT(t), func(ctx context.Context, c *redis.Client) error {
+		chans, err := c.PubSubShardChannels(ctx, tc.prefix+"broker:*").Result()
+		if len(chans) > 0 {
+			mu.Lock()
+			shards++
+			mu.Unlock()
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if shards < 2 {
+		t.Fatalf("the nodes' sharded channels are on %d shard(s), want several", shards)
+	}
+}
+
+func testClusterRooms(t *testing.T, tc *testCluster) {
 	ids := clusterUsers(t, tc)
 	var conns []*client.Conn
 	for i := range 6 {
