@@ -36,6 +36,7 @@ type options struct {
 	keys        int
 	keyBits     int
 	serverPID   int
+	metricsURL  string
 	jsonPath    string
 	drain       time.Duration
 }
@@ -61,6 +62,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.keys, "keys", 64, "session keys generated before any measurement and reused round robin (0: a fresh key per dial, inside the measurement)")
 	fs.IntVar(&o.keyBits, "key-bits", 2048, "session key size: 2048, 3072 or 4096")
 	fs.IntVar(&o.serverPID, "server-pid", 0, "the server's process id, to read its memory (VmRSS) from /proc; 0: not measured")
+	fs.StringVar(&o.metricsURL, "metrics-url", "", "the server's /metrics URL (its -metrics-addr), to read its memory (process_resident_memory_bytes, Go heap in use, goroutines) instead of /proc; wins over -server-pid")
 	fs.StringVar(&o.jsonPath, "json", "", "also write the results as JSON to this file")
 	if err := fs.Parse(args); err != nil {
 		return nil, err

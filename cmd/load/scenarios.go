@@ -149,6 +149,9 @@ type ConnectResult struct {
 	ServerRSSBefore  int64          `json:"server_rss_before_kib"`
 	ServerRSSAfter   int64          `json:"server_rss_after_kib"`
 	KiBPerConn       float64        `json:"server_kib_per_connection"`
+	MemoryBefore     memSample      `json:"server_memory_before"`
+	MemoryAfter      memSample      `json:"server_memory_after"`
+	HeapKiBPerConn   float64        `json:"server_heap_kib_per_connection,omitempty"`
 }
 
 // connect opens -conns connections (full handshake, then a join of a room
@@ -156,7 +159,7 @@ type ConnectResult struct {
 // memory.
 func (l *loader) connect(ctx context.Context) (*ConnectResult, error) {
 	o := l.o
-	before, err := rssKiB(o.serverPID)
+	before, err := serverMemory(ctx, o)
 	if err != nil {
 		return nil, err
 	}
@@ -167,7 +170,7 @@ func (l *loader) connect(ctx context.Context) (*ConnectResult, error) {
 		return err
 	})
 	defer closeAll(conns)
-	r := &ConnectResult{Attempted: o.conns, Concurrency: o.concurrency, RoomSize: o.roomSize, Seconds: took.Seconds(), Latency: lat.percentiles(), Errors: errs.snapshot(), ServerRSSBefore: before}
+	r := &ConnectResult{Attempted: o.conns, Concurrency: o.concurrency, RoomSize: o.roomSize, Seconds: took.Seconds(), Latency: lat.percentiles(), Errors: errs.snapshot(), ServerRSSBefore: before.RSSKiB, MemoryBefore: before}
 	for _, c := range conns {
 		if c != nil {
 			r.Established++
@@ -190,11 +193,15 @@ func (l *loader) connect(ctx context.Context) (*ConnectResult, error) {
 		}
 	}
 	r.DroppedWhileIdle = dropped.snapshot()
-	if r.ServerRSSAfter, err = rssKiB(o.serverPID); err != nil {
+	if r.MemoryAfter, err = serverMemory(ctx, o); err != nil {
 		return nil, err
 	}
-	if o.serverPID != 0 && r.Established > 0 {
+	r.ServerRSSAfter = r.MemoryAfter.RSSKiB
+	if r.ServerRSSAfter > 0 && r.Established > 0 {
 		r.KiBPerConn = float64(r.ServerRSSAfter-r.ServerRSSBefore) / float64(r.Established)
+		if r.MemoryAfter.HeapInuseKiB > 0 {
+			r.HeapKiBPerConn = float64(r.MemoryAfter.HeapInuseKiB-r.MemoryBefore.HeapInuseKiB) / float64(r.Established)
+		}
 	}
 	return r, nil
 }
@@ -211,6 +218,11 @@ func (r *ConnectResult) print(w io.Writer) {
 	if r.ServerRSSAfter > 0 {
 		fmt.Fprintf(w, "| server RSS before / after | %d / %d KiB |\n", r.ServerRSSBefore, r.ServerRSSAfter)
 		fmt.Fprintf(w, "| server memory per connection (RSS delta / established) | %.1f KiB |\n", r.KiBPerConn)
+	}
+	if r.MemoryAfter.HeapInuseKiB > 0 {
+		fmt.Fprintf(w, "| server Go heap in use before / after (/metrics) | %d / %d KiB |\n", r.MemoryBefore.HeapInuseKiB, r.MemoryAfter.HeapInuseKiB)
+		fmt.Fprintf(w, "| server heap per connection (heap delta / established) | %.1f KiB |\n", r.HeapKiBPerConn)
+		fmt.Fprintf(w, "| server goroutines before / after | %d / %d |\n", r.MemoryBefore.Goroutines, r.MemoryAfter.Goroutines)
 	}
 }
 
