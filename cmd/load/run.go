@@ -40,6 +40,7 @@ type options struct {
 	handshakeFor time.Duration
 	signBits     int
 	jsonPath     string
+	htmlPath     string
 	drain        time.Duration
 }
 
@@ -67,6 +68,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.keyBits, "key-bits", 2048, "session key size: 2048, 3072 or 4096")
 	fs.IntVar(&o.serverPID, "server-pid", 0, "the server's process id, to read its memory (VmRSS) from /proc; 0: not measured")
 	fs.StringVar(&o.metricsURL, "metrics-url", "", "the server's /metrics URL (its -metrics-addr), to read its memory (process_resident_memory_bytes, Go heap in use, goroutines) instead of /proc; wins over -server-pid")
+	fs.StringVar(&o.htmlPath, "html", "", "also write an HTML report with an SVG latency histogram and throughput-over-time plot per fan-out round to this file")
 	fs.StringVar(&o.jsonPath, "json", "", "also write the results as JSON to this file")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -183,6 +185,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", s, err)
+		}
+	}
+	if o.htmlPath != "" {
+		f, err := os.Create(o.htmlPath)
+		if err != nil {
+			return fmt.Errorf("write -html: %w", err)
+		}
+		err = writeHTML(f, rep)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("write -html: %w", err)
 		}
 	}
 	if o.jsonPath != "" {

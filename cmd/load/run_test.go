@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/json"
+	"math"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -73,10 +74,11 @@ func startServer(t *testing.T) string {
 func TestLoadRunsEveryScenario(t *testing.T) {
 	url := startServer(t)
 	jsonPath := filepath.Join(t.TempDir(), "out.json")
+	htmlPath := filepath.Join(t.TempDir(), "out.html")
 	var stdout, stderr bytes.Buffer
 	args := []string{"-url", url, "-scenario", "handshake,connect,resume,fanout", "-handshake-for", "1s", "-sign-bits", "2048", "-conns", "12", "-concurrency", "4", "-room-size", "3", "-hold", "100ms",
 		"-resume-for", "500ms", "-members", "5", "-rates", "20", "-duration", "500ms", "-drain", "20s",
-		"-keys", "2", "-server-pid", "0", "-json", jsonPath}
+		"-keys", "2", "-server-pid", "0", "-json", jsonPath, "-html", htmlPath}
 	if err := run(context.Background(), args, &stdout, &stderr); err != nil {
 		t.Fatalf("run: %v\n%s", err, stderr.String())
 	}
@@ -108,6 +110,28 @@ func TestLoadRunsEveryScenario(t *testing.T) {
 	r := rep.Fanout[0].Rounds[0]
 	if r.Sent != 10 || r.Delivered != 50 || r.Expected != 50 || r.Latency.N != 50 || r.PublisherLost {
 		t.Errorf("fanout round: %+v", r)
+	}
+	inHist, inSeries := 0, 0.0
+	for _, b := range r.Histogram {
+		inHist += b.Count
+	}
+	for _, v := range r.Throughput {
+		inSeries += v / 10 // each 100 ms bar is a rate per second
+	}
+	if inHist != 50 || math.Round(inSeries) != 50 {
+		t.Errorf("histogram holds %d and the throughput series %.1f deliveries, want 50 each", inHist, inSeries)
+	}
+	page, err := os.ReadFile(htmlPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"<svg", "5 members, 20 publishes/s", "delivery latency", "deliveries per second over time", `<rect class="bar"`} {
+		if !strings.Contains(string(page), want) {
+			t.Errorf("HTML report lacks %q", want)
+		}
+	}
+	if strings.Contains(string(page), "<script") {
+		t.Error("HTML report has a script")
 	}
 }
 

@@ -324,6 +324,8 @@ type FanoutRound struct {
 	ErrorAnswers  map[string]int `json:"error_answers"`
 	PublisherLost bool           `json:"publisher_lost"`
 	Held          bool           `json:"held_p99_under_50ms"`
+	Histogram     []HistBin      `json:"latency_histogram"`
+	Throughput    []float64      `json:"deliveries_per_second_by_100ms"`
 }
 
 // member is one fan-out client and what it received, per round.
@@ -331,6 +333,7 @@ type member struct {
 	c   *client.Conn
 	mu  sync.Mutex
 	lat map[int][]time.Duration
+	at  map[int][]time.Time // receipt times, for the throughput plot
 	got map[int]int
 }
 
@@ -345,7 +348,7 @@ func (l *loader) fanout(ctx context.Context, n int) (*FanoutResult, error) {
 	var round atomic.Int64
 	dead := make(chan int, n)
 	conns, _, jerrs, took := l.dialAll(ctx, fmt.Sprintf("join %d", n), n, func(ctx context.Context, i int, c *client.Conn) error {
-		m := &member{c: c, lat: map[int][]time.Duration{}, got: map[int]int{}}
+		m := &member{c: c, lat: map[int][]time.Duration{}, at: map[int][]time.Time{}, got: map[int]int{}}
 		members[i] = m
 		go m.receive(errAnswers, dead, i)
 		_, err := c.Join(ctx, room, "")
@@ -436,6 +439,7 @@ func (l *loader) fanout(ctx context.Context, n int) (*FanoutResult, error) {
 			time.Sleep(50 * time.Millisecond)
 		}
 		var all []time.Duration
+		var at []time.Time
 		for i, m := range members {
 			if m == nil || conns[i] == nil {
 				continue
@@ -443,12 +447,16 @@ func (l *loader) fanout(ctx context.Context, n int) (*FanoutResult, error) {
 			m.mu.Lock()
 			r.Delivered += int64(m.got[k])
 			all = append(all, m.lat[k]...)
+			at = append(at, m.at[k]...)
 			delete(m.lat, k)
+			delete(m.at, k)
 			m.mu.Unlock()
 		}
 		r.Expected = int64(r.Sent) * int64(res.Joined)
 		r.DeliveryRate = float64(r.Delivered) / sendTook.Seconds()
 		r.Latency = percentilesOf(all)
+		r.Histogram = latencyHistogram(all)
+		r.Throughput = throughputSeries(start, at)
 		r.ErrorAnswers = errAnswers.snapshot()
 		r.PublisherLost = !alive[0]
 		r.Held = r.Latency.N > 0 && r.Latency.P99 < 50 && r.Delivered == r.Expected && len(r.ErrorAnswers) == 0
@@ -475,6 +483,7 @@ func (m *member) receive(errAnswers *errorCounts, dead chan<- int, i int) {
 			}
 			m.mu.Lock()
 			m.lat[k] = append(m.lat[k], now.Sub(time.Unix(0, ts)))
+			m.at[k] = append(m.at[k], now)
 			m.got[k]++
 			m.mu.Unlock()
 		case protocol.MsgError:
