@@ -69,16 +69,10 @@ func TestRooms(t *testing.T) {
 // TestSlowConsumerIsDropped: a member that stops reading is disconnected
 // with slow_consumer while the others keep receiving every message.
 func TestSlowConsumerIsDropped(t *testing.T) {
-	// A short queue and no pings: on a loaded machine filling the slow
-	// client's socket buffers takes long enough that a 5 s ping would end
-	// the connection first ("stopped answering pings"), and a 64-message
-	// queue might not fill within the 1 s write timeout once the socket is
-	// full. Either would make this test about timing, not the queue.
-	const queue = 16
+	const queue = 64
 	ts := startServer(t, withoutRateLimits, func(c *Config, _ *Deps) {
 		c.SendQueue = queue
 		c.WriteTimeout = time.Second
-		c.PingInterval = time.Hour
 	})
 	sender := ts.dial(t)
 	// The slow client's library buffers one message, then stops reading
