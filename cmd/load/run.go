@@ -21,23 +21,27 @@ import (
 
 // options are the command line.
 type options struct {
-	url         string
-	pin         string
-	scenarios   []string
-	conns       int
-	concurrency int
-	roomSize    int
-	hold        time.Duration
-	resumeFor   time.Duration
-	members     []int
-	rates       []int
-	duration    time.Duration
-	size        int
-	keys        int
-	keyBits     int
-	serverPID   int
-	jsonPath    string
-	drain       time.Duration
+	url          string
+	pin          string
+	scenarios    []string
+	conns        int
+	concurrency  int
+	roomSize     int
+	hold         time.Duration
+	resumeFor    time.Duration
+	members      []int
+	rates        []int
+	duration     time.Duration
+	size         int
+	keys         int
+	keyBits      int
+	serverPID    int
+	metricsURL   string
+	handshakeFor time.Duration
+	signBits     int
+	jsonPath     string
+	htmlPath     string
+	drain        time.Duration
 }
 
 func parseOptions(args []string, stderr io.Writer) (*options, error) {
@@ -47,11 +51,13 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	var scen, members, rates string
 	fs.StringVar(&o.url, "url", "ws://127.0.0.1:8080/ws", "the server's WebSocket endpoint")
 	fs.StringVar(&o.pin, "pin", "", "the server's identity fingerprint (64 hex digits); empty: ask GET /identity on the same host (fine for a local test, not a trustworthy pin)")
-	fs.StringVar(&scen, "scenario", "connect,resume,fanout", "comma-separated scenarios, run in order: connect (open -conns connections, each a full handshake and a join, and hold them), resume (resumption storm), fanout (room fan-out)")
+	fs.StringVar(&scen, "scenario", "connect,resume,fanout", "comma-separated scenarios, run in order: handshake (full-handshake storm beside this machine's RSA-PSS signing rate), connect (open -conns connections, each a full handshake and a join, and hold them), resume (resumption storm), fanout (room fan-out)")
 	fs.IntVar(&o.conns, "conns", 1000, "connect: connections to open and hold")
 	fs.IntVar(&o.concurrency, "concurrency", 64, "dials (handshakes) in flight at once")
 	fs.IntVar(&o.roomSize, "room-size", 10, "connect: members per room the held connections join")
 	fs.DurationVar(&o.hold, "hold", 3*time.Second, "connect: how long the connections stay open, idle, before the server's memory is read")
+	fs.DurationVar(&o.handshakeFor, "handshake-for", 10*time.Second, "handshake: how long the full-handshake storm runs (the signing rate is measured for a quarter of it first)")
+	fs.IntVar(&o.signBits, "sign-bits", 3072, "handshake: RSA size of the signing-rate reference; use the server's -identity-bits")
 	fs.DurationVar(&o.resumeFor, "resume-for", 10*time.Second, "resume: how long the resumption storm runs")
 	fs.StringVar(&members, "members", "100,1000", "fanout: comma-separated room sizes, one room per size (the publisher is one of the members)")
 	fs.StringVar(&rates, "rates", "100,500,1000,2000", "fanout: comma-separated publish rates (messages/s) tried in order for each room size; a size stops after the first rate at which a delivery is missing or a member is dropped")
@@ -61,6 +67,8 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.keys, "keys", 64, "session keys generated before any measurement and reused round robin (0: a fresh key per dial, inside the measurement)")
 	fs.IntVar(&o.keyBits, "key-bits", 2048, "session key size: 2048, 3072 or 4096")
 	fs.IntVar(&o.serverPID, "server-pid", 0, "the server's process id, to read its memory (VmRSS) from /proc; 0: not measured")
+	fs.StringVar(&o.metricsURL, "metrics-url", "", "the server's /metrics URL (its -metrics-addr), to read its memory (process_resident_memory_bytes, Go heap in use, goroutines) instead of /proc; wins over -server-pid")
+	fs.StringVar(&o.htmlPath, "html", "", "also write an HTML report with an SVG latency histogram and throughput-over-time plot per fan-out round to this file")
 	fs.StringVar(&o.jsonPath, "json", "", "also write the results as JSON to this file")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -71,9 +79,9 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	o.scenarios = strings.Split(scen, ",")
 	for _, s := range o.scenarios {
 		switch s {
-		case "connect", "resume", "fanout":
+		case "handshake", "connect", "resume", "fanout":
 		default:
-			return nil, fmt.Errorf("-scenario: unknown scenario %q (connect, resume, fanout)", s)
+			return nil, fmt.Errorf("-scenario: unknown scenario %q (handshake, connect, resume, fanout)", s)
 		}
 	}
 	var err error
@@ -88,6 +96,9 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	}
 	if o.size < 40 || o.size > protocol.MaxBody {
 		return nil, fmt.Errorf("-size must be between 40 and %d bytes", protocol.MaxBody)
+	}
+	if o.handshakeFor <= 0 || !protocol.ValidRSAKeySize(o.signBits) {
+		return nil, errors.New("-handshake-for must be positive, -sign-bits 2048, 3072 or 4096")
 	}
 	if o.duration <= 0 || o.keys < 0 || !protocol.ValidRSAKeySize(o.keyBits) {
 		return nil, errors.New("-duration must be positive, -keys at least 0, -key-bits 2048, 3072 or 4096")
@@ -109,13 +120,14 @@ func positiveInts(name, s string) ([]int, error) {
 
 // Report is everything one run measured; -json writes it.
 type Report struct {
-	Date        string          `json:"date"`
-	URL         string          `json:"url"`
-	CPUs        int             `json:"cpus"`
-	SessionKeys string          `json:"session_keys"`
-	Connect     *ConnectResult  `json:"connect,omitempty"`
-	Resume      *ResumeResult   `json:"resume,omitempty"`
-	Fanout      []*FanoutResult `json:"fanout,omitempty"`
+	Date        string           `json:"date"`
+	URL         string           `json:"url"`
+	CPUs        int              `json:"cpus"`
+	SessionKeys string           `json:"session_keys"`
+	Handshake   *HandshakeResult `json:"handshake,omitempty"`
+	Connect     *ConnectResult   `json:"connect,omitempty"`
+	Resume      *ResumeResult    `json:"resume,omitempty"`
+	Fanout      []*FanoutResult  `json:"fanout,omitempty"`
 }
 
 // run is the whole command: parse, prepare keys, run the scenarios, print.
@@ -145,6 +157,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			break
 		}
 		switch s {
+		case "handshake":
+			rep.Handshake, err = l.handshake(ctx)
+			if err == nil {
+				rep.Handshake.print(stdout)
+			}
 		case "connect":
 			rep.Connect, err = l.connect(ctx)
 			if err == nil {
@@ -168,6 +185,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", s, err)
+		}
+	}
+	if o.htmlPath != "" {
+		f, err := os.Create(o.htmlPath)
+		if err != nil {
+			return fmt.Errorf("write -html: %w", err)
+		}
+		err = writeHTML(f, rep)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("write -html: %w", err)
 		}
 	}
 	if o.jsonPath != "" {

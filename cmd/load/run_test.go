@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/json"
+	"math"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -73,14 +74,15 @@ func startServer(t *testing.T) string {
 func TestLoadRunsEveryScenario(t *testing.T) {
 	url := startServer(t)
 	jsonPath := filepath.Join(t.TempDir(), "out.json")
+	htmlPath := filepath.Join(t.TempDir(), "out.html")
 	var stdout, stderr bytes.Buffer
-	args := []string{"-url", url, "-conns", "12", "-concurrency", "4", "-room-size", "3", "-hold", "100ms",
+	args := []string{"-url", url, "-scenario", "handshake,connect,resume,fanout", "-handshake-for", "1s", "-sign-bits", "2048", "-conns", "12", "-concurrency", "4", "-room-size", "3", "-hold", "100ms",
 		"-resume-for", "500ms", "-members", "5", "-rates", "20", "-duration", "500ms", "-drain", "20s",
-		"-keys", "2", "-server-pid", "0", "-json", jsonPath}
+		"-keys", "2", "-server-pid", "0", "-json", jsonPath, "-html", htmlPath}
 	if err := run(context.Background(), args, &stdout, &stderr); err != nil {
 		t.Fatalf("run: %v\n%s", err, stderr.String())
 	}
-	for _, want := range []string{"pool of 2 pre-generated RSA-2048 keys", "| established | 12 of 12 |", "## resume:", "## fanout: one room of 5 members"} {
+	for _, want := range []string{"pool of 2 pre-generated RSA-2048 keys", "| established | 12 of 12 |", "## handshake:", "## resume:", "## fanout: one room of 5 members"} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, stdout.String())
 		}
@@ -92,6 +94,9 @@ func TestLoadRunsEveryScenario(t *testing.T) {
 	var rep Report
 	if err := json.Unmarshal(b, &rep); err != nil {
 		t.Fatal(err)
+	}
+	if h := rep.Handshake; h == nil || h.Handshakes == 0 || len(h.Errors) != 0 || h.SignPerSecond <= 0 || h.Ratio <= 0 || h.SignBits != 2048 {
+		t.Errorf("handshake: %+v", rep.Handshake)
 	}
 	if rep.Connect == nil || rep.Connect.Established != 12 || len(rep.Connect.Errors) != 0 {
 		t.Errorf("connect: %+v", rep.Connect)
@@ -105,6 +110,28 @@ func TestLoadRunsEveryScenario(t *testing.T) {
 	r := rep.Fanout[0].Rounds[0]
 	if r.Sent != 10 || r.Delivered != 50 || r.Expected != 50 || r.Latency.N != 50 || r.PublisherLost {
 		t.Errorf("fanout round: %+v", r)
+	}
+	inHist, inSeries := 0, 0.0
+	for _, b := range r.Histogram {
+		inHist += b.Count
+	}
+	for _, v := range r.Throughput {
+		inSeries += v / 10 // each 100 ms bar is a rate per second
+	}
+	if inHist != 50 || math.Round(inSeries) != 50 {
+		t.Errorf("histogram holds %d and the throughput series %.1f deliveries, want 50 each", inHist, inSeries)
+	}
+	page, err := os.ReadFile(htmlPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"<svg", "5 members, 20 publishes/s", "delivery latency", "deliveries per second over time", `<rect class="bar"`} {
+		if !strings.Contains(string(page), want) {
+			t.Errorf("HTML report lacks %q", want)
+		}
+	}
+	if strings.Contains(string(page), "<script") {
+		t.Error("HTML report has a script")
 	}
 }
 
@@ -120,6 +147,8 @@ func TestOptionsRefuseBadInput(t *testing.T) {
 		{[]string{"-size", "10"}, "-size"},
 		{[]string{"-conns", "0"}, "-conns"},
 		{[]string{"-key-bits", "1024"}, "-key-bits"},
+		{[]string{"-sign-bits", "1024"}, "-sign-bits"},
+		{[]string{"-handshake-for", "0s"}, "-handshake-for"},
 		{[]string{"extra"}, "unexpected arguments"},
 	} {
 		_, err := parseOptions(tc.args, &bytes.Buffer{})

@@ -149,6 +149,9 @@ type ConnectResult struct {
 	ServerRSSBefore  int64          `json:"server_rss_before_kib"`
 	ServerRSSAfter   int64          `json:"server_rss_after_kib"`
 	KiBPerConn       float64        `json:"server_kib_per_connection"`
+	MemoryBefore     memSample      `json:"server_memory_before"`
+	MemoryAfter      memSample      `json:"server_memory_after"`
+	HeapKiBPerConn   float64        `json:"server_heap_kib_per_connection,omitempty"`
 }
 
 // connect opens -conns connections (full handshake, then a join of a room
@@ -156,7 +159,7 @@ type ConnectResult struct {
 // memory.
 func (l *loader) connect(ctx context.Context) (*ConnectResult, error) {
 	o := l.o
-	before, err := rssKiB(o.serverPID)
+	before, err := serverMemory(ctx, o)
 	if err != nil {
 		return nil, err
 	}
@@ -167,7 +170,7 @@ func (l *loader) connect(ctx context.Context) (*ConnectResult, error) {
 		return err
 	})
 	defer closeAll(conns)
-	r := &ConnectResult{Attempted: o.conns, Concurrency: o.concurrency, RoomSize: o.roomSize, Seconds: took.Seconds(), Latency: lat.percentiles(), Errors: errs.snapshot(), ServerRSSBefore: before}
+	r := &ConnectResult{Attempted: o.conns, Concurrency: o.concurrency, RoomSize: o.roomSize, Seconds: took.Seconds(), Latency: lat.percentiles(), Errors: errs.snapshot(), ServerRSSBefore: before.RSSKiB, MemoryBefore: before}
 	for _, c := range conns {
 		if c != nil {
 			r.Established++
@@ -190,11 +193,15 @@ func (l *loader) connect(ctx context.Context) (*ConnectResult, error) {
 		}
 	}
 	r.DroppedWhileIdle = dropped.snapshot()
-	if r.ServerRSSAfter, err = rssKiB(o.serverPID); err != nil {
+	if r.MemoryAfter, err = serverMemory(ctx, o); err != nil {
 		return nil, err
 	}
-	if o.serverPID != 0 && r.Established > 0 {
+	r.ServerRSSAfter = r.MemoryAfter.RSSKiB
+	if r.ServerRSSAfter > 0 && r.Established > 0 {
 		r.KiBPerConn = float64(r.ServerRSSAfter-r.ServerRSSBefore) / float64(r.Established)
+		if r.MemoryAfter.HeapInuseKiB > 0 {
+			r.HeapKiBPerConn = float64(r.MemoryAfter.HeapInuseKiB-r.MemoryBefore.HeapInuseKiB) / float64(r.Established)
+		}
 	}
 	return r, nil
 }
@@ -211,6 +218,11 @@ func (r *ConnectResult) print(w io.Writer) {
 	if r.ServerRSSAfter > 0 {
 		fmt.Fprintf(w, "| server RSS before / after | %d / %d KiB |\n", r.ServerRSSBefore, r.ServerRSSAfter)
 		fmt.Fprintf(w, "| server memory per connection (RSS delta / established) | %.1f KiB |\n", r.KiBPerConn)
+	}
+	if r.MemoryAfter.HeapInuseKiB > 0 {
+		fmt.Fprintf(w, "| server Go heap in use before / after (/metrics) | %d / %d KiB |\n", r.MemoryBefore.HeapInuseKiB, r.MemoryAfter.HeapInuseKiB)
+		fmt.Fprintf(w, "| server heap per connection (heap delta / established) | %.1f KiB |\n", r.HeapKiBPerConn)
+		fmt.Fprintf(w, "| server goroutines before / after | %d / %d |\n", r.MemoryBefore.Goroutines, r.MemoryAfter.Goroutines)
 	}
 }
 
@@ -312,6 +324,8 @@ type FanoutRound struct {
 	ErrorAnswers  map[string]int `json:"error_answers"`
 	PublisherLost bool           `json:"publisher_lost"`
 	Held          bool           `json:"held_p99_under_50ms"`
+	Histogram     []HistBin      `json:"latency_histogram"`
+	Throughput    []float64      `json:"deliveries_per_second_by_100ms"`
 }
 
 // member is one fan-out client and what it received, per round.
@@ -319,6 +333,7 @@ type member struct {
 	c   *client.Conn
 	mu  sync.Mutex
 	lat map[int][]time.Duration
+	at  map[int][]time.Time // receipt times, for the throughput plot
 	got map[int]int
 }
 
@@ -333,7 +348,7 @@ func (l *loader) fanout(ctx context.Context, n int) (*FanoutResult, error) {
 	var round atomic.Int64
 	dead := make(chan int, n)
 	conns, _, jerrs, took := l.dialAll(ctx, fmt.Sprintf("join %d", n), n, func(ctx context.Context, i int, c *client.Conn) error {
-		m := &member{c: c, lat: map[int][]time.Duration{}, got: map[int]int{}}
+		m := &member{c: c, lat: map[int][]time.Duration{}, at: map[int][]time.Time{}, got: map[int]int{}}
 		members[i] = m
 		go m.receive(errAnswers, dead, i)
 		_, err := c.Join(ctx, room, "")
@@ -424,6 +439,7 @@ func (l *loader) fanout(ctx context.Context, n int) (*FanoutResult, error) {
 			time.Sleep(50 * time.Millisecond)
 		}
 		var all []time.Duration
+		var at []time.Time
 		for i, m := range members {
 			if m == nil || conns[i] == nil {
 				continue
@@ -431,12 +447,16 @@ func (l *loader) fanout(ctx context.Context, n int) (*FanoutResult, error) {
 			m.mu.Lock()
 			r.Delivered += int64(m.got[k])
 			all = append(all, m.lat[k]...)
+			at = append(at, m.at[k]...)
 			delete(m.lat, k)
+			delete(m.at, k)
 			m.mu.Unlock()
 		}
 		r.Expected = int64(r.Sent) * int64(res.Joined)
 		r.DeliveryRate = float64(r.Delivered) / sendTook.Seconds()
 		r.Latency = percentilesOf(all)
+		r.Histogram = latencyHistogram(all)
+		r.Throughput = throughputSeries(start, at)
 		r.ErrorAnswers = errAnswers.snapshot()
 		r.PublisherLost = !alive[0]
 		r.Held = r.Latency.N > 0 && r.Latency.P99 < 50 && r.Delivered == r.Expected && len(r.ErrorAnswers) == 0
@@ -463,6 +483,7 @@ func (m *member) receive(errAnswers *errorCounts, dead chan<- int, i int) {
 			}
 			m.mu.Lock()
 			m.lat[k] = append(m.lat[k], now.Sub(time.Unix(0, ts)))
+			m.at[k] = append(m.at[k], now)
 			m.got[k]++
 			m.mu.Unlock()
 		case protocol.MsgError:

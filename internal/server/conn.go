@@ -194,8 +194,10 @@ func (c *peer) writeBatch(batch [][]byte) error {
 	if c.cork != nil {
 		c.cork.cork(c.srv.cfg.WriteTimeout)
 	}
+	scratch := sealPool.Get().(*[]byte)
+	defer sealPool.Put(scratch)
 	for _, b := range batch {
-		if err := c.sealAndWrite(b); err != nil {
+		if err := c.sealAndWrite(scratch, b); err != nil {
 			if errors.Is(err, errUnsealable) {
 				// One message that cannot be sealed is dropped; the
 				// connection and everyone else's go on.
@@ -224,22 +226,36 @@ func (c *peer) writeRecord(plaintext []byte) error {
 	if err := c.ws.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout)); err != nil {
 		return err
 	}
-	return c.sealAndWrite(plaintext)
+	scratch := sealPool.Get().(*[]byte)
+	defer sealPool.Put(scratch)
+	return c.sealAndWrite(scratch, plaintext)
 }
 
-// sealAndWrite seals one message and writes it as one WebSocket message,
-// under the deadline already set.
-func (c *peer) sealAndWrite(plaintext []byte) error {
-	frame, err := c.seal.Seal(plaintext)
+// sealPool holds the buffers records are sealed into before they are
+// written: the WebSocket copies a message out before WriteMessage returns,
+// so one buffer serves a whole batch, and sealing allocates nothing.
+var sealPool = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
+
+// sealAndWrite seals one message into *scratch (grown if it must be) and
+// writes it as one WebSocket message, under the deadline already set.
+func (c *peer) sealAndWrite(scratch *[]byte, plaintext []byte) error {
+	frame, err := c.seal.AppendSeal((*scratch)[:0], plaintext)
 	if errors.Is(err, protocol.CodeTooLarge) {
 		return fmt.Errorf("%w: %w", errUnsealable, err)
 	}
 	if err != nil {
 		return err
 	}
+	if cap(frame) <= maxPooledSeal {
+		*scratch = frame[:0]
+	}
 	c.srv.metrics.RecordOut(len(frame))
 	return c.ws.WriteMessage(websocket.BinaryMessage, frame)
 }
+
+// maxPooledSeal bounds the sealing buffer kept in sealPool, so that one
+// large message does not keep a large buffer alive.
+const maxPooledSeal = 64 << 10
 
 func (c *peer) finalClose(req closeRequest) {
 	if req.code != 0 {

@@ -56,6 +56,10 @@ type RecordLayer struct {
 	// CBC-HMAC
 	block cipher.Block
 	mac   hash.Hash
+	// scratch for AppendSeal, so that sealing into a reused buffer
+	// allocates nothing (a RecordLayer is used by one goroutine)
+	sealHdr   [RecordHeaderSize]byte
+	sealNonce [12]byte
 }
 
 // NewGCMRecordLayer returns an AES-256-GCM record layer.
@@ -91,13 +95,6 @@ func NewCBCRecordLayer(encKey, macKey []byte) (*RecordLayer, error) {
 // Seq returns the sequence number of the next record.
 func (r *RecordLayer) Seq() uint64 { return r.seq }
 
-func (r *RecordLayer) header(seq uint64) []byte {
-	var h [RecordHeaderSize]byte
-	h[0] = TypeRecord
-	binary.BigEndian.PutUint64(h[1:], seq)
-	return h[:]
-}
-
 func (r *RecordLayer) nonce(seq uint64) []byte {
 	n := r.iv
 	var s [8]byte
@@ -106,41 +103,70 @@ func (r *RecordLayer) nonce(seq uint64) []byte {
 	return n[:]
 }
 
-// Seal encrypts plaintext as the next record and returns the whole frame.
+// Seal encrypts plaintext as the next record and returns the whole frame,
+// in a new slice.
 func (r *RecordLayer) Seal(plaintext []byte) ([]byte, error) {
+	return r.AppendSeal(nil, plaintext)
+}
+
+// AppendSeal encrypts plaintext as the next record and appends the whole
+// frame to dst, returning the extended slice (as append does). dst must
+// not overlap plaintext. With a dst of enough capacity it allocates
+// nothing, so a writer can seal into one reused buffer. On error nothing
+// is appended and the sequence number does not move.
+func (r *RecordLayer) AppendSeal(dst, plaintext []byte) ([]byte, error) {
 	if len(plaintext) > MaxPlaintext {
-		return nil, fmt.Errorf("protocol: seal %d bytes: %w", len(plaintext), CodeTooLarge)
+		return dst, fmt.Errorf("protocol: seal %d bytes: %w", len(plaintext), CodeTooLarge)
 	}
 	if r.seq == ^uint64(0) {
-		return nil, fmt.Errorf("protocol: sequence numbers exhausted: %w", CodeBadSequence)
+		return dst, fmt.Errorf("protocol: sequence numbers exhausted: %w", CodeBadSequence)
 	}
 	seq := r.seq
-	hdr := r.header(seq)
+	r.sealHdr[0] = TypeRecord
+	binary.BigEndian.PutUint64(r.sealHdr[1:], seq)
+	hdr := r.sealHdr[:]
 	var out []byte
 	if r.aead != nil {
-		out = make([]byte, 0, len(hdr)+len(plaintext)+r.aead.Overhead())
+		out = grow(dst, len(hdr)+len(plaintext)+r.aead.Overhead())
 		out = append(out, hdr...)
-		out = r.aead.Seal(out, r.nonce(seq), plaintext, hdr)
+		r.sealNonce = r.iv
+		var s [8]byte
+		binary.BigEndian.PutUint64(s[:], seq)
+		subtle.XORBytes(r.sealNonce[4:], r.sealNonce[4:], s[:])
+		out = r.aead.Seal(out, r.sealNonce[:], plaintext, hdr)
 	} else {
 		pad := aes.BlockSize - len(plaintext)%aes.BlockSize
-		out = make([]byte, len(hdr)+aes.BlockSize+len(plaintext)+pad, len(hdr)+aes.BlockSize+len(plaintext)+pad+sha256.Size)
-		copy(out, hdr)
-		iv := out[len(hdr) : len(hdr)+aes.BlockSize]
+		n := len(hdr) + aes.BlockSize + len(plaintext) + pad
+		out = grow(dst, n+sha256.Size)[:len(dst)+n]
+		frame := out[len(dst):]
+		copy(frame, hdr)
+		iv := frame[len(hdr) : len(hdr)+aes.BlockSize]
 		if _, err := rand.Read(iv); err != nil {
-			return nil, fmt.Errorf("protocol: record iv: %w", err)
+			return dst, fmt.Errorf("protocol: record iv: %w", err)
 		}
-		body := out[len(hdr)+aes.BlockSize:]
+		body := frame[len(hdr)+aes.BlockSize:]
 		copy(body, plaintext)
 		for i := len(plaintext); i < len(body); i++ {
 			body[i] = byte(pad)
 		}
 		cipher.NewCBCEncrypter(r.block, iv).CryptBlocks(body, body)
 		r.mac.Reset()
-		r.mac.Write(out)
+		r.mac.Write(frame)
 		out = r.mac.Sum(out)
 	}
 	r.seq++
 	return out, nil
+}
+
+// grow returns b with room for n more bytes: b itself if it has them, else
+// a copy with exactly that capacity.
+func grow(b []byte, n int) []byte {
+	if cap(b)-len(b) >= n {
+		return b
+	}
+	out := make([]byte, len(b), len(b)+n)
+	copy(out, b)
+	return out
 }
 
 // Open authenticates and decrypts the next record frame. Errors are

@@ -406,3 +406,51 @@ func TestSuiteString(t *testing.T) {
 		t.Errorf("SupportedSuites = %v, want GCM first", protocol.SupportedSuites)
 	}
 }
+
+// AppendSeal appends the same frame Seal would make after whatever dst
+// holds, leaves dst's bytes alone, and with room enough allocates nothing.
+func TestRecordAppendSeal(t *testing.T) {
+	for _, suite := range suites {
+		t.Run(suite.String(), func(t *testing.T) {
+			seal, open := layerPair(t, suite)
+			prefix := []byte("kept")
+			buf := append(make([]byte, 0, 64<<10), prefix...)
+			for i, n := range []int{0, 17, 256, 1000} {
+				pt := make([]byte, n)
+				rand.Read(pt)
+				out, err := seal.AppendSeal(buf, pt)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(out[:len(prefix)], prefix) {
+					t.Fatalf("%d bytes: dst's bytes changed", n)
+				}
+				frame := out[len(prefix):]
+				if len(frame) != recordLen(suite, n) || binary.BigEndian.Uint64(frame[1:9]) != uint64(i) {
+					t.Fatalf("%d bytes: frame of %d bytes, sequence %d", n, len(frame), binary.BigEndian.Uint64(frame[1:9]))
+				}
+				got, err := open.Open(frame)
+				if err != nil || !bytes.Equal(got, pt) {
+					t.Fatalf("%d bytes: open: %v", n, err)
+				}
+			}
+			// A too-large plaintext appends nothing and keeps the sequence.
+			seq := seal.Seq()
+			out, err := seal.AppendSeal(buf, make([]byte, protocol.MaxPlaintext+1))
+			if !errors.Is(err, protocol.CodeTooLarge) || len(out) != len(buf) || seal.Seq() != seq {
+				t.Fatalf("too large: %v, %d bytes appended, seq %d → %d", err, len(out)-len(buf), seq, seal.Seq())
+			}
+			if suite == protocol.SuiteAES256GCM {
+				pt := make([]byte, 256)
+				allocs := testing.AllocsPerRun(100, func() {
+					if _, err := seal.AppendSeal(buf[:0], pt); err != nil {
+						t.Fatal(err)
+					}
+				})
+				if allocs != 0 {
+					t.Errorf("GCM seal into a buffer with room: %.0f allocations per record, want 0", allocs)
+				}
+			}
+		})
+	}
+}

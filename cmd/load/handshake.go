@@ -1,0 +1,129 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"fmt"
+	"io"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/secure-messenger/messenger/pkg/client"
+	"github.com/secure-messenger/messenger/pkg/protocol"
+)
+
+// HandshakeResult is the handshake storm's outcome, beside the RSA-PSS
+// signing rate this machine reached in the same run (the floor of a full
+// handshake is one such signature by the server).
+type HandshakeResult struct {
+	Concurrency   int            `json:"concurrency"`
+	Handshakes    int            `json:"handshakes"`
+	Seconds       float64        `json:"seconds"`
+	PerSecond     float64        `json:"per_second"`
+	Latency       Percentiles    `json:"latency"`
+	Errors        map[string]int `json:"errors"`
+	SignBits      int            `json:"sign_bits"`
+	SignPerSecond float64        `json:"sign_per_second"`
+	Ratio         float64        `json:"handshakes_per_signature_rate"`
+}
+
+// handshake measures the machine's RSA-PSS signing rate with a key of
+// -sign-bits on every CPU (protocol.SignTranscript, what the server does
+// once per full handshake), then runs full handshakes (each connection
+// closed at once) -concurrency at a time for -handshake-for.
+func (l *loader) handshake(ctx context.Context) (*HandshakeResult, error) {
+	o := l.o
+	r := &HandshakeResult{Concurrency: o.concurrency, SignBits: o.signBits}
+	rate, err := signRate(ctx, o.signBits, o.handshakeFor/4)
+	if err != nil {
+		return nil, err
+	}
+	r.SignPerSecond = rate
+	lat := &samples{}
+	errs := &errorCounts{}
+	var done atomic.Int64
+	hctx, cancel := context.WithTimeout(ctx, o.handshakeFor)
+	defer cancel()
+	stop := l.bar("handshake", 0, &done)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range o.concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			local := make([]time.Duration, 0, 256)
+			defer func() { lat.addAll(local) }()
+			for hctx.Err() == nil {
+				t0 := time.Now()
+				// Dial under ctx, not hctx: a handshake under way when
+				// the storm ends completes and counts (the time does too).
+				c, err := client.Dial(ctx, l.config())
+				if err != nil {
+					errs.add(err)
+					continue
+				}
+				local = append(local, time.Since(t0))
+				done.Add(1)
+				c.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	took := time.Since(start)
+	stop()
+	r.Handshakes, r.Seconds = int(done.Load()), took.Seconds()
+	r.PerSecond = float64(r.Handshakes) / took.Seconds()
+	r.Latency, r.Errors = lat.percentiles(), errs.snapshot()
+	if r.SignPerSecond > 0 {
+		r.Ratio = r.PerSecond / r.SignPerSecond
+	}
+	return r, nil
+}
+
+// signRate signs transcript hashes with a fresh RSA key of bits on every
+// CPU for d and returns signatures per second.
+func signRate(ctx context.Context, bits int, d time.Duration) (float64, error) {
+	key, err := rsa.GenerateKey(rand.Reader, bits)
+	if err != nil {
+		return 0, fmt.Errorf("load: signing key: %w", err)
+	}
+	var n atomic.Int64
+	var firstErr atomic.Value
+	sctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	hash := make([]byte, 32)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range runtime.NumCPU() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for sctx.Err() == nil {
+				if _, err := protocol.SignTranscript(key, "load signing rate", hash); err != nil {
+					firstErr.CompareAndSwap(nil, err)
+					return
+				}
+				n.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if err, _ := firstErr.Load().(error); err != nil {
+		return 0, err
+	}
+	return float64(n.Load()) / time.Since(start).Seconds(), nil
+}
+
+func (r *HandshakeResult) print(w io.Writer) {
+	fmt.Fprintf(w, "\n## handshake: full handshakes (each connection closed at once), %d in flight\n\n", r.Concurrency)
+	fmt.Fprintln(w, "| measure | value |\n|---|---|")
+	fmt.Fprintf(w, "| full handshakes | %d in %.1f s |\n", r.Handshakes, r.Seconds)
+	fmt.Fprintf(w, "| full handshakes per second | %.0f |\n", r.PerSecond)
+	fmt.Fprintf(w, "| RSA-PSS-%d signatures per second on this machine, all CPUs, measured just before (no load client running) | %.0f |\n", r.SignBits, r.SignPerSecond)
+	fmt.Fprintf(w, "| handshakes ÷ signing rate (target ≥ 0.8) | %.2f |\n", r.Ratio)
+	fmt.Fprintf(w, "| latency p50 / p90 / p99 / p99.9 / max (ms) | %s |\n", r.Latency)
+	fmt.Fprintf(w, "| errors | %s |\n", formatErrors(r.Errors))
+}
