@@ -53,7 +53,7 @@ const (
 const removedReason = "this device was removed from the account"
 
 // revokedReason is the text of the error that closes a revoked connection.
-const revokedReason = "the account's password or keys changed: log in again"
+const revokedReason = "the account's password changed: log in again"
 
 // logins is this node's table of logged-in connections, by user, with the
 // credential generation each logged in at: what a revocation closes.

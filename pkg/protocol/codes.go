@@ -78,9 +78,10 @@ const (
 	CodeUnauthenticated Code = 25
 	// CodeNotFound: no such user (key lookups). Not fatal.
 	CodeNotFound Code = 26
-	// CodeSessionRevoked: the account's password or keys changed, which
-	// revoked every session that was logged in before the change. The
-	// session cannot be resumed; log in again.
+	// CodeSessionRevoked: the account's password changed, which revoked
+	// every session that was logged in before the change, or the session's
+	// device was removed (docs/protocol.md §10.3). The session cannot be
+	// resumed; log in again (a removed device must be added again).
 	CodeSessionRevoked Code = 27
 	// CodeLimitReached: a configured limit on a resource was reached
 	// (connections or handshakes per address or in total, rooms per
