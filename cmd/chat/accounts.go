@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"time"
 
@@ -98,20 +97,11 @@ func (a *account) register(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	id, err := a.generate(ctx)
+	id, staged, err := a.newStagedKeys(ctx)
 	if err != nil {
 		return err
 	}
-	staged, err := stageKeys(a.home, id)
-	if err != nil {
-		return err
-	}
-	installed := false
-	defer func() {
-		if !installed {
-			os.RemoveAll(staged)
-		}
-	}()
+	defer staged.discard()
 	s, err := a.connect(ctx)
 	if err != nil {
 		return err
@@ -127,9 +117,9 @@ func (a *account) register(ctx context.Context) error {
 		return accountError("register "+user, err, "")
 	}
 	// The account now exists with these keys: keep them whatever happens.
-	installed = true
-	if err := installKeys(staged, dir); err != nil {
-		return saveFailed("registered "+user, dir, staged, err)
+	staged.keep()
+	if err := installKeys(staged.dir, dir); err != nil {
+		return saveFailed("registered "+user, dir, staged.dir, err)
 	}
 	a.ui.status("registered %s (device %s); keys saved in %s", user, id.Device, dir)
 	a.ui.status("compare this fingerprint with what the people you talk to get from: chat fingerprint -user THEM %s", user)
@@ -187,20 +177,12 @@ func (a *account) login(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var staged string
-	installed := false
+	var staged *stagedKeys
 	if a.o.newKeys {
-		if id, err = a.generate(ctx); err != nil {
+		if id, staged, err = a.newStagedKeys(ctx); err != nil {
 			return err
 		}
-		if staged, err = stageKeys(a.home, id); err != nil {
-			return err
-		}
-		defer func() {
-			if !installed {
-				os.RemoveAll(staged)
-			}
-		}()
+		defer staged.discard()
 	}
 	s, err := a.connect(ctx)
 	if err != nil {
@@ -219,17 +201,17 @@ func (a *account) login(ctx context.Context) error {
 	}
 	if a.o.newKeys {
 		// The server now has the new keys only: keep them whatever happens.
-		installed = true
+		staged.keep()
 		old := ""
 		had, err := hasKeys(dir)
 		if err == nil && had {
 			old, err = retireKeys(dir, time.Now())
 		}
 		if err == nil {
-			err = installKeys(staged, dir)
+			err = installKeys(staged.dir, dir)
 		}
 		if err != nil {
-			return saveFailed("published new keys for "+user, dir, staged, err)
+			return saveFailed("published new keys for "+user, dir, staged.dir, err)
 		}
 		if old != "" {
 			a.ui.status("the old keys are in %s", old)

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"time"
 
@@ -92,20 +91,11 @@ func (a *account) loginLink(ctx context.Context) error {
 		}
 		return &exitError{code: exitUsage, err: fmt.Errorf("keys for %s already exist in %s: this profile is a device of %s already (chat -user %s)", user, dir, user, user)}
 	}
-	id, err := a.generate(ctx)
+	id, staged, err := a.newStagedKeys(ctx)
 	if err != nil {
 		return err
 	}
-	staged, err := stageKeys(a.home, id)
-	if err != nil {
-		return err
-	}
-	installed := false
-	defer func() {
-		if !installed {
-			os.RemoveAll(staged)
-		}
-	}()
+	defer staged.discard()
 	s, err := a.connect(ctx)
 	if err != nil {
 		return err
@@ -136,9 +126,9 @@ func (a *account) loginLink(ctx context.Context) error {
 	if err != nil {
 		return accountError("sign in as the new device", err, "")
 	}
-	installed = true
-	if err := installKeys(staged, dir); err != nil {
-		return saveFailed("added a device to "+user, dir, staged, err)
+	staged.keep()
+	if err := installKeys(staged.dir, dir); err != nil {
+		return saveFailed("added a device to "+user, dir, staged.dir, err)
 	}
 	a.ui.status("added this device (%s) to %s without the password; keys saved in %s", id.Device, user, dir)
 	a.printKeys(user, r.Fingerprint, 0)

@@ -98,6 +98,41 @@ func stageKeys(home string, id *client.Identity) (string, error) {
 	return dir, nil
 }
 
+// newStagedKeys generates this device's keys (account.generate) and stages
+// them (stageKeys). The caller defers discard, which removes the staging
+// directory unless keep was called once the server accepted the keys.
+func (a *account) newStagedKeys(ctx context.Context) (*client.Identity, *stagedKeys, error) {
+	id, err := a.generate(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	dir, err := stageKeys(a.home, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	return id, &stagedKeys{dir: dir}, nil
+}
+
+// stagedKeys is a staging directory of new keys; nil means none.
+type stagedKeys struct {
+	dir  string
+	kept bool
+}
+
+// keep marks the keys as accepted by the server: they must not be lost.
+func (k *stagedKeys) keep() {
+	if k != nil {
+		k.kept = true
+	}
+}
+
+// discard removes the staging directory unless keep was called.
+func (k *stagedKeys) discard() {
+	if k != nil && !k.kept {
+		os.RemoveAll(k.dir)
+	}
+}
+
 // installKeys moves the staged keys into the profile dir, never replacing
 // a key file there, and removes the staging directory.
 func installKeys(staged, dir string) error {
