@@ -2,12 +2,9 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
 	"errors"
 	"flag"
 	"io"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -17,11 +14,9 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/secure-messenger/messenger/internal/ephemeral"
 	"github.com/secure-messenger/messenger/internal/llm"
-	"github.com/secure-messenger/messenger/internal/password"
 	"github.com/secure-messenger/messenger/internal/server"
-	"github.com/secure-messenger/messenger/internal/store"
+	"github.com/secure-messenger/messenger/internal/servertest"
 	"github.com/secure-messenger/messenger/internal/syncbuf"
 	"github.com/secure-messenger/messenger/pkg/client"
 	"github.com/secure-messenger/messenger/pkg/protocol"
@@ -168,42 +163,6 @@ func TestRunAnswersMention(t *testing.T) {
 // identity fingerprint.
 func startServer(t *testing.T) (string, protocol.Fingerprint) {
 	t.Helper()
-	identity, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key := make([]byte, 32)
-	_, _ = rand.Read(key)
-	kr, err := store.NewKeyring(map[uint32][]byte{1: key}, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	db, err := store.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "messenger.db"), store.WithKeyring(kr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	ss := ephemeral.NewMemorySessionStore(ephemeral.MemoryConfig{})
-	lim := ephemeral.NewMemoryLimiter(ephemeral.MemoryConfig{})
-	t.Cleanup(func() { ss.Close(); lim.Close() })
-	sk := make([]byte, 32)
-	_, _ = rand.Read(sk)
-	s, err := server.New(server.Config{PingInterval: 5 * time.Second}, server.Deps{
-		Log: zerolog.Nop(), Identity: identity, SessionKey: sk, Sessions: ss, Limiter: lim, Store: db,
-		Hasher: password.NewHasher(password.Params{Memory: 1024, Time: 1}, 2),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	go s.Run(ctx)
-	hs := httptest.NewServer(s.Routes(nil))
-	t.Cleanup(func() {
-		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer scancel()
-		_ = s.Shutdown(sctx)
-		hs.Close()
-		cancel()
-	})
-	return "ws" + strings.TrimPrefix(hs.URL, "http") + "/ws", s.Fingerprint()
+	ts := servertest.Start(t, server.Config{PingInterval: 5 * time.Second}, zerolog.Nop())
+	return ts.URL, ts.Fingerprint
 }

@@ -3,69 +3,29 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
 	"encoding/json"
 	"math"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/rs/zerolog"
 
 	"github.com/secure-messenger/messenger/internal/ephemeral"
-	"github.com/secure-messenger/messenger/internal/password"
 	"github.com/secure-messenger/messenger/internal/server"
-	"github.com/secure-messenger/messenger/internal/store"
+	"github.com/secure-messenger/messenger/internal/servertest"
 )
 
 // startServer runs a real server (anonymous rooms, limits off, SQLite) on
 // an httptest listener and returns its WebSocket URL.
 func startServer(t *testing.T) string {
 	t.Helper()
-	identity, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key := make([]byte, 32)
-	_, _ = rand.Read(key)
-	kr, err := store.NewKeyring(map[uint32][]byte{1: key}, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	db, err := store.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "messenger.db"), store.WithKeyring(kr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	ss := ephemeral.NewMemorySessionStore(ephemeral.MemoryConfig{})
-	lim := ephemeral.NewMemoryLimiter(ephemeral.MemoryConfig{})
-	t.Cleanup(func() { ss.Close(); lim.Close() })
 	limits := server.Limits{MaxConnectionsPerAddr: -1, MaxHandshakesPerAddr: -1}
 	for _, r := range []*ephemeral.Rate{&limits.HandshakeRate, &limits.RequestRate, &limits.UserRequestRate, &limits.SendRate, &limits.RoomSendRate} {
 		*r = ephemeral.Rate{Limit: -1} // off
 	}
-	s, err := server.New(server.Config{AllowAnonymous: true, Limits: limits}, server.Deps{
-		Log: zerolog.Nop(), Identity: identity, SessionKey: key, Sessions: ss, Limiter: lim, Store: db,
-		Hasher: password.NewHasher(password.Params{Memory: 1024, Time: 1}, 2),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	go s.Run(ctx)
-	hs := httptest.NewServer(s.Routes(nil))
-	t.Cleanup(func() {
-		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer scancel()
-		_ = s.Shutdown(sctx)
-		hs.Close()
-		cancel()
-	})
-	return "ws" + strings.TrimPrefix(hs.URL, "http") + "/ws"
+	return servertest.Start(t, server.Config{AllowAnonymous: true, Limits: limits}, zerolog.Nop()).URL
 }
 
 // TestLoadRunsEveryScenario runs the tool at a small size against a real

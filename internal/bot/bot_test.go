@@ -3,13 +3,10 @@ package bot
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,11 +17,9 @@ import (
 	"github.com/google/uuid"
 	"github.com/rs/zerolog"
 
-	"github.com/secure-messenger/messenger/internal/ephemeral"
 	"github.com/secure-messenger/messenger/internal/llm"
-	"github.com/secure-messenger/messenger/internal/password"
 	"github.com/secure-messenger/messenger/internal/server"
-	"github.com/secure-messenger/messenger/internal/store"
+	"github.com/secure-messenger/messenger/internal/servertest"
 	"github.com/secure-messenger/messenger/internal/syncbuf"
 	"github.com/secure-messenger/messenger/pkg/client"
 	"github.com/secure-messenger/messenger/pkg/protocol"
@@ -41,46 +36,9 @@ type testServer struct {
 
 func startServer(t *testing.T) *testServer {
 	t.Helper()
-	identity, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	key := make([]byte, 32)
-	_, _ = rand.Read(key)
-	kr, err := store.NewKeyring(map[uint32][]byte{1: key}, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	db, err := store.OpenSQLite(context.Background(), filepath.Join(dir, "messenger.db"), store.WithKeyring(kr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	ss := ephemeral.NewMemorySessionStore(ephemeral.MemoryConfig{})
-	lim := ephemeral.NewMemoryLimiter(ephemeral.MemoryConfig{})
-	t.Cleanup(func() { ss.Close(); lim.Close() })
-	sk := make([]byte, 32)
-	_, _ = rand.Read(sk)
 	logs := &syncbuf.Buffer{}
-	s, err := server.New(server.Config{PingInterval: 5 * time.Second}, server.Deps{
-		Log: zerolog.New(logs).Level(zerolog.DebugLevel), Identity: identity, SessionKey: sk, Sessions: ss, Limiter: lim, Store: db,
-		Hasher: password.NewHasher(password.Params{Memory: 1024, Time: 1}, 2),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	go s.Run(ctx)
-	hs := httptest.NewServer(s.Routes(nil))
-	t.Cleanup(func() {
-		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer scancel()
-		_ = s.Shutdown(sctx)
-		hs.Close()
-		cancel()
-	})
-	return &testServer{url: "ws" + strings.TrimPrefix(hs.URL, "http") + "/ws", fp: s.Fingerprint(), dir: dir, logs: logs}
+	ts := servertest.Start(t, server.Config{PingInterval: 5 * time.Second}, zerolog.New(logs).Level(zerolog.DebugLevel))
+	return &testServer{url: ts.URL, fp: ts.Fingerprint, dir: ts.Dir, logs: logs}
 }
 
 func (ts *testServer) dialConfig() client.Config {
