@@ -203,38 +203,9 @@ func TestRunTwoNodesBehindOneRedis(t *testing.T) {
 	env := map[string]string{"MESSENGER_DATA": dir, "MESSENGER_REDIS": "redis://" + redistest.Addr() + "/0", "MESSENGER_REDIS_PREFIX": prefix, "MESSENGER_IDENTITY_BITS": "2048", "MESSENGER_ANONYMOUS": "true"}
 	n1 := start(t, env, "-addr", "127.0.0.1:0")
 	n2 := start(t, env, "-addr", "127.0.0.1:0")
-	a, b := n1.dial(t), n2.dial(t)
-	ctx, cancel2 := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel2()
-	for _, c := range []*client.Conn{a, b} {
-		if _, err := c.Join(ctx, "across", ""); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := a.Send(ctx, "across", "from node one"); err != nil {
-		t.Fatal(err)
-	}
-	for m := range b.Messages() {
-		if m.Type == protocol.MsgMessage {
-			if m.Body != "from node one" {
-				t.Fatalf("node two got %q", m.Body)
-			}
-			break
-		}
-	}
-	// The session lives in Redis, so node two resumes a session of node one.
-	ticket := a.Ticket()
-	a.Close()
-	rctx, cancel3 := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel3()
-	r, err := client.Dial(rctx, client.Config{URL: "ws://" + n2.addr + "/ws", VerifyIdentity: client.Pin(n2.fp), Resume: &ticket, ResumeOnly: true})
-	if err != nil {
-		t.Fatalf("resume on the other node: %v", err)
-	}
-	defer r.Close()
-	if !r.Session().Resumed {
-		t.Fatal("not resumed")
-	}
+	b, r, ticket := acrossNodes(t, n1, n2)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
 	// A record of node one's connection, replayed to node two, is refused:
 	// records are sealed under per-connection keys with sequence numbers,
 	// so a captured request cannot be carried out twice anywhere.
@@ -446,6 +417,15 @@ func TestRunTwoNodesOnRedisCluster(t *testing.T) {
 	env := map[string]string{"MESSENGER_DATA": t.TempDir(), "MESSENGER_REDIS": url, "MESSENGER_REDIS_MODE": "cluster", "MESSENGER_REDIS_PREFIX": prefix, "MESSENGER_IDENTITY_BITS": "2048", "MESSENGER_ANONYMOUS": "true"}
 	n1 := start(t, env, "-addr", "127.0.0.1:0")
 	n2 := start(t, env, "-addr", "127.0.0.1:0")
+	acrossNodes(t, n1, n2)
+}
+
+// acrossNodes checks that a room message sent on n1 reaches a member on
+// n2, and that n1's session resumes on n2. It returns the member on n2,
+// the resumed connection (both closed when the test ends) and the ticket
+// that was resumed.
+func acrossNodes(t *testing.T, n1, n2 *node) (member, resumed *client.Conn, ticket client.Ticket) {
+	t.Helper()
 	a, b := n1.dial(t), n2.dial(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -465,14 +445,16 @@ func TestRunTwoNodesOnRedisCluster(t *testing.T) {
 			break
 		}
 	}
-	ticket := a.Ticket()
+	// The session lives in Redis, so node two resumes a session of node one.
+	ticket = a.Ticket()
 	a.Close()
 	r, err := client.Dial(ctx, client.Config{URL: "ws://" + n2.addr + "/ws", VerifyIdentity: client.Pin(n2.fp), Resume: &ticket, ResumeOnly: true})
 	if err != nil {
 		t.Fatalf("resume on the other node: %v", err)
 	}
-	defer r.Close()
+	t.Cleanup(func() { r.Close() })
 	if !r.Session().Resumed {
 		t.Fatal("not resumed")
 	}
+	return b, r, ticket
 }
