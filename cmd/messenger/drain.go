@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -20,10 +21,11 @@ type opsServer struct {
 }
 
 // serveOps starts the operators' listener on addr: /metrics, /healthz,
-// /readyz (server.OpsHandler). Empty addr: none. A failure to serve is
+// /readyz (server.OpsHandler), and with withPprof Go's profiler under
+// /debug/pprof/ (net/http/pprof). Empty addr: none. A failure to serve is
 // sent to errs. It stays up while the node drains, so that probes see
 // "draining", and closes when run returns.
-func serveOps(addr string, srv *server.Server, errs chan<- error) (*opsServer, error) {
+func serveOps(addr string, withPprof bool, srv *server.Server, errs chan<- error) (*opsServer, error) {
 	if addr == "" {
 		return nil, nil
 	}
@@ -31,8 +33,19 @@ func serveOps(addr string, srv *server.Server, errs chan<- error) (*opsServer, e
 	if err != nil {
 		return nil, fmt.Errorf("-metrics-addr: %w", err)
 	}
+	var h http.Handler = srv.OpsHandler()
+	if withPprof {
+		mux := http.NewServeMux()
+		mux.Handle("/", h)
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		h = mux
+	}
 	hs := &http.Server{
-		Handler:           srv.OpsHandler(),
+		Handler:           h,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      30 * time.Second,

@@ -73,6 +73,7 @@ type options struct {
 	storage           storageOptions
 	bot               *botOptions // bot.go
 	metricsAddr       string
+	pprof             bool
 	drainTimeout      time.Duration
 }
 
@@ -143,6 +144,7 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	o.storage.addFlags(fs, ev)
 	o.bot = addBotFlags(fs, ev, getenv) // bot.go
 	fs.StringVar(&o.metricsAddr, "metrics-addr", env("MESSENGER_METRICS_ADDR", ""), "listen address of /metrics, /healthz and /readyz for operators, e.g. 127.0.0.1:9090; empty: none (MESSENGER_METRICS_ADDR)")
+	fs.BoolVar(&o.pprof, "pprof", ev.Bool("MESSENGER_PPROF", false), "also serve Go's profiler (net/http/pprof, /debug/pprof/) on -metrics-addr, for measuring the server under load; profiles show no message content but do show where time goes, so keep the listener private (MESSENGER_PPROF=true)")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", envDur("MESSENGER_DRAIN_TIMEOUT", 20*time.Second), "on SIGTERM, how long the node waits for its connections to close after telling them to reconnect elsewhere (MESSENGER_DRAIN_TIMEOUT)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -396,7 +398,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	httpSrv := srv.HTTPServer(web.Files())
 	serveErr := make(chan error, 2)
-	ops, err := serveOps(o.metricsAddr, srv, serveErr)
+	ops, err := serveOps(o.metricsAddr, o.pprof, srv, serveErr)
 	if err != nil {
 		return err
 	}

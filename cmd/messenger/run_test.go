@@ -32,6 +32,7 @@ type node struct {
 	addr string
 	fp   protocol.Fingerprint
 	logs *syncbuf.Buffer
+	out  *syncbuf.Buffer // what run printed (start only)
 	done chan error
 }
 
@@ -41,7 +42,7 @@ func start(t *testing.T, env map[string]string, args ...string) *node {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	out, logs := &syncbuf.Buffer{}, &syncbuf.Buffer{}
-	n := &node{logs: logs, done: make(chan error, 1)}
+	n := &node{logs: logs, out: out, done: make(chan error, 1)}
 	go func() { n.done <- run(ctx, args, func(k string) string { return env[k] }, out, logs) }()
 	t.Cleanup(func() {
 		cancel()
