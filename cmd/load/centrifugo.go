@@ -193,7 +193,7 @@ type centrifugoConn struct {
 	mu       sync.Mutex
 	waiting  map[uint32]chan *cfReply
 	err      error
-	events   chan cfEvent
+	events   chan *cfEvent // as pkg/client's chan *protocol.Message: 8 bytes a slot
 	done     chan struct{}
 	doneOnce sync.Once
 }
@@ -213,7 +213,7 @@ func dialCentrifugo(ctx context.Context, url string) (*centrifugoConn, error) {
 		}
 		return nil, fmt.Errorf("centrifugo: dial %s: %w", url, err)
 	}
-	c := &centrifugoConn{ws: ws, waiting: map[uint32]chan *cfReply{}, events: make(chan cfEvent, incoming), done: make(chan struct{})}
+	c := &centrifugoConn{ws: ws, waiting: map[uint32]chan *cfReply{}, events: make(chan *cfEvent, incoming), done: make(chan struct{})}
 	res, err := c.connect(ctx)
 	if err != nil {
 		ws.Close()
@@ -321,7 +321,7 @@ func (c *centrifugoConn) handle(line []byte) error {
 			return nil
 		}
 		if r.Error != nil {
-			return c.event(cfEvent{err: r.Error})
+			return c.event(&cfEvent{err: r.Error})
 		}
 		return nil
 	}
@@ -331,14 +331,14 @@ func (c *centrifugoConn) handle(line []byte) error {
 		p.Disconnect.Disconnect = true
 		return p.Disconnect
 	case p.Pub != nil:
-		return c.event(cfEvent{body: publicationBody(p.Pub.Data)})
+		return c.event(&cfEvent{body: publicationBody(p.Pub.Data)})
 	}
 	return nil
 }
 
 // event queues ev for Receive, waiting while the queue is full (the
 // server then sees a slow reader, as with the messenger's client).
-func (c *centrifugoConn) event(ev cfEvent) error {
+func (c *centrifugoConn) event(ev *cfEvent) error {
 	select {
 	case c.events <- ev:
 		return nil
