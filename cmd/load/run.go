@@ -224,7 +224,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 }
 
 // identityCheck pins -pin, or the fingerprint the server's /identity
-// gives.
+// gives; Centrifugo (-target) has no identity, so nothing.
 func identityCheck(ctx context.Context, o *options) (func(protocol.Fingerprint) error, error) {
 	if o.target == targetCentrifugo {
 		return nil, nil // no identity to pin
