@@ -23,6 +23,7 @@ import (
 type options struct {
 	url          string
 	pin          string
+	target       string
 	scenarios    []string
 	conns        int
 	concurrency  int
@@ -50,6 +51,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	o := &options{}
 	var scen, members, rates string
 	fs.StringVar(&o.url, "url", "ws://127.0.0.1:8080/ws", "the server's WebSocket endpoint")
+	fs.StringVar(&o.target, "target", targetMessenger, "the server under test: messenger, or centrifugo (its JSON client protocol: -url ws://HOST:PORT/connection/websocket, anonymous; connect and fanout only)")
 	fs.StringVar(&o.pin, "pin", "", "the server's identity fingerprint (64 hex digits); empty: ask GET /identity on the same host (fine for a local test, not a trustworthy pin)")
 	fs.StringVar(&scen, "scenario", "connect,resume,fanout", "comma-separated scenarios, run in order: handshake (full-handshake storm beside this machine's RSA-PSS signing rate), connect (open -conns connections, each a full handshake and a join, and hold them), resume (resumption storm), fanout (room fan-out)")
 	fs.IntVar(&o.conns, "conns", 1000, "connect: connections to open and hold")
@@ -83,6 +85,11 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 		default:
 			return nil, fmt.Errorf("-scenario: unknown scenario %q (handshake, connect, resume, fanout)", s)
 		}
+	}
+	scenarioSet := false
+	fs.Visit(func(f *flag.Flag) { scenarioSet = scenarioSet || f.Name == "scenario" })
+	if err := checkTarget(o, scenarioSet); err != nil {
+		return nil, err
 	}
 	var err error
 	if o.members, err = positiveInts("-members", members); err != nil {
@@ -121,6 +128,7 @@ func positiveInts(name, s string) ([]int, error) {
 // Report is everything one run measured; -json writes it.
 type Report struct {
 	Date        string           `json:"date"`
+	Target      string           `json:"target"`
 	URL         string           `json:"url"`
 	CPUs        int              `json:"cpus"`
 	SessionKeys string           `json:"session_keys"`
@@ -141,14 +149,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	l := &loader{o: o, verify: verify, progress: stderr}
-	rep := &Report{Date: time.Now().UTC().Format(time.RFC3339), URL: o.url, CPUs: runtime.NumCPU()}
-	if o.keys > 0 {
+	rep := &Report{Date: time.Now().UTC().Format(time.RFC3339), Target: o.target, URL: o.url, CPUs: runtime.NumCPU()}
+	switch {
+	case o.target == targetCentrifugo:
+		rep.SessionKeys = "Centrifugo: no handshake, no session keys, no encryption (plain JSON over WebSocket)"
+	case o.keys > 0:
 		fmt.Fprintf(stderr, "generating %d RSA-%d session keys…\n", o.keys, o.keyBits)
 		if l.pool, err = newKeyPool(o.keys, o.keyBits); err != nil {
 			return err
 		}
 		rep.SessionKeys = fmt.Sprintf("pool of %d pre-generated RSA-%d keys, reused round robin: client key generation is not measured", o.keys, o.keyBits)
-	} else {
+	default:
 		rep.SessionKeys = fmt.Sprintf("a fresh RSA-%d key per dial, generated inside the measurement", o.keyBits)
 	}
 	fmt.Fprintf(stdout, "load: %s, %d CPUs, %s\n", o.url, rep.CPUs, rep.SessionKeys)
@@ -213,8 +224,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 }
 
 // identityCheck pins -pin, or the fingerprint the server's /identity
-// gives.
+// gives; Centrifugo (-target) has no identity, so nothing.
 func identityCheck(ctx context.Context, o *options) (func(protocol.Fingerprint) error, error) {
+	if o.target == targetCentrifugo {
+		return nil, nil // no identity to pin
+	}
 	if o.pin != "" {
 		fp, err := protocol.ParseFingerprint(o.pin)
 		if err != nil {
