@@ -17,17 +17,16 @@ import (
 )
 
 // startBot runs the bot as the server's -bot does (internal/bot, offline
-// responder) with a per-user rate of 2 questions (burst 2, then one an
-// hour) and room for 10 waiting questions per room, and waits until it
-// is signed in.
-func startBot(t *testing.T, ts *servertest.Server) {
+// responder), changed by mod, and waits until it is signed in.
+func startBot(t *testing.T, ts *servertest.Server, mod func(*bot.Config)) {
 	t.Helper()
-	b, err := bot.New(bot.Config{
+	cfg := bot.Config{
 		Name: "bot", Profile: filepath.Join(t.TempDir(), "bot"), KeyBits: 2048,
 		Dial:  client.Config{URL: ts.URL, VerifyIdentity: client.Pin(ts.Fingerprint)},
-		Model: &llm.Offline{Delay: time.Millisecond}, Batch: 20 * time.Millisecond,
-		UserRate: rate.Every(time.Hour), UserBurst: 2, QueueLength: 10, Log: zerolog.Nop(),
-	})
+		Model: &llm.Offline{Delay: time.Millisecond}, Batch: 20 * time.Millisecond, Log: zerolog.Nop(),
+	}
+	mod(&cfg)
+	b, err := bot.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,13 +46,15 @@ func startBot(t *testing.T, ts *servertest.Server) {
 	}
 }
 
-// Four users in two rooms mention the bot: at 8/s for 950 ms each
-// mentions it twice (due at its offset and half a second later) and every
-// mention is answered, streamed first; at 12/s each mentions it three
-// times and the third is refused by the bot's per-user rate.
+// Four users in two rooms mention the bot, whose per-user rate allows 2
+// questions (burst 2, then one an hour) and whose rooms hold 10 waiting:
+// at 8/s for 950 ms each user mentions it twice (due at its offset and
+// half a second later) and every mention is answered, streamed first; at
+// 12/s each mentions it three times and the third is refused by the
+// bot's per-user rate.
 func TestBotAnswersEveryMention(t *testing.T) {
 	ts := startAccountsServer(t)
-	startBot(t, ts)
+	startBot(t, ts, func(c *bot.Config) { c.UserRate, c.UserBurst, c.QueueLength = rate.Every(time.Hour), 2, 10 })
 	base := []string{"-scenario", "bot", "-bot", "bot", "-bot-users", "4", "-bot-rooms", "2", "-bot-for", "950ms", "-bot-wait", "30s"}
 
 	rep, out := runReport(t, ts.URL, append(base, "-bot-rate", "8")...)
@@ -78,5 +79,19 @@ func TestBotAnswersEveryMention(t *testing.T) {
 	b = rep.Bot
 	if b == nil || b.Sent != 12 || b.Answered != 8 || b.Refused["user_rate"] != 4 || len(b.Refused) != 1 || b.Unanswered != 0 || b.Final.N != 8 || b.OtherBotMessages != 0 {
 		t.Errorf("over the per-user rate: %+v\n%s", b, out)
+	}
+}
+
+// Four users in one room mention a bot that lets one question wait per
+// room and takes seconds per answer (60 ms a word), 100 ms apart: the
+// first is answered, the second waits and is answered, the last two are
+// refused as the queue is full.
+func TestBotRefusesOverItsQueue(t *testing.T) {
+	ts := startAccountsServer(t)
+	startBot(t, ts, func(c *bot.Config) { c.QueueLength, c.Model = 1, &llm.Offline{Delay: 60 * time.Millisecond} })
+	rep, out := runReport(t, ts.URL, "-scenario", "bot", "-bot", "bot", "-bot-users", "4", "-bot-rooms", "1", "-bot-rate", "10", "-bot-for", "350ms", "-bot-wait", "30s")
+	b := rep.Bot
+	if b == nil || b.Sent != 4 || b.Answered != 2 || b.Refused["queue_full"] != 2 || len(b.Refused) != 1 || b.Unanswered != 0 || b.Final.N != 2 || b.EndReasons["done"] != 2 {
+		t.Errorf("over the queue: %+v\n%s", b, out)
 	}
 }
