@@ -3,7 +3,7 @@ GO ?= go
 ADDR ?= 127.0.0.1:8080
 DATA ?= ./data
 
-.PHONY: all build run test vet fmt bench fuzz tidy browser-test
+.PHONY: all build run test vet fmt bench compare fuzz tidy browser-test
 
 # Go sources, without the npm packages of the browser tests.
 GOFILES = $$(find . -name '*.go' -not -path './node_modules/*' -not -path './web/test/artifacts/*')
@@ -43,6 +43,12 @@ fmt:
 ## bench: the benchmarks quoted in docs/benchmarks.md.
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+## compare: the messenger beside Centrifugo, one sitting, same shapes
+## (cmd/load/compare.sh; CENTRIFUGO_BIN, ROUNDS, CONNS, … from the
+## environment; docs/benchmarks.md). Long: run it on a quiet machine.
+compare:
+	./cmd/load/compare.sh
 
 ## fuzz: a short run of every fuzz target (FUZZTIME per target).
 FUZZTIME ?= 20s

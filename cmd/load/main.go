@@ -4,7 +4,8 @@
 // percentiles, errors by protocol code, and the server's memory per
 // connection (from /proc when the server runs on the same machine).
 //
-// Usage: see docs/benchmarks.md ("Load tool") or run load -h.
+// Usage: see docs/benchmarks.md ("Load tool") or run load -h. `load
+// compare DIR` summarises the reports of cmd/load/compare.sh instead.
 package main
 
 import (
@@ -17,7 +18,13 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+	var err error
+	if len(os.Args) > 1 && os.Args[1] == "compare" {
+		err = runCompare(os.Args[2:], os.Stdout)
+	} else {
+		err = run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "load:", err)
 		os.Exit(1)
 	}

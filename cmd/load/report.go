@@ -170,5 +170,11 @@ func writeHTML(w io.Writer, rep *Report) error {
 			})
 		}
 	}
+	if rep.Conv != nil {
+		data.Rounds = append(data.Rounds, rep.Conv.htmlRound())
+	}
+	if rep.Bot != nil {
+		data.Rounds = append(data.Rounds, rep.Bot.htmlRound())
+	}
 	return reportTemplate.Execute(w, data)
 }

@@ -23,6 +23,7 @@ import (
 type options struct {
 	url          string
 	pin          string
+	target       string
 	scenarios    []string
 	conns        int
 	concurrency  int
@@ -42,6 +43,19 @@ type options struct {
 	jsonPath     string
 	htmlPath     string
 	drain        time.Duration
+	// conv and bot (conv.go, botload.go)
+	pairs        int
+	convRate     float64
+	convFor      time.Duration
+	convReply    bool
+	identityKeys int
+	identityBits int
+	botName      string
+	botUsers     int
+	botRooms     int
+	botRate      float64
+	botFor       time.Duration
+	botWait      time.Duration
 }
 
 func parseOptions(args []string, stderr io.Writer) (*options, error) {
@@ -50,8 +64,9 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	o := &options{}
 	var scen, members, rates string
 	fs.StringVar(&o.url, "url", "ws://127.0.0.1:8080/ws", "the server's WebSocket endpoint")
+	fs.StringVar(&o.target, "target", targetMessenger, "the server under test: messenger, or centrifugo (its JSON client protocol: -url ws://HOST:PORT/connection/websocket, anonymous; connect and fanout only)")
 	fs.StringVar(&o.pin, "pin", "", "the server's identity fingerprint (64 hex digits); empty: ask GET /identity on the same host (fine for a local test, not a trustworthy pin)")
-	fs.StringVar(&scen, "scenario", "connect,resume,fanout", "comma-separated scenarios, run in order: handshake (full-handshake storm beside this machine's RSA-PSS signing rate), connect (open -conns connections, each a full handshake and a join, and hold them), resume (resumption storm), fanout (room fan-out)")
+	fs.StringVar(&scen, "scenario", "connect,resume,fanout", "comma-separated scenarios, run in order: handshake (full-handshake storm beside this machine's RSA-PSS signing rate), connect (open -conns connections, each a full handshake and a join, and hold them), resume (resumption storm), fanout (room fan-out), conv (pairs of registered users in end-to-end conversations), bot (users mentioning the server's bot)")
 	fs.IntVar(&o.conns, "conns", 1000, "connect: connections to open and hold")
 	fs.IntVar(&o.concurrency, "concurrency", 64, "dials (handshakes) in flight at once")
 	fs.IntVar(&o.roomSize, "room-size", 10, "connect: members per room the held connections join")
@@ -70,6 +85,18 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.metricsURL, "metrics-url", "", "the server's /metrics URL (its -metrics-addr), to read its memory (process_resident_memory_bytes, Go heap in use, goroutines) instead of /proc; wins over -server-pid")
 	fs.StringVar(&o.htmlPath, "html", "", "also write an HTML report with an SVG latency histogram and throughput-over-time plot per fan-out round to this file")
 	fs.StringVar(&o.jsonPath, "json", "", "also write the results as JSON to this file")
+	fs.IntVar(&o.pairs, "pairs", 100, "conv: pairs of registered users (A, B), each in its own end-to-end conversation")
+	fs.Float64Var(&o.convRate, "conv-rate", 1, "conv: texts of -size bytes each A sends to its B per second")
+	fs.DurationVar(&o.convFor, "conv-for", 10*time.Second, "conv: how long the As send (then up to -drain for the deliveries)")
+	fs.BoolVar(&o.convReply, "conv-reply", true, "conv: B answers each text it receives (false: one direction, A to B)")
+	fs.IntVar(&o.identityKeys, "identity-keys", 16, "conv, bot: identity (device) keys generated before any measurement and shared round robin by the registered accounts")
+	fs.IntVar(&o.identityBits, "identity-bits", 3072, "conv, bot: identity key size (every record is signed with it): 2048, 3072 (the clients' default) or 4096")
+	fs.StringVar(&o.botName, "bot", "bot", "bot: the user name of the server's bot (its -bot NAME)")
+	fs.IntVar(&o.botUsers, "bot-users", 20, "bot: registered users mentioning the bot")
+	fs.IntVar(&o.botRooms, "bot-rooms", 2, "bot: rooms the users are spread over, round robin")
+	fs.Float64Var(&o.botRate, "bot-rate", 2, "bot: mentions per second, all users together")
+	fs.DurationVar(&o.botFor, "bot-for", 10*time.Second, "bot: how long the users mention the bot")
+	fs.DurationVar(&o.botWait, "bot-wait", time.Minute, "bot: how long to wait after the last mention for every answer or refusal")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -79,10 +106,15 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	o.scenarios = strings.Split(scen, ",")
 	for _, s := range o.scenarios {
 		switch s {
-		case "handshake", "connect", "resume", "fanout":
+		case "handshake", "connect", "resume", "fanout", "conv", "bot":
 		default:
-			return nil, fmt.Errorf("-scenario: unknown scenario %q (handshake, connect, resume, fanout)", s)
+			return nil, fmt.Errorf("-scenario: unknown scenario %q (handshake, connect, resume, fanout, conv, bot)", s)
 		}
+	}
+	scenarioSet := false
+	fs.Visit(func(f *flag.Flag) { scenarioSet = scenarioSet || f.Name == "scenario" })
+	if err := checkTarget(o, scenarioSet); err != nil {
+		return nil, err
 	}
 	var err error
 	if o.members, err = positiveInts("-members", members); err != nil {
@@ -103,6 +135,12 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	if o.duration <= 0 || o.keys < 0 || !protocol.ValidRSAKeySize(o.keyBits) {
 		return nil, errors.New("-duration must be positive, -keys at least 0, -key-bits 2048, 3072 or 4096")
 	}
+	if o.pairs < 1 || o.convRate <= 0 || o.convFor <= 0 || o.identityKeys < 1 || !protocol.ValidRSAKeySize(o.identityBits) {
+		return nil, errors.New("-pairs, -conv-rate, -conv-for and -identity-keys must be positive, -identity-bits 2048, 3072 or 4096")
+	}
+	if !protocol.ValidUserName(o.botName) || o.botUsers < 1 || o.botRooms < 1 || o.botRate <= 0 || o.botFor <= 0 || o.botWait < 0 {
+		return nil, errors.New("-bot must be a user name; -bot-users, -bot-rooms, -bot-rate and -bot-for positive, -bot-wait at least 0")
+	}
 	return o, nil
 }
 
@@ -121,6 +159,7 @@ func positiveInts(name, s string) ([]int, error) {
 // Report is everything one run measured; -json writes it.
 type Report struct {
 	Date        string           `json:"date"`
+	Target      string           `json:"target"`
 	URL         string           `json:"url"`
 	CPUs        int              `json:"cpus"`
 	SessionKeys string           `json:"session_keys"`
@@ -128,6 +167,8 @@ type Report struct {
 	Connect     *ConnectResult   `json:"connect,omitempty"`
 	Resume      *ResumeResult    `json:"resume,omitempty"`
 	Fanout      []*FanoutResult  `json:"fanout,omitempty"`
+	Conv        *ConvResult      `json:"conv,omitempty"`
+	Bot         *BotResult       `json:"bot,omitempty"`
 }
 
 // run is the whole command: parse, prepare keys, run the scenarios, print.
@@ -141,14 +182,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	l := &loader{o: o, verify: verify, progress: stderr}
-	rep := &Report{Date: time.Now().UTC().Format(time.RFC3339), URL: o.url, CPUs: runtime.NumCPU()}
-	if o.keys > 0 {
+	rep := &Report{Date: time.Now().UTC().Format(time.RFC3339), Target: o.target, URL: o.url, CPUs: runtime.NumCPU()}
+	switch {
+	case o.target == targetCentrifugo:
+		rep.SessionKeys = "Centrifugo: no handshake, no session keys, no encryption (plain JSON over WebSocket)"
+	case o.keys > 0:
 		fmt.Fprintf(stderr, "generating %d RSA-%d session keys…\n", o.keys, o.keyBits)
 		if l.pool, err = newKeyPool(o.keys, o.keyBits); err != nil {
 			return err
 		}
 		rep.SessionKeys = fmt.Sprintf("pool of %d pre-generated RSA-%d keys, reused round robin: client key generation is not measured", o.keys, o.keyBits)
-	} else {
+	default:
 		rep.SessionKeys = fmt.Sprintf("a fresh RSA-%d key per dial, generated inside the measurement", o.keyBits)
 	}
 	fmt.Fprintf(stdout, "load: %s, %d CPUs, %s\n", o.url, rep.CPUs, rep.SessionKeys)
@@ -182,6 +226,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				rep.Fanout = append(rep.Fanout, fr)
 				fr.print(stdout)
 			}
+		case "conv":
+			rep.Conv, err = l.conv(ctx)
+			if err == nil {
+				rep.Conv.print(stdout)
+			}
+		case "bot":
+			rep.Bot, err = l.botLoad(ctx)
+			if err == nil {
+				rep.Bot.print(stdout)
+			}
 		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", s, err)
@@ -213,8 +267,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 }
 
 // identityCheck pins -pin, or the fingerprint the server's /identity
-// gives.
+// gives; Centrifugo (-target) has no identity, so nothing.
 func identityCheck(ctx context.Context, o *options) (func(protocol.Fingerprint) error, error) {
+	if o.target == targetCentrifugo {
+		return nil, nil // no identity to pin
+	}
 	if o.pin != "" {
 		fp, err := protocol.ParseFingerprint(o.pin)
 		if err != nil {

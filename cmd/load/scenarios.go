@@ -70,11 +70,30 @@ func (l *loader) bar(what string, total int, done *atomic.Int64) (stop func()) {
 	return func() { close(quit); <-finished }
 }
 
-// dialAll opens n connections with the configured concurrency, calling
+// dialAll opens n messenger connections with the configured concurrency,
+// calling setup on each; see dialEach.
+func (l *loader) dialAll(ctx context.Context, what string, n int, setup func(context.Context, int, *client.Conn) error) ([]*client.Conn, *samples, *errorCounts, time.Duration) {
+	return dialEach(ctx, l, what, n, func(ctx context.Context) (*client.Conn, error) { return client.Dial(ctx, l.config()) }, setup)
+}
+
+// dialTargets opens n connections to -target with the configured
+// concurrency, calling setup on each; see dialEach.
+func (l *loader) dialTargets(ctx context.Context, what string, n int, setup func(context.Context, int, loadConn) error) ([]loadConn, *samples, *errorCounts, time.Duration) {
+	return dialEach(ctx, l, what, n, l.dial, setup)
+}
+
+// closer is a connection dialEach and closeAll handle: a *client.Conn or
+// a loadConn.
+type closer interface {
+	comparable
+	Close() error
+}
+
+// dialEach opens n connections with dial, -concurrency at once, calling
 // setup on each (a join); it returns them in index order (nil where one
 // failed), the dial+setup latencies, and the failures.
-func (l *loader) dialAll(ctx context.Context, what string, n int, setup func(context.Context, int, *client.Conn) error) ([]*client.Conn, *samples, *errorCounts, time.Duration) {
-	conns := make([]*client.Conn, n)
+func dialEach[C closer](ctx context.Context, l *loader, what string, n int, dial func(context.Context) (C, error), setup func(context.Context, int, C) error) ([]C, *samples, *errorCounts, time.Duration) {
+	conns := make([]C, n)
 	lat := &samples{}
 	errs := &errorCounts{}
 	var done atomic.Int64
@@ -88,7 +107,7 @@ func (l *loader) dialAll(ctx context.Context, what string, n int, setup func(con
 			defer wg.Done()
 			for i := range work {
 				t0 := time.Now()
-				c, err := client.Dial(ctx, l.config())
+				c, err := dial(ctx)
 				if err == nil && setup != nil {
 					if err = setup(ctx, i, c); err != nil {
 						c.Close()
@@ -119,15 +138,15 @@ func (l *loader) dialAll(ctx context.Context, what string, n int, setup func(con
 
 // drain reads and drops what c receives until it closes, so that a held
 // connection never becomes a slow consumer on this side.
-func drain(c *client.Conn) {
-	for range c.Messages() {
-	}
+func drain(c loadConn) {
+	c.Receive(func(string, time.Time) {}, func(error) {})
 }
 
-func closeAll(conns []*client.Conn) {
+func closeAll[C closer](conns []C) {
+	var none C
 	var wg sync.WaitGroup
 	for _, c := range conns {
-		if c != nil {
+		if c != none {
 			wg.Add(1)
 			go func() { defer wg.Done(); c.Close() }()
 		}
@@ -137,6 +156,7 @@ func closeAll(conns []*client.Conn) {
 
 // ConnectResult is the connect scenario's outcome.
 type ConnectResult struct {
+	Opens            string         `json:"opens"`
 	Attempted        int            `json:"attempted"`
 	Established      int            `json:"established"`
 	Concurrency      int            `json:"concurrency"`
@@ -155,8 +175,8 @@ type ConnectResult struct {
 }
 
 // connect opens -conns connections (full handshake, then a join of a room
-// of -room-size), holds them idle for -hold, and reads the server's
-// memory.
+// of -room-size; with -target centrifugo the connect command, then a
+// subscribe), holds them idle for -hold, and reads the server's memory.
 func (l *loader) connect(ctx context.Context) (*ConnectResult, error) {
 	o := l.o
 	before, err := serverMemory(ctx, o)
@@ -164,13 +184,12 @@ func (l *loader) connect(ctx context.Context) (*ConnectResult, error) {
 		return nil, err
 	}
 	run := uuid.NewString()[:8]
-	conns, lat, errs, took := l.dialAll(ctx, "connect", o.conns, func(ctx context.Context, i int, c *client.Conn) error {
+	conns, lat, errs, took := l.dialTargets(ctx, "connect", o.conns, func(ctx context.Context, i int, c loadConn) error {
 		go drain(c)
-		_, err := c.Join(ctx, fmt.Sprintf("idle-%s-%d", run, i/o.roomSize), "")
-		return err
+		return c.Join(ctx, fmt.Sprintf("idle-%s-%d", run, i/o.roomSize))
 	})
 	defer closeAll(conns)
-	r := &ConnectResult{Attempted: o.conns, Concurrency: o.concurrency, RoomSize: o.roomSize, Seconds: took.Seconds(), Latency: lat.percentiles(), Errors: errs.snapshot(), ServerRSSBefore: before.RSSKiB, MemoryBefore: before}
+	r := &ConnectResult{Opens: l.opens(), Attempted: o.conns, Concurrency: o.concurrency, RoomSize: o.roomSize, Seconds: took.Seconds(), Latency: lat.percentiles(), Errors: errs.snapshot(), ServerRSSBefore: before.RSSKiB, MemoryBefore: before}
 	for _, c := range conns {
 		if c != nil {
 			r.Established++
@@ -207,7 +226,7 @@ func (l *loader) connect(ctx context.Context) (*ConnectResult, error) {
 }
 
 func (r *ConnectResult) print(w io.Writer) {
-	fmt.Fprintf(w, "\n## connect: %d connections (full handshake + join of a %d-member room), %d in flight\n\n", r.Attempted, r.RoomSize, r.Concurrency)
+	fmt.Fprintf(w, "\n## connect: %d connections (%s of a %d-member room), %d in flight\n\n", r.Attempted, r.Opens, r.RoomSize, r.Concurrency)
 	fmt.Fprintln(w, "| measure | value |\n|---|---|")
 	fmt.Fprintf(w, "| established | %d of %d |\n", r.Established, r.Attempted)
 	fmt.Fprintf(w, "| time to open all | %.1f s |\n", r.Seconds)
@@ -330,7 +349,7 @@ type FanoutRound struct {
 
 // member is one fan-out client and what it received, per round.
 type member struct {
-	c   *client.Conn
+	c   loadConn
 	mu  sync.Mutex
 	lat map[int][]time.Duration
 	at  map[int][]time.Time // receipt times, for the throughput plot
@@ -347,12 +366,11 @@ func (l *loader) fanout(ctx context.Context, n int) (*FanoutResult, error) {
 	errAnswers := &errorCounts{}
 	var round atomic.Int64
 	dead := make(chan int, n)
-	conns, _, jerrs, took := l.dialAll(ctx, fmt.Sprintf("join %d", n), n, func(ctx context.Context, i int, c *client.Conn) error {
+	conns, _, jerrs, took := l.dialTargets(ctx, fmt.Sprintf("join %d", n), n, func(ctx context.Context, i int, c loadConn) error {
 		m := &member{c: c, lat: map[int][]time.Duration{}, at: map[int][]time.Time{}, got: map[int]int{}}
 		members[i] = m
 		go m.receive(errAnswers, dead, i)
-		_, err := c.Join(ctx, room, "")
-		return err
+		return c.Join(ctx, room)
 	})
 	defer closeAll(conns)
 	res := &FanoutResult{Members: n, JoinSeconds: took.Seconds(), JoinErrors: jerrs.snapshot()}
@@ -403,8 +421,7 @@ func (l *loader) fanout(ctx context.Context, n int) (*FanoutResult, error) {
 				time.Sleep(time.Until(due))
 			}
 			head := strconv.Itoa(k) + ":" + strconv.FormatInt(time.Now().UnixNano(), 10) + ":"
-			msg := &protocol.Message{Type: protocol.MsgSend, ID: uuid.NewString(), TS: time.Now().UnixMilli(), Room: room, Body: head + pad[len(head):]}
-			if err := pub.WriteMessage(msg); err != nil {
+			if err := pub.Publish(room, head+pad[len(head):]); err != nil {
 				break
 			}
 			r.Sent++
@@ -473,23 +490,17 @@ func (l *loader) fanout(ctx context.Context, n int) (*FanoutResult, error) {
 // and counts error answers; it reports i on dead when the connection ends.
 func (m *member) receive(errAnswers *errorCounts, dead chan<- int, i int) {
 	defer func() { dead <- i }()
-	for msg := range m.c.Messages() {
-		now := time.Now()
-		switch msg.Type {
-		case protocol.MsgMessage:
-			k, ts, ok := parseHead(msg.Body)
-			if !ok {
-				continue
-			}
-			m.mu.Lock()
-			m.lat[k] = append(m.lat[k], now.Sub(time.Unix(0, ts)))
-			m.at[k] = append(m.at[k], now)
-			m.got[k]++
-			m.mu.Unlock()
-		case protocol.MsgError:
-			errAnswers.add(&protocol.PeerError{Code: msg.Code, Reason: msg.Error})
+	m.c.Receive(func(body string, now time.Time) {
+		k, ts, ok := parseHead(body)
+		if !ok {
+			return
 		}
-	}
+		m.mu.Lock()
+		m.lat[k] = append(m.lat[k], now.Sub(time.Unix(0, ts)))
+		m.at[k] = append(m.at[k], now)
+		m.got[k]++
+		m.mu.Unlock()
+	}, errAnswers.add)
 }
 
 // parseHead reads "round:unixnano:" at the start of a body.

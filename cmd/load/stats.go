@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -78,7 +79,8 @@ func fmtMs(v float64) string {
 	}
 }
 
-// errorCounts counts failures by protocol code (or "other: …").
+// errorCounts counts failures by protocol code (or "other"; with
+// -target centrifugo, Centrifugo's error and disconnect codes by number).
 type errorCounts struct {
 	mu sync.Mutex
 	m  map[string]int
@@ -89,7 +91,11 @@ func (e *errorCounts) add(err error) {
 		return
 	}
 	key := protocol.CodeOf(err).String()
-	if protocol.CodeOf(err) == protocol.CodeInternal {
+	var other interface{ countKey() string }
+	switch {
+	case errors.As(err, &other): // another server's own codes (-target)
+		key = other.countKey()
+	case protocol.CodeOf(err) == protocol.CodeInternal:
 		key = "other"
 	}
 	e.mu.Lock()

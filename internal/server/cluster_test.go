@@ -350,7 +350,13 @@ func (col *collector) wait(t *testing.T, what string, n int) []*protocol.Message
 func wantExactlyOnce(t *testing.T, what string, msgs []*protocol.Message, n int) {
 	t.Helper()
 	if len(msgs) != n {
-		t.Fatalf("%s: %d messages, want %d", what, len(msgs), n)
+		// Say which: a message twice (the same seq, or the same body
+		// under two seqs) or one missing.
+		var list []string
+		for _, m := range msgs {
+			list = append(list, fmt.Sprintf("%d:%s", m.Seq, m.Body))
+		}
+		t.Fatalf("%s: %d messages, want %d: %s", what, len(msgs), n, strings.Join(list, " "))
 	}
 	next := map[string]int{}
 	for i, m := range msgs {
