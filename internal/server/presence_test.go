@@ -1,12 +1,15 @@
 package server
 
 import (
+	"context"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/secure-messenger/messenger/internal/broker"
 	"github.com/secure-messenger/messenger/internal/presence"
 	"github.com/secure-messenger/messenger/pkg/client"
 	"github.com/secure-messenger/messenger/pkg/protocol"
@@ -83,5 +86,130 @@ func TestPresenceJoinLeaveCancel(t *testing.T) {
 	p.event(ctxT(t), "r", stays, "leave")
 	if len(p.pending) != 0 {
 		t.Fatalf("pending %+v, want none", p.pending)
+	}
+}
+
+// TestCountSpacing: counts of a room above the threshold are spaced by
+// interval × members / threshold, between interval and maxCountSpacing.
+func TestCountSpacing(t *testing.T) {
+	const iv = 200 * time.Millisecond
+	for _, tc := range []struct {
+		threshold, n int
+		want         time.Duration
+	}{
+		{100, 50, iv},
+		{100, 100, iv},
+		{100, 150, 300 * time.Millisecond},
+		{100, 1000, 2 * time.Second},
+		{100, 5000, maxCountSpacing},
+		{100, 19500, maxCountSpacing},
+		{0, 5000, iv},
+	} {
+		if got := countSpacing(iv, tc.threshold, tc.n); got != tc.want {
+			t.Errorf("countSpacing(%v, %d, %d) = %v, want %v", iv, tc.threshold, tc.n, got, tc.want)
+		}
+	}
+	if got := countSpacing(time.Minute, 100, 5000); got != time.Minute {
+		t.Errorf("an interval above maxCountSpacing: spacing %v, want the interval", got)
+	}
+}
+
+// publishLog is a memory broker that remembers what was published.
+type publishLog struct {
+	broker.Broker
+	mu   sync.Mutex
+	msgs []*protocol.Message
+}
+
+func (b *publishLog) Publish(ctx context.Context, channel string, payload []byte) error {
+	m, err := protocol.DecodeMessage(payload[8:]) // after the hub's seq
+	if err != nil {
+		return err
+	}
+	b.mu.Lock()
+	b.msgs = append(b.msgs, m)
+	b.mu.Unlock()
+	return b.Broker.Publish(ctx, channel, payload)
+}
+
+func (b *publishLog) take() []*protocol.Message {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := b.msgs
+	b.msgs = nil
+	return out
+}
+
+// TestPresenceCountsSpacedInLargeRooms: a room above the threshold that
+// keeps changing gets its next count only once countSpacing has passed
+// since the last one; the deferred count then carries the latest member
+// count, even when the change that caused it cancelled out meanwhile.
+func TestPresenceCountsSpacedInLargeRooms(t *testing.T) {
+	var pl *publishLog
+	hub, err := NewHub(zerolog.Nop(), func(h broker.Handler) (broker.Broker, error) {
+		pl = &publishLog{Broker: broker.NewMemoryBroker(h)}
+		return pl, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = hub.Close() })
+	const iv, threshold = 200 * time.Millisecond, 2
+	p := newRoomPresence(presence.NewMemory(0), hub, zerolog.Nop(), iv, threshold)
+	clock := time.Unix(1_800_000_000, 0)
+	p.now = func() time.Time { return clock }
+	join := func(i int) *peer {
+		c := &peer{id: fmt.Sprintf("c%d", i), name: fmt.Sprintf("m%d", i)}
+		if err := p.add(ctxT(t), "r", c); err != nil {
+			t.Fatal(err)
+		}
+		p.event(ctxT(t), "r", c, "join")
+		return c
+	}
+	wantCounts := func(step string, want ...int) {
+		t.Helper()
+		var got []int
+		for _, m := range pl.take() {
+			if m.Event != protocol.PresenceCount {
+				t.Fatalf("%s: presence %q from %q, want counts only", step, m.Event, m.From)
+			}
+			got = append(got, m.Count)
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("%s: counts %v, want %v", step, got, want)
+		}
+	}
+	for i := range 10 {
+		join(i)
+	}
+	p.flush(ctxT(t))
+	wantCounts("first batch", 10)
+
+	// 11 members: the next count is due 200 ms × 11 / 2 = 1.1 s later.
+	join(10)
+	for range 5 {
+		clock = clock.Add(iv)
+		p.flush(ctxT(t))
+		wantCounts("within the spacing")
+	}
+	clock = clock.Add(iv) // 1.2 s
+	p.flush(ctxT(t))
+	wantCounts("after the spacing", 11)
+
+	// A connection that comes and goes while the count is deferred: the
+	// deferred count is still sent, once due.
+	brief := join(11)
+	clock = clock.Add(iv)
+	p.flush(ctxT(t))
+	wantCounts("deferred")
+	p.event(ctxT(t), "r", brief, "leave") // cancels the only event kept
+	clock = clock.Add(maxCountSpacing)
+	p.flush(ctxT(t))
+	wantCounts("due", 11)
+	clock = clock.Add(maxCountSpacing)
+	p.flush(ctxT(t))
+	wantCounts("quiet")
+	if len(p.lastCount) != 0 || len(p.counting) != 0 || len(p.pending) != 0 {
+		t.Fatalf("a quiet room is still remembered: lastCount %v counting %v pending %v", p.lastCount, p.counting, p.pending)
 	}
 }
