@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -14,26 +15,46 @@ import (
 )
 
 // compareUsage is `load compare`'s help.
-const compareUsage = `usage: load compare DIR
+const compareUsage = `usage: load compare [-html FILE] DIR
 
 Reads the -json reports in DIR named SHAPE.TARGET.rROUND.json (what
 cmd/load/compare.sh writes: one file per shape, server and round) and
 prints, per shape, one Markdown table of every measure's median and
-min–max over the rounds, one column per server (messenger first).`
+min–max over the rounds, one column per server (messenger first).
+With -html, it also writes an HTML page with each fan-out round's
+latency histogram and deliveries-over-time plot, server beside server.`
 
-// runCompare is `load compare DIR`.
+// runCompare is `load compare [-html FILE] DIR`.
 func runCompare(args []string, stdout io.Writer) error {
-	if len(args) != 1 || strings.HasPrefix(args[0], "-") {
+	fs := flag.NewFlagSet("compare", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	htmlPath := fs.String("html", "", "")
+	if err := fs.Parse(args); err != nil || fs.NArg() != 1 {
 		return errors.New(compareUsage)
 	}
-	runs, err := readRuns(args[0])
+	dir := fs.Arg(0)
+	runs, err := readRuns(dir)
 	if err != nil {
 		return err
 	}
 	if len(runs) == 0 {
-		return fmt.Errorf("compare: no SHAPE.TARGET.rROUND.json report in %s", args[0])
+		return fmt.Errorf("compare: no SHAPE.TARGET.rROUND.json report in %s", dir)
 	}
 	writeComparison(stdout, runs)
+	if *htmlPath == "" {
+		return nil
+	}
+	f, err := os.Create(*htmlPath)
+	if err != nil {
+		return fmt.Errorf("compare -html: %w", err)
+	}
+	err = writeCompareHTML(f, runs, targetsOf(runs))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("compare -html: %w", err)
+	}
 	return nil
 }
 
@@ -130,7 +151,6 @@ func measures(rep *Report) []measure {
 func writeComparison(w io.Writer, runs []compareRun) {
 	first := map[string]time.Time{}
 	rounds := map[string]map[string]int{} // shape → target → runs
-	targets := []string{}
 	for _, r := range runs {
 		if t, ok := first[r.shape]; !ok || r.at.Before(t) {
 			first[r.shape] = r.at
@@ -139,19 +159,8 @@ func writeComparison(w io.Writer, runs []compareRun) {
 			rounds[r.shape] = map[string]int{}
 		}
 		rounds[r.shape][r.target]++
-		if !slices.Contains(targets, r.target) {
-			targets = append(targets, r.target)
-		}
 	}
-	slices.SortFunc(targets, func(a, b string) int {
-		if (a == targetMessenger) != (b == targetMessenger) {
-			if a == targetMessenger {
-				return -1
-			}
-			return 1
-		}
-		return strings.Compare(a, b)
-	})
+	targets := targetsOf(runs)
 	shapes := make([]string, 0, len(first))
 	for s := range first {
 		shapes = append(shapes, s)
@@ -204,6 +213,26 @@ func writeComparison(w io.Writer, runs []compareRun) {
 			fmt.Fprintln(w)
 		}
 	}
+}
+
+// targetsOf is the servers the runs measured, the messenger first.
+func targetsOf(runs []compareRun) []string {
+	var targets []string
+	for _, r := range runs {
+		if !slices.Contains(targets, r.target) {
+			targets = append(targets, r.target)
+		}
+	}
+	slices.SortFunc(targets, func(a, b string) int {
+		if (a == targetMessenger) != (b == targetMessenger) {
+			if a == targetMessenger {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(a, b)
+	})
+	return targets
 }
 
 // spread is "median (min–max)" of vs, saying how many of the runs had the

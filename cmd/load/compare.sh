@@ -14,7 +14,8 @@
 # Every run's -json report goes to OUT/SHAPE.TARGET.rROUND.json (its
 # Markdown to .md, its progress and errors to .log); OUT/summary.md gets
 # the machine, the load average before each run, and `load compare OUT`:
-# each measure's median and min–max, messenger beside Centrifugo.
+# each measure's median and min–max, messenger beside Centrifugo;
+# OUT/fanout.html the first round's fan-out plots, server beside server.
 #
 # The messenger runs as in docs/benchmarks.md "The tool" (anonymous rooms,
 # SQLite, RSA-3072 identity, every limit off) with -metrics-addr.
@@ -186,6 +187,6 @@ done
 	cat "$OUT/runs.md"
 	echo
 	echo "## Measures (median and min–max over the rounds)"
-	"$OUT/bin/load" compare "$OUT"
+	"$OUT/bin/load" compare -html "$OUT/fanout.html" "$OUT"
 } >"$OUT/summary.md"
-echo "compare.sh: $OUT/summary.md"
+echo "compare.sh: $OUT/summary.md, plots in $OUT/fanout.html"

@@ -101,3 +101,61 @@ func TestCompareTables(t *testing.T) {
 		t.Errorf("no directory: %v", err)
 	}
 }
+
+// TestCompareHTML: `load compare -html` draws each fan-out round of the
+// first round of its shape for every server, side by side, the latency
+// histograms of one shape on the same bins.
+func TestCompareHTML(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, rep *Report) {
+		t.Helper()
+		b, err := json.Marshal(rep)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	round := func(rate int, lat ...time.Duration) *FanoutRound {
+		return &FanoutRound{Rate: rate, Expected: int64(len(lat)), Delivered: int64(len(lat)), Histogram: latencyHistogram(lat), Throughput: []float64{10, 20}}
+	}
+	ms := time.Millisecond
+	// The messenger's latencies span 1–100 ms, Centrifugo's 0.2–2 ms:
+	// both histograms must cover 0.2–100 ms.
+	write("fanout.messenger.r1.json", &Report{Target: targetMessenger, Fanout: []*FanoutResult{{Members: 100, Rounds: []*FanoutRound{round(500, ms, 10*ms, 100*ms)}}}})
+	write("fanout.centrifugo.r1.json", &Report{Target: targetCentrifugo, Fanout: []*FanoutResult{{Members: 100, Rounds: []*FanoutRound{round(500, ms/5, 2*ms)}}}})
+	write("fanout.messenger.r2.json", &Report{Target: targetMessenger, Fanout: []*FanoutResult{{Members: 100, Rounds: []*FanoutRound{round(999, ms)}}}})
+	page := filepath.Join(t.TempDir(), "cmp.html")
+	var out bytes.Buffer
+	if err := runCompare([]string{"-html", page, dir}, &out); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(page)
+	if err != nil {
+		t.Fatal(err)
+	}
+	html := string(b)
+	if n := strings.Count(html, "<svg"); n != 4 {
+		t.Errorf("%d plots, want 4 (latency and throughput for each server)", n)
+	}
+	if !strings.Contains(html, "100 members, 500 publishes/s") || strings.Contains(html, "999 publishes/s") {
+		t.Errorf("want the first round's shape only:\n%s", html)
+	}
+	m, c := strings.Index(html, "<b>messenger</b>"), strings.Index(html, "<b>centrifugo</b>")
+	if m < 0 || c < m {
+		t.Errorf("want the messenger first, then centrifugo")
+	}
+	// 0.2 ms (the bin from 0.158 ms) … 100 ms (the bin from 100 ms) at 5
+	// bins per decade: 15 bins, in both histograms.
+	hist := strings.Split(html, "delivery latency</text>")
+	if len(hist) != 3 {
+		t.Fatalf("%d latency plots", len(hist)-1)
+	}
+	for i, h := range hist[1:] {
+		h = h[:strings.Index(h, "</svg>")]
+		if n := strings.Count(h, `class="bar"`); n != 15 {
+			t.Errorf("latency plot %d has %d bars, want 15 on the shared bins", i, n)
+		}
+	}
+}

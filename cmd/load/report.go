@@ -16,6 +16,13 @@ type HistBin struct {
 	Count int     `json:"count"`
 }
 
+// The latency histogram's bins: histPerDecade per decade from histLowest
+// milliseconds.
+const (
+	histPerDecade = 5
+	histLowest    = 0.1
+)
+
 // latencyHistogram counts d in logarithmic bins, five per decade from
 // 0.1 ms; bins before the first and after the last non-empty one are
 // left out.
@@ -23,7 +30,7 @@ func latencyHistogram(d []time.Duration) []HistBin {
 	if len(d) == 0 {
 		return nil
 	}
-	const perDecade, lowest = 5, 0.1
+	const perDecade, lowest = histPerDecade, histLowest
 	var bins []HistBin
 	for i := 0; i < 7*perDecade; i++ { // 0.1 ms … 1,000 s
 		bins = append(bins, HistBin{From: lowest * math.Pow(10, float64(i)/perDecade), To: lowest * math.Pow(10, float64(i+1)/perDecade)})
