@@ -68,6 +68,14 @@ func withProductionLogs() serverOption {
 	return func(_ *Config, d *Deps) { d.Log = zerolog.New(io.Discard).Level(zerolog.InfoLevel) }
 }
 
+// withoutHandshakeLimits turns off the per-address handshake rate and
+// count limits, which a benchmark dialling from one address in a loop
+// would otherwise run into (the limits have tests of their own).
+func withoutHandshakeLimits(c *Config, _ *Deps) {
+	c.Limits.HandshakeRate = off
+	c.Limits.MaxHandshakesPerAddr, c.Limits.MaxConnectionsPerAddr = -1, -1
+}
+
 // benchIdentities are the identity sizes the handshake benchmarks cover.
 func benchIdentities(b *testing.B) []struct {
 	name string
@@ -321,7 +329,7 @@ func wsHandshake(tb testing.TB, ts *testServer, c *benchClient) *clientResult {
 func BenchmarkServerHandshake(b *testing.B) {
 	for _, id := range benchIdentities(b) {
 		b.Run(id.name, func(b *testing.B) {
-			ts := startServer(b, withIdentity(id.key), withProductionLogs())
+			ts := startServer(b, withIdentity(id.key), withProductionLogs(), withoutHandshakeLimits)
 			c := newBenchClient(b, &id.key.PublicKey)
 			b.Run("server-only", func(b *testing.B) {
 				hs, cr := pipeHandshake(b, b, ts.hs, c)
@@ -356,7 +364,7 @@ func BenchmarkServerHandshake(b *testing.B) {
 // RSA, a session-store lookup (in memory here) and the key schedule.
 func BenchmarkResumeHandshake(b *testing.B) {
 	identity, _ := keys(b)
-	ts := startServer(b, withProductionLogs())
+	ts := startServer(b, withProductionLogs(), withoutHandshakeLimits)
 	// A session to resume, made by a full handshake.
 	full := newBenchClient(b, &identity.PublicKey)
 	first := wsHandshake(b, ts, full)
