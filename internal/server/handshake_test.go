@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
@@ -314,4 +315,28 @@ func TestServerFlightIsOneWrite(t *testing.T) {
 	}
 	full := run(newBenchClient(t, &identity.PublicKey), 3)
 	run(&benchClient{suite: protocol.SuiteAES256GCM, identity: &identity.PublicKey, resumeID: full.sessionID[:], secret: full.secret}, 2)
+}
+
+// A client with a TLS configuration dials wss:// and completes the
+// handshake; plain ws:// dials before and after are unaffected (they share
+// one dialer, the TLS one is a copy).
+func TestDialOverTLSAndPlain(t *testing.T) {
+	ts := startServer(t, withoutHandshakeLimits)
+	tlsSrv := httptest.NewTLSServer(ts.Routes(nil))
+	t.Cleanup(tlsSrv.Close)
+	tlsCfg := tlsSrv.Client().Transport.(*http.Transport).TLSClientConfig.Clone() // trusts the test certificate
+	plain := ts.dial(t)
+	secure := ts.dial(t, func(c *client.Config) {
+		c.URL = "wss" + strings.TrimPrefix(tlsSrv.URL, "https") + "/ws"
+		c.TLS = tlsCfg
+	})
+	after := ts.dial(t)
+	for _, c := range []*client.Conn{plain, secure, after} {
+		if _, err := c.Join(ctxT(t), "tls", ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := client.Dial(ctxT(t), client.Config{URL: "wss" + strings.TrimPrefix(tlsSrv.URL, "https") + "/ws", VerifyIdentity: client.Pin(ts.Fingerprint())}); err == nil {
+		t.Error("wss:// without the test certificate trusted: dialled")
+	}
 }
