@@ -76,7 +76,9 @@ func (l *loader) handshake(ctx context.Context) (*HandshakeResult, error) {
 				t0 := time.Now()
 				// Dial under ctx, not hctx: a handshake under way when
 				// the storm ends completes and counts (the time does too).
-				c, err := client.Dial(ctx, l.config())
+				cfg := l.config()
+				cfg.Incoming = 1 // closed at once: no queue for pushes
+				c, err := client.Dial(ctx, cfg)
 				if err != nil {
 					errs.add(err)
 					continue

@@ -279,6 +279,9 @@ func (l *loader) resume(ctx context.Context) (*ResumeResult, error) {
 			for rctx.Err() == nil {
 				cfg := l.config()
 				cfg.Resume, cfg.ResumeOnly = &tickets[i], true
+				// A resume-only dial sends no session key, and the
+				// connection is closed at once: no queue for pushes.
+				cfg.SessionKey, cfg.Incoming = nil, 1
 				t0 := time.Now()
 				c, err := client.Dial(ctx, cfg)
 				if err != nil {

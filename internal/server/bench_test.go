@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -66,6 +67,27 @@ func withIdentity(k *rsa.PrivateKey) serverOption {
 // for logging, without the test buffer growing.
 func withProductionLogs() serverOption {
 	return func(_ *Config, d *Deps) { d.Log = zerolog.New(io.Discard).Level(zerolog.InfoLevel) }
+}
+
+// cpuMeter reports, as cpu-ns/op, the CPU time (user + system, every
+// thread) the whole process used per iteration between its start and
+// report: for the benchmarks that run client and server in this process,
+// what one operation costs both, however busy the machine is (wall-clock
+// ns/op also counts the time spent waiting for a core).
+type cpuMeter struct{ start time.Duration }
+
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func startCPU(b *testing.B) cpuMeter { return cpuMeter{processCPU(b)} }
+
+func (m cpuMeter) report(b *testing.B) {
+	b.ReportMetric(float64(processCPU(b)-m.start)/float64(b.N), "cpu-ns/op")
 }
 
 // withoutHandshakeLimits turns off the per-address handshake rate and
@@ -342,9 +364,11 @@ func BenchmarkServerHandshake(b *testing.B) {
 			b.Run("websocket", func(b *testing.B) {
 				wsHandshake(b, ts, c)
 				b.ReportAllocs()
+				cpu := startCPU(b)
 				for b.Loop() {
 					wsHandshake(b, ts, c)
 				}
+				cpu.report(b)
 			})
 			b.Run("client.Dial", func(b *testing.B) {
 				b.ReportAllocs()
@@ -392,6 +416,7 @@ func BenchmarkResumeHandshake(b *testing.B) {
 		cfg.Resume = &client.Ticket{ID: first.sessionID, Secret: first.secret}
 		cfg.ResumeOnly = true
 		b.ReportAllocs()
+		cpu := startCPU(b)
 		for b.Loop() {
 			conn, err := client.Dial(context.Background(), cfg)
 			if err != nil {
@@ -402,6 +427,29 @@ func BenchmarkResumeHandshake(b *testing.B) {
 			}
 			conn.Close()
 		}
+		cpu.report(b)
+	})
+	b.Run("client.Dial-parallel", func(b *testing.B) {
+		// Many resume-only dials at once (GOMAXPROCS × 8 in flight), as
+		// in a reconnect storm: ns/op is the inverse of the throughput
+		// on this machine's cores, client and server together.
+		cfg := ts.clientConfig()
+		cfg.Resume = &client.Ticket{ID: first.sessionID, Secret: first.secret}
+		cfg.ResumeOnly = true
+		b.ReportAllocs()
+		b.SetParallelism(8)
+		cpu := startCPU(b)
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				conn, err := client.Dial(context.Background(), cfg)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				conn.Close()
+			}
+		})
+		cpu.report(b)
 	})
 }
 
