@@ -9,6 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -451,6 +454,56 @@ func BenchmarkResumeHandshake(b *testing.B) {
 		})
 		cpu.report(b)
 	})
+}
+
+// BenchmarkWebSocketRoundTrips is the floor under a resumption: the same
+// exchange as a resume-only client.Dial — TCP connect, HTTP upgrade, a
+// 60-byte frame to the server, 120 bytes back, 40 bytes to the server, 150
+// bytes back, the close handshake — between gorilla/websocket endpoints
+// that do nothing else (no protocol, no session, no goroutines of the
+// server's), client and server in this process. cpu-ns/op beside
+// BenchmarkResumeHandshake/client.Dial's says how much of a resumption is
+// the connection itself.
+func BenchmarkWebSocketRoundTrips(b *testing.B) {
+	up := websocket.Upgrader{WriteBufferPool: &sync.Pool{}}
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer ws.Close()
+		for _, n := range []int{120, 150} {
+			if _, _, err := ws.ReadMessage(); err != nil {
+				return
+			}
+			if err := ws.WriteMessage(websocket.BinaryMessage, make([]byte, n)); err != nil {
+				return
+			}
+		}
+		_, _, _ = ws.ReadMessage() // the close frame; gorilla answers it
+	}))
+	defer hs.Close()
+	url := "ws" + strings.TrimPrefix(hs.URL, "http")
+	d := &websocket.Dialer{WriteBufferPool: &sync.Pool{}}
+	b.ReportAllocs()
+	cpu := startCPU(b)
+	for b.Loop() {
+		ws, _, err := d.Dial(url, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, n := range []int{60, 40} {
+			if err := ws.WriteMessage(websocket.BinaryMessage, make([]byte, n)); err != nil {
+				b.Fatal(err)
+			}
+			if _, _, err := ws.ReadMessage(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+		ws.Close()
+	}
+	cpu.report(b)
 }
 
 // benchmarkHubFanout publishes one message to a room of members peers on
