@@ -70,7 +70,7 @@ func (hs *serverHandshake) handshake() error {
 // client's reader) instead of one each; every frame is still its own
 // WebSocket message, exactly as docs/protocol.md has them.
 func (hs *serverHandshake) sendFlight() error {
-	uncork := hs.corkFlight()
+	cc := hs.corkFlight()
 	err := hs.sendServerHello()
 	if err == nil && !hs.resumed {
 		err = hs.sendServerVerify()
@@ -80,31 +80,33 @@ func (hs *serverHandshake) sendFlight() error {
 	}
 	// Written even after a failure, so that an Alert the caller sends
 	// next is not held back behind frames never sent.
-	if uerr := uncork(); err == nil {
-		err = uerr
+	if cc != nil {
+		if uerr := cc.uncork(); err == nil {
+			err = uerr
+		}
 	}
 	return err
 }
 
 // corkFlight starts gathering the writes of the connection under the
-// handshake's WebSocket (a corkConn, when ServeWS upgraded it), and
-// returns the function that writes them. Over anything else (the
-// benchmarks' in-memory pipe) both do nothing.
-func (hs *serverHandshake) corkFlight() (uncork func() error) {
+// handshake's WebSocket, when ServeWS upgraded it over a corkConn, and
+// returns that connection for sendFlight to uncork; over anything else
+// (the benchmarks' in-memory pipe) it returns nil.
+func (hs *serverHandshake) corkFlight() *corkConn {
 	f, ok := hs.io.Conn.(wsFrames)
 	if !ok {
-		return func() error { return nil }
+		return nil
 	}
 	cc, ok := f.ws.NetConn().(*corkConn)
 	if !ok {
-		return func() error { return nil }
+		return nil
 	}
 	timeout := 10 * time.Second
 	if d, ok := hs.ctx.Deadline(); ok {
 		timeout = time.Until(d)
 	}
 	cc.cork(timeout)
-	return cc.uncork
+	return cc
 }
 
 func (hs *serverHandshake) readClientHello() error {
