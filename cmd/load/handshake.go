@@ -28,6 +28,17 @@ type HandshakeResult struct {
 	SignBits      int            `json:"sign_bits"`
 	SignPerSecond float64        `json:"sign_per_second"`
 	Ratio         float64        `json:"handshakes_per_signature_rate"`
+	// SignPerCPUSecond is signatures per CPU-second of this process while
+	// it measured the signing rate (its own CPU time, not the wall clock:
+	// on a shared machine the two differ).
+	SignPerCPUSecond float64 `json:"sign_per_cpu_second"`
+	// CPU is what the storm cost the server and this tool in CPU time.
+	CPU CPUCost `json:"cpu"`
+	// CPURatio is handshakes per server CPU-second ÷ signatures per
+	// CPU-second: the share of the server's handshake work that is its one
+	// signature, whoever else shares the cores. 0 without -server-pid or
+	// -metrics-url.
+	CPURatio float64 `json:"handshakes_per_server_cpu_second_per_signature_rate,omitempty"`
 }
 
 // handshake measures the machine's RSA-PSS signing rate with a key of
@@ -37,11 +48,16 @@ type HandshakeResult struct {
 func (l *loader) handshake(ctx context.Context) (*HandshakeResult, error) {
 	o := l.o
 	r := &HandshakeResult{Concurrency: o.concurrency, SignBits: o.signBits}
-	rate, err := signRate(ctx, o.signBits, o.handshakeFor/4)
+	rate, perCPU, err := signRate(ctx, o.signBits, o.handshakeFor/4)
 	if err != nil {
 		return nil, err
 	}
-	r.SignPerSecond = rate
+	r.SignPerSecond, r.SignPerCPUSecond = rate, perCPU
+	meter := cpuMeter{o}
+	before, err := meter.read(ctx)
+	if err != nil {
+		return nil, err
+	}
 	lat := &samples{}
 	errs := &errorCounts{}
 	var done atomic.Int64
@@ -60,7 +76,9 @@ func (l *loader) handshake(ctx context.Context) (*HandshakeResult, error) {
 				t0 := time.Now()
 				// Dial under ctx, not hctx: a handshake under way when
 				// the storm ends completes and counts (the time does too).
-				c, err := client.Dial(ctx, l.config())
+				cfg := l.config()
+				cfg.Incoming = 1 // closed at once: no queue for pushes
+				c, err := client.Dial(ctx, cfg)
 				if err != nil {
 					errs.add(err)
 					continue
@@ -73,22 +91,35 @@ func (l *loader) handshake(ctx context.Context) (*HandshakeResult, error) {
 	}
 	wg.Wait()
 	took := time.Since(start)
+	after, err := meter.read(ctx)
 	stop()
+	if err != nil {
+		return nil, err
+	}
 	r.Handshakes, r.Seconds = int(done.Load()), took.Seconds()
 	r.PerSecond = float64(r.Handshakes) / took.Seconds()
 	r.Latency, r.Errors = lat.percentiles(), errs.snapshot()
 	if r.SignPerSecond > 0 {
 		r.Ratio = r.PerSecond / r.SignPerSecond
 	}
+	r.CPU = cost(before, after, r.Handshakes)
+	if r.SignPerCPUSecond > 0 {
+		r.CPURatio = r.CPU.OpsPerServerCPUSecond / r.SignPerCPUSecond
+	}
 	return r, nil
 }
 
 // signRate signs transcript hashes with a fresh RSA key of bits on every
-// CPU for d and returns signatures per second.
-func signRate(ctx context.Context, bits int, d time.Duration) (float64, error) {
+// CPU for d and returns signatures per second of wall clock and per
+// CPU-second this process used meanwhile.
+func signRate(ctx context.Context, bits int, d time.Duration) (perSecond, perCPUSecond float64, err error) {
 	key, err := rsa.GenerateKey(rand.Reader, bits)
 	if err != nil {
-		return 0, fmt.Errorf("load: signing key: %w", err)
+		return 0, 0, fmt.Errorf("load: signing key: %w", err)
+	}
+	cpu0, err := procCPUSeconds("self")
+	if err != nil {
+		return 0, 0, err
 	}
 	var n atomic.Int64
 	var firstErr atomic.Value
@@ -111,10 +142,19 @@ func signRate(ctx context.Context, bits int, d time.Duration) (float64, error) {
 		}()
 	}
 	wg.Wait()
-	if err, _ := firstErr.Load().(error); err != nil {
-		return 0, err
+	took := time.Since(start)
+	cpu1, err := procCPUSeconds("self")
+	if err != nil {
+		return 0, 0, err
 	}
-	return float64(n.Load()) / time.Since(start).Seconds(), nil
+	if err, _ := firstErr.Load().(error); err != nil {
+		return 0, 0, err
+	}
+	perSecond = float64(n.Load()) / took.Seconds()
+	if cpu1 > cpu0 {
+		perCPUSecond = float64(n.Load()) / (cpu1 - cpu0)
+	}
+	return perSecond, perCPUSecond, nil
 }
 
 func (r *HandshakeResult) print(w io.Writer) {
@@ -123,7 +163,12 @@ func (r *HandshakeResult) print(w io.Writer) {
 	fmt.Fprintf(w, "| full handshakes | %d in %.1f s |\n", r.Handshakes, r.Seconds)
 	fmt.Fprintf(w, "| full handshakes per second | %.0f |\n", r.PerSecond)
 	fmt.Fprintf(w, "| RSA-PSS-%d signatures per second on this machine, all CPUs, measured just before (no load client running) | %.0f |\n", r.SignBits, r.SignPerSecond)
-	fmt.Fprintf(w, "| handshakes ÷ signing rate (target ≥ 0.8) | %.2f |\n", r.Ratio)
+	fmt.Fprintf(w, "| handshakes ÷ signing rate, wall clock (target ≥ 0.8) | %.2f |\n", r.Ratio)
+	fmt.Fprintf(w, "| RSA-PSS-%d signatures per CPU-second (this process's CPU time while it signed) | %.0f |\n", r.SignBits, r.SignPerCPUSecond)
+	r.CPU.printRows(w, "handshake")
+	if r.CPURatio > 0 {
+		fmt.Fprintf(w, "| handshakes per server CPU-second ÷ signatures per CPU-second | %.2f |\n", r.CPURatio)
+	}
 	fmt.Fprintf(w, "| latency p50 / p90 / p99 / p99.9 / max (ms) | %s |\n", r.Latency)
 	fmt.Fprintf(w, "| errors | %s |\n", formatErrors(r.Errors))
 }

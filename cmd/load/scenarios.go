@@ -254,6 +254,9 @@ type ResumeResult struct {
 	PerSecond   float64        `json:"per_second"`
 	Latency     Percentiles    `json:"latency"`
 	Errors      map[string]int `json:"errors"`
+	// CPU is what the storm cost the server (with -server-pid or
+	// -metrics-url) and this tool in CPU time.
+	CPU CPUCost `json:"cpu"`
 }
 
 // resume opens -concurrency sessions, closes their connections, and then
@@ -276,6 +279,11 @@ func (l *loader) resume(ctx context.Context) (*ResumeResult, error) {
 	lat := &samples{}
 	rerrs := &errorCounts{}
 	var done atomic.Int64
+	meter := cpuMeter{o}
+	before, err := meter.read(ctx)
+	if err != nil {
+		return nil, err
+	}
 	rctx, cancel := context.WithTimeout(ctx, o.resumeFor)
 	defer cancel()
 	stop := l.bar("resume", 0, &done)
@@ -290,6 +298,9 @@ func (l *loader) resume(ctx context.Context) (*ResumeResult, error) {
 			for rctx.Err() == nil {
 				cfg := l.config()
 				cfg.Resume, cfg.ResumeOnly = &tickets[i], true
+				// A resume-only dial sends no session key, and the
+				// connection is closed at once: no queue for pushes.
+				cfg.SessionKey, cfg.Incoming = nil, 1
 				t0 := time.Now()
 				c, err := client.Dial(ctx, cfg)
 				if err != nil {
@@ -305,10 +316,15 @@ func (l *loader) resume(ctx context.Context) (*ResumeResult, error) {
 	}
 	wg.Wait()
 	took := time.Since(start)
+	after, err := meter.read(ctx)
 	stop()
+	if err != nil {
+		return nil, err
+	}
 	r.Resumed, r.Seconds = int(done.Load()), took.Seconds()
 	r.PerSecond = float64(r.Resumed) / took.Seconds()
 	r.Latency, r.Errors = lat.percentiles(), rerrs.snapshot()
+	r.CPU = cost(before, after, r.Resumed)
 	return r, nil
 }
 
@@ -319,6 +335,7 @@ func (r *ResumeResult) print(w io.Writer) {
 	fmt.Fprintf(w, "| resumptions per second | %.0f |\n", r.PerSecond)
 	fmt.Fprintf(w, "| latency p50 / p90 / p99 / p99.9 / max (ms) | %s |\n", r.Latency)
 	fmt.Fprintf(w, "| errors | %s |\n", formatErrors(r.Errors))
+	r.CPU.printRows(w, "resumption")
 }
 
 // FanoutResult is one room size's fan-out outcome.

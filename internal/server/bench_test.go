@@ -9,7 +9,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -66,6 +70,35 @@ func withIdentity(k *rsa.PrivateKey) serverOption {
 // for logging, without the test buffer growing.
 func withProductionLogs() serverOption {
 	return func(_ *Config, d *Deps) { d.Log = zerolog.New(io.Discard).Level(zerolog.InfoLevel) }
+}
+
+// cpuMeter reports, as cpu-ns/op, the CPU time (user + system, every
+// thread) the whole process used per iteration between its start and
+// report: for the benchmarks that run client and server in this process,
+// what one operation costs both, however busy the machine is (wall-clock
+// ns/op also counts the time spent waiting for a core).
+type cpuMeter struct{ start time.Duration }
+
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func startCPU(b *testing.B) cpuMeter { return cpuMeter{processCPU(b)} }
+
+func (m cpuMeter) report(b *testing.B) {
+	b.ReportMetric(float64(processCPU(b)-m.start)/float64(b.N), "cpu-ns/op")
+}
+
+// withoutHandshakeLimits turns off the per-address handshake rate and
+// count limits, which a benchmark dialling from one address in a loop
+// would otherwise run into (the limits have tests of their own).
+func withoutHandshakeLimits(c *Config, _ *Deps) {
+	c.Limits.HandshakeRate = off
+	c.Limits.MaxHandshakesPerAddr, c.Limits.MaxConnectionsPerAddr = -1, -1
 }
 
 // benchIdentities are the identity sizes the handshake benchmarks cover.
@@ -321,7 +354,7 @@ func wsHandshake(tb testing.TB, ts *testServer, c *benchClient) *clientResult {
 func BenchmarkServerHandshake(b *testing.B) {
 	for _, id := range benchIdentities(b) {
 		b.Run(id.name, func(b *testing.B) {
-			ts := startServer(b, withIdentity(id.key), withProductionLogs())
+			ts := startServer(b, withIdentity(id.key), withProductionLogs(), withoutHandshakeLimits)
 			c := newBenchClient(b, &id.key.PublicKey)
 			b.Run("server-only", func(b *testing.B) {
 				hs, cr := pipeHandshake(b, b, ts.hs, c)
@@ -334,9 +367,11 @@ func BenchmarkServerHandshake(b *testing.B) {
 			b.Run("websocket", func(b *testing.B) {
 				wsHandshake(b, ts, c)
 				b.ReportAllocs()
+				cpu := startCPU(b)
 				for b.Loop() {
 					wsHandshake(b, ts, c)
 				}
+				cpu.report(b)
 			})
 			b.Run("client.Dial", func(b *testing.B) {
 				b.ReportAllocs()
@@ -356,7 +391,7 @@ func BenchmarkServerHandshake(b *testing.B) {
 // RSA, a session-store lookup (in memory here) and the key schedule.
 func BenchmarkResumeHandshake(b *testing.B) {
 	identity, _ := keys(b)
-	ts := startServer(b, withProductionLogs())
+	ts := startServer(b, withProductionLogs(), withoutHandshakeLimits)
 	// A session to resume, made by a full handshake.
 	full := newBenchClient(b, &identity.PublicKey)
 	first := wsHandshake(b, ts, full)
@@ -384,6 +419,7 @@ func BenchmarkResumeHandshake(b *testing.B) {
 		cfg.Resume = &client.Ticket{ID: first.sessionID, Secret: first.secret}
 		cfg.ResumeOnly = true
 		b.ReportAllocs()
+		cpu := startCPU(b)
 		for b.Loop() {
 			conn, err := client.Dial(context.Background(), cfg)
 			if err != nil {
@@ -394,7 +430,80 @@ func BenchmarkResumeHandshake(b *testing.B) {
 			}
 			conn.Close()
 		}
+		cpu.report(b)
 	})
+	b.Run("client.Dial-parallel", func(b *testing.B) {
+		// Many resume-only dials at once (GOMAXPROCS × 8 in flight), as
+		// in a reconnect storm: ns/op is the inverse of the throughput
+		// on this machine's cores, client and server together.
+		cfg := ts.clientConfig()
+		cfg.Resume = &client.Ticket{ID: first.sessionID, Secret: first.secret}
+		cfg.ResumeOnly = true
+		b.ReportAllocs()
+		b.SetParallelism(8)
+		cpu := startCPU(b)
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				conn, err := client.Dial(context.Background(), cfg)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				conn.Close()
+			}
+		})
+		cpu.report(b)
+	})
+}
+
+// BenchmarkWebSocketRoundTrips is the floor under a resumption: the same
+// exchange as a resume-only client.Dial — TCP connect, HTTP upgrade, a
+// 60-byte frame to the server, 120 bytes back, 40 bytes to the server, 150
+// bytes back, the close handshake — between gorilla/websocket endpoints
+// that do nothing else (no protocol, no session, no goroutines of the
+// server's), client and server in this process. cpu-ns/op beside
+// BenchmarkResumeHandshake/client.Dial's says how much of a resumption is
+// the connection itself.
+func BenchmarkWebSocketRoundTrips(b *testing.B) {
+	up := websocket.Upgrader{WriteBufferPool: &sync.Pool{}}
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer ws.Close()
+		for _, n := range []int{120, 150} {
+			if _, _, err := ws.ReadMessage(); err != nil {
+				return
+			}
+			if err := ws.WriteMessage(websocket.BinaryMessage, make([]byte, n)); err != nil {
+				return
+			}
+		}
+		_, _, _ = ws.ReadMessage() // the close frame; gorilla answers it
+	}))
+	defer hs.Close()
+	url := "ws" + strings.TrimPrefix(hs.URL, "http")
+	d := &websocket.Dialer{WriteBufferPool: &sync.Pool{}}
+	b.ReportAllocs()
+	cpu := startCPU(b)
+	for b.Loop() {
+		ws, _, err := d.Dial(url, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, n := range []int{60, 40} {
+			if err := ws.WriteMessage(websocket.BinaryMessage, make([]byte, n)); err != nil {
+				b.Fatal(err)
+			}
+			if _, _, err := ws.ReadMessage(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+		ws.Close()
+	}
+	cpu.report(b)
 }
 
 // benchmarkHubFanout publishes one message to a room of members peers on

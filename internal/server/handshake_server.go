@@ -54,21 +54,59 @@ func (hs *serverHandshake) handshake() error {
 	if err := hs.processClientHello(); err != nil {
 		return err
 	}
-	if err := hs.sendServerHello(); err != nil {
-		return err
-	}
-	if !hs.resumed {
-		if err := hs.sendServerVerify(); err != nil {
-			return err
-		}
-	}
-	if err := hs.sendServerFinished(); err != nil {
+	if err := hs.sendFlight(); err != nil {
 		return err
 	}
 	if err := hs.readClientFinished(); err != nil {
 		return err
 	}
 	return hs.establish()
+}
+
+// sendFlight sends the server's flight: ServerHello, ServerVerify for a
+// full handshake, and ServerFinished. The client answers only after the
+// last of them, so over a real connection the frames are gathered and
+// written with one system call (one TCP segment, one wake-up of the
+// client's reader) instead of one each; every frame is still its own
+// WebSocket message, exactly as docs/protocol.md has them.
+func (hs *serverHandshake) sendFlight() error {
+	cc := hs.corkFlight()
+	err := hs.sendServerHello()
+	if err == nil && !hs.resumed {
+		err = hs.sendServerVerify()
+	}
+	if err == nil {
+		err = hs.sendServerFinished()
+	}
+	// Written even after a failure, so that an Alert the caller sends
+	// next is not held back behind frames never sent.
+	if cc != nil {
+		if uerr := cc.uncork(); err == nil {
+			err = uerr
+		}
+	}
+	return err
+}
+
+// corkFlight starts gathering the writes of the connection under the
+// handshake's WebSocket, when ServeWS upgraded it over a corkConn, and
+// returns that connection for sendFlight to uncork; over anything else
+// (the benchmarks' in-memory pipe) it returns nil.
+func (hs *serverHandshake) corkFlight() *corkConn {
+	f, ok := hs.io.Conn.(wsFrames)
+	if !ok {
+		return nil
+	}
+	cc, ok := f.ws.NetConn().(*corkConn)
+	if !ok {
+		return nil
+	}
+	timeout := 10 * time.Second
+	if d, ok := hs.ctx.Deadline(); ok {
+		timeout = time.Until(d)
+	}
+	cc.cork(timeout)
+	return cc
 }
 
 func (hs *serverHandshake) readClientHello() error {

@@ -7,7 +7,12 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"errors"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"path/filepath"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -228,5 +233,110 @@ func TestSlowKeyGenerationDoesNotTimeOut(t *testing.T) {
 	c := ts.dial(t, func(cfg *client.Config) { cfg.SessionKeyBits = 4096 })
 	if _, err := c.Join(ctxT(t), "r", ""); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// countingListener counts the writes made on every connection it accepts.
+type countingListener struct {
+	net.Listener
+	writes *atomic.Int32
+}
+
+func (l countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return countingConn{c, l.writes}, nil
+}
+
+type countingConn struct {
+	net.Conn
+	writes *atomic.Int32
+}
+
+func (c countingConn) Write(p []byte) (int, error) {
+	c.writes.Add(1)
+	return c.Conn.Write(p)
+}
+
+// The server sends its flight (ServerHello, ServerVerify, ServerFinished;
+// or ServerHello and ServerFinished when resuming) with one write on the
+// connection: each frame is still its own
+// WebSocket message, and the handshake completes.
+func TestServerFlightIsOneWrite(t *testing.T) {
+	ts := startServer(t)
+	var writes atomic.Int32
+	hs := httptest.NewUnstartedServer(ts.Routes(nil))
+	hs.Listener = countingListener{hs.Listener, &writes}
+	hs.Start()
+	t.Cleanup(hs.Close)
+	url := "ws" + strings.TrimPrefix(hs.URL, "http") + "/ws"
+
+	identity, _ := keys(t)
+	run := func(c *benchClient, flight int) *clientResult {
+		t.Helper()
+		ws, _, err := websocket.DefaultDialer.Dial(url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ws.Close()
+		_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+		writes.Store(0) // the upgrade's response was read: nothing else written yet
+		var frames int
+		var afterFlight int32
+		r, err := c.handshake(
+			func(f []byte) error { return ws.WriteMessage(websocket.BinaryMessage, f) },
+			func() ([]byte, error) {
+				_, f, err := ws.ReadMessage()
+				if frames++; frames == flight {
+					afterFlight = writes.Load()
+				}
+				return f, err
+			})
+		if err != nil {
+			t.Fatalf("handshake: %v", err)
+		}
+		if frames != flight {
+			t.Fatalf("read %d handshake frames, want %d", frames, flight)
+		}
+		// Counted from after the upgrade's response.
+		if afterFlight != 1 {
+			t.Errorf("the server made %d writes for its %d-frame flight, want 1", afterFlight, flight)
+		}
+		if _, f, err := ws.ReadMessage(); err != nil {
+			t.Fatal(err)
+		} else if pt, err := r.open.Open(f); err != nil {
+			t.Fatal(err)
+		} else if m, err := protocol.DecodeMessage(pt); err != nil || m.Type != protocol.MsgReady {
+			t.Fatalf("first record %s, %v; want ready", pt, err)
+		}
+		return r
+	}
+	full := run(newBenchClient(t, &identity.PublicKey), 3)
+	run(&benchClient{suite: protocol.SuiteAES256GCM, identity: &identity.PublicKey, resumeID: full.sessionID[:], secret: full.secret}, 2)
+}
+
+// A client with a TLS configuration dials wss:// and completes the
+// handshake; plain ws:// dials before and after are unaffected (they share
+// one dialer, the TLS one is a copy).
+func TestDialOverTLSAndPlain(t *testing.T) {
+	ts := startServer(t, withoutHandshakeLimits)
+	tlsSrv := httptest.NewTLSServer(ts.Routes(nil))
+	t.Cleanup(tlsSrv.Close)
+	tlsCfg := tlsSrv.Client().Transport.(*http.Transport).TLSClientConfig.Clone() // trusts the test certificate
+	plain := ts.dial(t)
+	secure := ts.dial(t, func(c *client.Config) {
+		c.URL = "wss" + strings.TrimPrefix(tlsSrv.URL, "https") + "/ws"
+		c.TLS = tlsCfg
+	})
+	after := ts.dial(t)
+	for _, c := range []*client.Conn{plain, secure, after} {
+		if _, err := c.Join(ctxT(t), "tls", ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := client.Dial(ctxT(t), client.Config{URL: "wss" + strings.TrimPrefix(tlsSrv.URL, "https") + "/ws", VerifyIdentity: client.Pin(ts.Fingerprint())}); err == nil {
+		t.Error("wss:// without the test certificate trusted: dialled")
 	}
 }

@@ -128,6 +128,27 @@ func closeError(err error) error {
 	return fmt.Errorf("%w: %v", ErrClosed, err)
 }
 
+// writeBuffers lends every connection's WebSocket writer its buffer for
+// the length of one message, so that an idle connection holds none (a
+// load tool holds tens of thousands of them, mostly idle).
+var writeBuffers sync.Pool
+
+// plainDialer dials every connection that brings no TLS configuration: a
+// Dialer holds no per-connection state, so one serves them all. The
+// HandshakeTimeout is not set on it: Dial's context carries the deadline
+// (gorilla would start a second timer for the same instant).
+var plainDialer = &websocket.Dialer{ReadBufferSize: 4096, WriteBufferSize: 4096, WriteBufferPool: &writeBuffers}
+
+// dialerFor returns the WebSocket dialer for cfg.
+func dialerFor(cfg *Config) *websocket.Dialer {
+	if cfg.TLS == nil {
+		return plainDialer
+	}
+	d := *plainDialer
+	d.TLSClientConfig = cfg.TLS
+	return &d
+}
+
 // Dial connects, runs the handshake and waits for the server's "ready".
 // A handshake failure is returned as an error carrying its protocol.Code
 // (errors.Is(err, protocol.CodeBadSignature), …); the client sends the
@@ -163,8 +184,7 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.HandshakeTimeout)
 	defer cancel()
-	dialer := websocket.Dialer{HandshakeTimeout: cfg.HandshakeTimeout, ReadBufferSize: 4096, WriteBufferSize: 4096, TLSClientConfig: cfg.TLS}
-	ws, resp, err := dialer.DialContext(ctx, cfg.URL, cfg.Header)
+	ws, resp, err := dialerFor(&cfg).DialContext(ctx, cfg.URL, cfg.Header)
 	if err != nil {
 		if resp != nil {
 			return nil, fmt.Errorf("client: dial %s: %s: %w", cfg.URL, resp.Status, err)

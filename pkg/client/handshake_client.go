@@ -1,11 +1,13 @@
 package client
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
 	"fmt"
 	"slices"
+	"sync/atomic"
 
 	"github.com/secure-messenger/messenger/pkg/protocol"
 )
@@ -103,6 +105,30 @@ func newSessionKey(cfg *Config) (*rsa.PrivateKey, error) {
 	return key, nil
 }
 
+// lastIdentity is the server identity key parsed last: a client dials the
+// same server over and over, and parsing and checking the same DER bytes
+// each time (x509 and big-number work) gives the same key every time.
+var lastIdentity atomic.Pointer[parsedIdentity]
+
+type parsedIdentity struct {
+	der []byte
+	key *rsa.PublicKey // only read, never changed, once parsed
+}
+
+// parseIdentity is protocol.ParseRSAPublicKey, answered from lastIdentity
+// when der is byte for byte the key parsed last.
+func parseIdentity(der []byte) (*rsa.PublicKey, error) {
+	if p := lastIdentity.Load(); p != nil && bytes.Equal(p.der, der) {
+		return p.key, nil
+	}
+	key, err := protocol.ParseRSAPublicKey(der)
+	if err != nil {
+		return nil, err
+	}
+	lastIdentity.Store(&parsedIdentity{der: bytes.Clone(der), key: key})
+	return key, nil
+}
+
 func (hs *clientHandshake) sendClientHello() error {
 	h := &protocol.ClientHello{Version: protocol.Version, Suites: hs.cfg.Suites}
 	if _, err := rand.Read(h.Random[:]); err != nil {
@@ -139,7 +165,7 @@ func (hs *clientHandshake) readServerHello() error {
 		return fmt.Errorf("client handshake: server chose suite %s, not offered: %w", sh.Suite, protocol.CodeNoCommonSuite)
 	}
 	hs.fp = protocol.FingerprintOf(sh.IdentityKey)
-	if hs.serverKey, err = protocol.ParseRSAPublicKey(sh.IdentityKey); err != nil {
+	if hs.serverKey, err = parseIdentity(sh.IdentityKey); err != nil {
 		return err
 	}
 	if sh.Resumed {

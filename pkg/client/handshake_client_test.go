@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -205,5 +206,46 @@ func TestDialSendsTheSuppliedSessionKey(t *testing.T) {
 	_, err = Dial(ctx, Config{URL: "ws://127.0.0.1:1/ws", VerifyIdentity: Pin(protocol.Fingerprint{}), SessionKey: small})
 	if err == nil || !strings.Contains(err.Error(), "Config.SessionKey") {
 		t.Fatalf("1024-bit supplied key: %v, want it refused by name", err)
+	}
+}
+
+// The parsed identity key is reused only for the very same DER bytes: a
+// different key is parsed anew, and one that breaks the RSA key rule is
+// refused even right after a good one was parsed.
+func TestParseIdentityReusesOnlyTheSameKey(t *testing.T) {
+	good, goodDER := fakeIdentity(t)
+	k1, err := parseIdentity(goodDER)
+	if err != nil || k1.N.Cmp(good.N) != 0 {
+		t.Fatalf("good key: %v", err)
+	}
+	if k2, err := parseIdentity(bytes.Clone(goodDER)); err != nil || k2 != k1 {
+		t.Errorf("the same DER again: %p, %v; want the parsed %p", k2, err, k1)
+	}
+	small, err := rsa.GenerateKey(rand.Reader, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	smallDER, err := x509.MarshalPKIXPublicKey(&small.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := parseIdentity(smallDER); !errors.Is(err, protocol.CodeBadKey) {
+		t.Errorf("a 1,024-bit identity after a good one: %v, want bad_key", err)
+	}
+	other, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherDER, _ := x509.MarshalPKIXPublicKey(&other.PublicKey)
+	if k3, err := parseIdentity(otherDER); err != nil || k3.N.Cmp(other.N) != 0 {
+		t.Errorf("another key: %v", err)
+	}
+	// A change to the cached key's DER bytes by the caller cannot change
+	// what is cached.
+	again := bytes.Clone(otherDER)
+	k4, _ := parseIdentity(again)
+	again[len(again)-1] ^= 1
+	if k5, err := parseIdentity(otherDER); err != nil || k5 != k4 {
+		t.Errorf("cached key changed through the caller's slice: %v", err)
 	}
 }
