@@ -24,6 +24,7 @@ type options struct {
 	url          string
 	pin          string
 	target       string
+	connectBy    string
 	scenarios    []string
 	conns        int
 	concurrency  int
@@ -64,6 +65,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	o := &options{}
 	var scen, members, rates string
 	fs.StringVar(&o.url, "url", "ws://127.0.0.1:8080/ws", "the server's WebSocket endpoint")
+	fs.StringVar(&o.connectBy, "connect-by", "handshake", "connect: how the timed connections open: handshake (a full handshake each), or resume (each resumes a session made and closed beforehand, untimed: a reconnect storm, as after a network cut or a node restart with sessions in Redis); messenger only")
 	fs.StringVar(&o.target, "target", targetMessenger, "the server under test: messenger, or centrifugo (its JSON client protocol: -url ws://HOST:PORT/connection/websocket, anonymous; connect and fanout only)")
 	fs.StringVar(&o.pin, "pin", "", "the server's identity fingerprint (64 hex digits); empty: ask GET /identity on the same host (fine for a local test, not a trustworthy pin)")
 	fs.StringVar(&scen, "scenario", "connect,resume,fanout", "comma-separated scenarios, run in order: handshake (full-handshake storm beside this machine's RSA-PSS signing rate), connect (open -conns connections, each a full handshake and a join, and hold them), resume (resumption storm), fanout (room fan-out), conv (pairs of registered users in end-to-end conversations), bot (users mentioning the server's bot)")
@@ -115,6 +117,12 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.Visit(func(f *flag.Flag) { scenarioSet = scenarioSet || f.Name == "scenario" })
 	if err := checkTarget(o, scenarioSet); err != nil {
 		return nil, err
+	}
+	switch {
+	case o.connectBy != "handshake" && o.connectBy != "resume":
+		return nil, fmt.Errorf("-connect-by: %q is neither handshake nor resume", o.connectBy)
+	case o.connectBy == "resume" && o.target != targetMessenger:
+		return nil, errors.New("-connect-by resume: only the messenger has sessions to resume")
 	}
 	var err error
 	if o.members, err = positiveInts("-members", members); err != nil {

@@ -110,6 +110,8 @@ func TestOptionsRefuseBadInput(t *testing.T) {
 		{[]string{"-sign-bits", "1024"}, "-sign-bits"},
 		{[]string{"-handshake-for", "0s"}, "-handshake-for"},
 		{[]string{"extra"}, "unexpected arguments"},
+		{[]string{"-connect-by", "magic"}, "-connect-by"},
+		{[]string{"-connect-by", "resume", "-target", "centrifugo", "-url", "ws://127.0.0.1:1/connection/websocket"}, "only the messenger"},
 	} {
 		_, err := parseOptions(tc.args, &bytes.Buffer{})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -127,5 +129,31 @@ func TestParseHead(t *testing.T) {
 		if _, _, ok := parseHead(bad); ok {
 			t.Errorf("parseHead(%q) accepted", bad)
 		}
+	}
+}
+
+// TestConnectByResume: -connect-by resume opens every timed connection by
+// resuming a session made beforehand, and the server says each resumed.
+func TestConnectByResume(t *testing.T) {
+	url := startServer(t)
+	jsonPath := filepath.Join(t.TempDir(), "out.json")
+	var stdout, stderr bytes.Buffer
+	args := []string{"-url", url, "-scenario", "connect", "-connect-by", "resume", "-conns", "15", "-concurrency", "4", "-room-size", "5", "-hold", "100ms", "-keys", "2", "-json", jsonPath}
+	if err := run(context.Background(), args, &stdout, &stderr); err != nil {
+		t.Fatalf("run: %v\n%s", err, stderr.String())
+	}
+	b, err := os.ReadFile(jsonPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep Report
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if c := rep.Connect; c == nil || c.Established != 15 || c.Resumed != 15 || len(c.Errors) != 0 || c.Opens != "resumption + join" {
+		t.Fatalf("connect: %+v", rep.Connect)
+	}
+	if !strings.Contains(stdout.String(), "| of them resumed | 15 |") {
+		t.Errorf("output:\n%s", stdout.String())
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -159,6 +160,7 @@ type ConnectResult struct {
 	Opens            string         `json:"opens"`
 	Attempted        int            `json:"attempted"`
 	Established      int            `json:"established"`
+	Resumed          int            `json:"resumed,omitempty"` // -connect-by resume: dials the server answered as resumed
 	Concurrency      int            `json:"concurrency"`
 	RoomSize         int            `json:"room_size"`
 	Seconds          float64        `json:"seconds"`
@@ -184,7 +186,14 @@ func (l *loader) connect(ctx context.Context) (*ConnectResult, error) {
 		return nil, err
 	}
 	run := uuid.NewString()[:8]
-	conns, lat, errs, took := l.dialTargets(ctx, "connect", o.conns, func(ctx context.Context, i int, c loadConn) error {
+	dial := l.dial
+	var resumed atomic.Int64
+	if o.connectBy == "resume" {
+		if dial, err = l.resumer(ctx, o.conns, &resumed); err != nil {
+			return nil, err
+		}
+	}
+	conns, lat, errs, took := dialEach(ctx, l, "connect", o.conns, dial, func(ctx context.Context, i int, c loadConn) error {
 		go drain(c)
 		return c.Join(ctx, fmt.Sprintf("idle-%s-%d", run, i/o.roomSize))
 	})
@@ -196,6 +205,7 @@ func (l *loader) connect(ctx context.Context) (*ConnectResult, error) {
 		}
 	}
 	r.PerSecond = float64(r.Established) / took.Seconds()
+	r.Resumed = int(resumed.Load())
 	select {
 	case <-time.After(o.hold):
 	case <-ctx.Done():
@@ -229,6 +239,9 @@ func (r *ConnectResult) print(w io.Writer) {
 	fmt.Fprintf(w, "\n## connect: %d connections (%s of a %d-member room), %d in flight\n\n", r.Attempted, r.Opens, r.RoomSize, r.Concurrency)
 	fmt.Fprintln(w, "| measure | value |\n|---|---|")
 	fmt.Fprintf(w, "| established | %d of %d |\n", r.Established, r.Attempted)
+	if r.Resumed > 0 {
+		fmt.Fprintf(w, "| of them resumed | %d |\n", r.Resumed)
+	}
 	fmt.Fprintf(w, "| time to open all | %.1f s |\n", r.Seconds)
 	fmt.Fprintf(w, "| connections per second | %.0f |\n", r.PerSecond)
 	fmt.Fprintf(w, "| dial + join latency p50 / p90 / p99 / p99.9 / max (ms) | %s |\n", r.Latency)
@@ -550,4 +563,39 @@ func yesNo(b bool) string {
 		return "yes"
 	}
 	return "no"
+}
+
+// resumer makes n sessions with full handshakes and closes them, untimed
+// (a progress line says so), and returns a dial that resumes one of them
+// per call, resume-only: connect's reconnect storm. It counts the dials
+// the server answered as resumed in resumed.
+func (l *loader) resumer(ctx context.Context, n int, resumed *atomic.Int64) (func(context.Context) (loadConn, error), error) {
+	conns, _, errs, _ := l.dialAll(ctx, "sessions (untimed)", n, func(context.Context, int, *client.Conn) error { return nil })
+	tickets := make(chan client.Ticket, n)
+	for _, c := range conns {
+		if c != nil {
+			tickets <- c.Ticket()
+		}
+	}
+	closeAll(conns)
+	if len(tickets) < n {
+		return nil, fmt.Errorf("-connect-by resume: %d of %d sessions made (%s)", len(tickets), n, formatErrors(errs.snapshot()))
+	}
+	return func(ctx context.Context) (loadConn, error) {
+		select {
+		case t := <-tickets:
+			cfg := l.config()
+			cfg.Resume, cfg.ResumeOnly = &t, true
+			c, err := client.Dial(ctx, cfg)
+			if err != nil {
+				return nil, err
+			}
+			if c.Session().Resumed {
+				resumed.Add(1)
+			}
+			return messengerConn{c}, nil
+		default:
+			return nil, errors.New("-connect-by resume: no session left to resume")
+		}
+	}, nil
 }

@@ -59,8 +59,11 @@ func (l *loader) dial(ctx context.Context) (loadConn, error) {
 // opens says in words what one dial and join of -target does, for the
 // report headings.
 func (l *loader) opens() string {
-	if l.o.target == targetCentrifugo {
+	switch {
+	case l.o.target == targetCentrifugo:
 		return "Centrifugo connect + subscribe"
+	case l.o.connectBy == "resume":
+		return "resumption + join"
 	}
 	return "full handshake + join"
 }
