@@ -320,6 +320,9 @@ func (c *peer) readLoop(ctx context.Context) {
 		return c.ws.SetReadDeadline(time.Now().Add(pongWait))
 	})
 	for {
+		if c.cork != nil {
+			c.cork.waitReadable() // idle, wait on a short stack
+		}
 		typ, data, err := readLimited(c.ws)
 		if err != nil {
 			var ne net.Error

@@ -329,12 +329,12 @@ func New(cfg Config, d Deps) (*Server, error) {
 	}
 	s.upgrader = websocket.Upgrader{
 		HandshakeTimeout: cfg.HandshakeTimeout,
-		// Reads go through a small buffer of the connection's own rather
-		// than the HTTP server's 4 KiB one (which ServeWS thereby lets go
-		// with the rest of the HTTP server's per-connection state);
-		// writes take a buffer from a pool only while a message is being
-		// written, so an idle connection holds none.
-		ReadBufferSize:  readBufferSize,
+		// Reads go through a small buffer of the connection's own
+		// (corkWriter.Hijack hands it over) rather than the HTTP server's
+		// 4 KiB one, which ServeWS thereby lets go with the rest of the
+		// HTTP server's per-connection state; writes take a buffer from a
+		// pool only while a message is being written, so an idle
+		// connection holds none.
 		WriteBufferPool: &writeBuffers,
 		CheckOrigin:     s.checkOrigin,
 	}
@@ -540,6 +540,22 @@ func (s *Server) serve(ctx context.Context, c *peer) {
 		c.fail(protocol.CodeGoingAway, "server shutting down")
 		return
 	}
+	if !s.welcome(ctx, c) {
+		return
+	}
+	c.readLoop(ctx)
+
+	bg := context.WithoutCancel(ctx)
+	for _, room := range s.hub.LeaveAll(bg, c) {
+		c.presence(bg, room, "leave")
+	}
+}
+
+// welcome restores a resumed session's user and sends "ready"; false
+// means it closed the connection instead. Apart from serve so that serve's
+// stack frame, which the reader keeps while it waits, stays small (the
+// user record and the ready message are large).
+func (s *Server) welcome(ctx context.Context, c *peer) bool {
 	if st := c.session; st.user != uuid.Nil {
 		// A resumed session keeps its user, unless the user's credentials
 		// changed since it logged in. Entered in the login table first, so
@@ -550,20 +566,20 @@ func (s *Server) serve(ctx context.Context, c *peer) {
 		case errors.Is(err, store.ErrNotFound):
 			c.log.Warn().Msg("resumed session's account is gone")
 			c.fail(protocol.CodeSessionUnknown, "the session's account is gone")
-			return
+			return false
 		case err != nil:
 			c.log.Error().Err(err).Msg("resumed session's user")
 			c.fail(protocol.CodeUnavailable, "database unavailable; retry")
-			return
+			return false
 		case u.Generation != st.generation:
 			if err := s.sessions.end(ctx, c.sessionID); err != nil {
 				c.log.Warn().Err(err).Msg("revoked session's record not deleted")
 			}
 			c.fail(protocol.CodeSessionRevoked, revokedReason)
-			return
+			return false
 		}
 		if !s.resumedDeviceCurrent(ctx, c) {
-			return
+			return false
 		}
 		c.device = st.device
 		u.PasswordHash = ""
@@ -581,13 +597,7 @@ func (s *Server) serve(ctx context.Context, c *peer) {
 		ServerTime: time.Now().UnixMilli(),
 		Window:     int(s.cfg.TimestampWindow / time.Second),
 	}})
-
-	c.readLoop(ctx)
-
-	bg := context.WithoutCancel(ctx)
-	for _, room := range s.hub.LeaveAll(bg, c) {
-		c.presence(bg, room, "leave")
-	}
+	return true
 }
 
 // abortHandshake sends an Alert for err and closes.

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"runtime"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/gorilla/websocket"
 
 	"github.com/secure-messenger/messenger/pkg/protocol"
@@ -145,4 +147,86 @@ func TestDeliveryAcrossWriterRestarts(t *testing.T) {
 		}
 		expect(20)
 	}
+}
+
+// TestPipelinedRequestsReachIdleReader: an idle reader waits for the
+// socket to become readable (waitReadable) only when its buffer is empty:
+// three requests that arrive in one TCP segment, and so sit in the buffer
+// together after the first read, are all answered. Between requests the
+// reader waits in waitReadable.
+func TestPipelinedRequestsReachIdleReader(t *testing.T) {
+	ts := startServer(t, withoutRateLimits)
+	var cork *corkConn
+	dialer := websocket.Dialer{NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		nc, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		cork = &corkConn{Conn: nc}
+		return cork, nil
+	}}
+	ws, _, err := dialer.Dial(ts.url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	res, err := newBenchClient(t, &ts.hs.identity.PublicKey).handshake(
+		func(f []byte) error { return ws.WriteMessage(websocket.BinaryMessage, f) },
+		func() ([]byte, error) { _, f, err := ws.ReadMessage(); return f, err })
+	if err != nil {
+		t.Fatal(err)
+	}
+	readMsg := func() *protocol.Message {
+		t.Helper()
+		_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, f, err := ws.ReadMessage()
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := res.open.Open(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := protocol.DecodeMessage(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	if m := readMsg(); m.Type != protocol.MsgReady {
+		t.Fatalf("first message %q, want ready", m.Type)
+	}
+	waitFor(t, "the reader to wait in waitReadable", func() bool { return goroutinesIn("(*corkConn).waitReadable(") == 1 })
+
+	cork.cork(10 * time.Second) // the three frames leave in one write
+	for i := range 3 {
+		m := &protocol.Message{Type: protocol.MsgJoin, ID: uuid.NewString(), TS: time.Now().UnixMilli(), Room: fmt.Sprintf("pipe-%d", i)}
+		b, err := m.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := res.seal.Seal(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := ws.WriteMessage(websocket.BinaryMessage, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := cork.uncork(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; {
+		m := readMsg()
+		switch m.Type {
+		case protocol.MsgJoined:
+			if want := fmt.Sprintf("pipe-%d", i); m.Room != want {
+				t.Fatalf("joined %q, want %q", m.Room, want)
+			}
+			i++
+		case protocol.MsgError:
+			t.Fatalf("error %s: %s", m.Code, m.Error)
+		}
+	}
+	waitFor(t, "the reader to wait in waitReadable again", func() bool { return goroutinesIn("(*corkConn).waitReadable(") == 1 })
 }
