@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -37,7 +38,9 @@ import (
 //   - total-B/conn: HeapInuse + StackInuse,
 //   - goroutines/conn,
 //   - rss-B/conn: the server process's VmRSS (includes memory the runtime
-//     freed but has not yet returned to the system: the least robust one).
+//     freed but has not yet returned to the system: the least robust one),
+//   - rss-min-B/conn: VmRSS once debug.FreeOSMemory has returned all it
+//     can, the floor that a tight GOMEMLIMIT approaches.
 //
 // Each is (after − before) ÷ connections, both read after three forced
 // collections, so the figures do not depend on when the collector last ran
@@ -73,8 +76,8 @@ var (
 
 // idleStats is what the child reports.
 type idleStats struct {
-	HeapInuse, HeapAlloc, StackInuse, RSS uint64
-	Goroutines, Connections               int
+	HeapInuse, HeapAlloc, StackInuse, RSS, RSSMin uint64
+	Goroutines, Connections                       int
 }
 
 const idleChildEnv = "MESSENGER_IDLEMEM_CHILD"
@@ -158,6 +161,7 @@ func benchmarkIdleConnMemory(b *testing.B, conns int, join bool) {
 	b.ReportMetric(per(before.HeapInuse+before.StackInuse, after.HeapInuse+after.StackInuse), "total-B/conn")
 	b.ReportMetric(float64(after.Goroutines-before.Goroutines)/float64(conns), "goroutines/conn")
 	b.ReportMetric(per(before.RSS, after.RSS), "rss-B/conn")
+	b.ReportMetric(per(before.RSSMin, after.RSSMin), "rss-min-B/conn")
 	b.ReportMetric(0, "ns/op") // the time is the connections' setup, not a result
 }
 
@@ -271,6 +275,8 @@ func TestIdleMemChild(t *testing.T) {
 				return
 			}
 		}
+		debug.FreeOSMemory()
+		s.RSSMin = vmRSS()
 		_ = json.NewEncoder(w).Encode(s)
 	})}
 	go func() { _ = srv.Serve(ln) }()

@@ -342,11 +342,13 @@ func New(cfg Config, d Deps) (*Server, error) {
 }
 
 // readBufferSize is each connection's WebSocket read buffer. Requests are
-// small (a join, a 256-byte send: one read each); a larger frame is read
-// straight into the message, past the buffer, so a small buffer costs a
-// pipelining client a few more reads and every idle connection 3 KiB
-// less than the HTTP server's 4 KiB.
-const readBufferSize = 1024
+// small (a join, a 256-byte send: one read each); the larger part of a
+// larger frame is read straight into the message, past the buffer, so a
+// small buffer costs only a client that pipelines many requests a few
+// more reads, and every idle connection 3.5 KiB less than the HTTP
+// server's 4 KiB. It must hold a frame header and a control frame
+// (14 + 125 bytes).
+const readBufferSize = 512
 
 // writeBuffers is the WebSocket write buffers of every server's
 // connections.
@@ -510,16 +512,17 @@ func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
 	c.log.Info().Bool("resumed", hs.resumed).Stringer("suite", hs.suite).
 		Dur("handshake", time.Since(start)).Msg("handshake complete")
 
-	// The request's context ends when this handler returns; the
-	// connection's does not (it never did: a hijacked connection's
-	// request context is cancelled only by its handler's return). The
+	// The connection's requests run under a context of their own: the
+	// request's ends when this handler returns (before, a hijacked
+	// connection's request context was never cancelled while it was
+	// served either, and the server reads no value from it), and holding
+	// it would keep the HTTP server's per-request contexts alive. The
 	// goroutine keeps c only, not the handshake.
-	cctx := context.WithoutCancel(r.Context())
 	handedOver = true
 	go func() {
 		defer s.handlers.Done()
 		defer s.conns.release(addr)
-		s.serve(cctx, c)
+		s.serve(context.Background(), c)
 	}()
 }
 
