@@ -38,7 +38,14 @@ type sendQueue struct {
 	signals writerSignal // what besides items the writer must do
 	running bool         // run was started and has not found the queue empty since
 	ended   bool         // the writer is done for good: later work is dropped
+	box     *[][]byte    // from batchPool while the writer is busy; carries the spare slice back
 }
+
+// batchPool lends busy connections the slices their messages queue in, so
+// that an idle connection holds none and a busy one does not allocate a
+// new one each time its writer starts. Each entry is a box holding one
+// emptied slice of at most maxSpareBatch.
+var batchPool = sync.Pool{New: func() any { return new([][]byte) }}
 
 // writerSignal is work for the writer that is not a message.
 type writerSignal uint8
@@ -96,6 +103,10 @@ func (q *sendQueue) answer(b []byte, done <-chan struct{}) bool {
 // add appends b and starts the writer if it is not running; it unlocks
 // q.mu.
 func (q *sendQueue) add(b []byte) {
+	if q.items == nil && q.box == nil {
+		q.box = batchPool.Get().(*[][]byte)
+		q.items, *q.box = *q.box, nil
+	}
 	q.items = append(q.items, b)
 	if q.claimLocked() {
 		go q.run()
@@ -139,12 +150,19 @@ func (q *sendQueue) claimLocked() bool {
 // and the signals raised since the last call, leaving spare (the writer's
 // emptied previous batch) as the new, empty queue. With nothing to do it
 // returns ok false, and the writer must return: the queue now counts it as
-// stopped, and releases spare too.
+// stopped, and gives spare back to batchPool.
 func (q *sendQueue) next(spare [][]byte) (items [][]byte, s writerSignal, ok bool) {
 	q.mu.Lock()
 	if len(q.items) == 0 && q.signals == 0 {
 		q.running = false
-		q.items = nil // an idle connection keeps no batch slice
+		if q.box != nil { // an idle connection keeps no batch slice
+			if cap(spare) > 0 && cap(spare) <= maxSpareBatch {
+				*q.box = spare[:0]
+			}
+			batchPool.Put(q.box)
+			q.box = nil
+		}
+		q.items = nil
 		q.mu.Unlock()
 		return nil, 0, false
 	}
