@@ -272,7 +272,7 @@ var sealPool = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &
 // sealAndWrite seals one message into *scratch (grown if it must be) and
 // writes it as one WebSocket message, under the deadline already set.
 func (c *peer) sealAndWrite(scratch *[]byte, plaintext []byte) error {
-	frame, err := c.seal.AppendSeal((*scratch)[:0], plaintext)
+	frame, err := sealRecord(c.seal, (*scratch)[:0], plaintext)
 	if errors.Is(err, protocol.CodeTooLarge) {
 		return fmt.Errorf("%w: %w", errUnsealable, err)
 	}
@@ -285,6 +285,13 @@ func (c *peer) sealAndWrite(scratch *[]byte, plaintext []byte) error {
 	c.srv.metrics.RecordOut(len(frame))
 	return c.ws.WriteMessage(websocket.BinaryMessage, frame)
 }
+
+// sealRecord seals one record: (*protocol.RecordLayer).AppendSeal, in
+// every build that serves clients. Only the test binary replaces it, for
+// BenchmarkConnFanoutNullSeal (bench_writer_test.go), which measures the
+// share of sealing in a fan-out against a plain copy of the same length;
+// nothing a client sends or a server is configured with can reach it.
+var sealRecord = (*protocol.RecordLayer).AppendSeal
 
 // maxPooledSeal bounds the sealing buffer kept in sealPool, so that one
 // large message does not keep a large buffer alive.
