@@ -509,6 +509,10 @@ func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
 	}
 	c.log = log.With().Str("conn", c.id).Str("session", sessionKey(hs.sessionID)[:8]).Logger()
 	c.closeLog = c.log
+	// Before anyone else can see c (track): what starts the writer, and
+	// the pings.
+	c.queue.run = c.writeLoop
+	c.pinger = time.AfterFunc(s.cfg.PingInterval, c.pingDue)
 	c.log.Info().Bool("resumed", hs.resumed).Stringer("suite", hs.suite).
 		Dur("handshake", time.Since(start)).Msg("handshake complete")
 
@@ -533,8 +537,6 @@ func (s *Server) serve(ctx context.Context, c *peer) {
 	defer func() { c.log.Info().Msg("connection closed") }()
 	tracked := s.track(c)
 	defer s.untrack(c)
-	c.queue.run = c.writeLoop
-	c.pinger = time.AfterFunc(s.cfg.PingInterval, c.pingDue)
 	defer func() {
 		c.fail(0, "")
 		<-c.writerEnd
