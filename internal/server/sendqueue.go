@@ -21,17 +21,17 @@ import (
 // running starts one (go run()), exactly once, under the queue's lock; the
 // writer takes work with next until next finds none, which marks it
 // stopped under the same lock, so whatever comes after starts a new one
-// and nothing is left behind or written out of order. An idle connection
-// therefore holds no writer goroutine, no batch slice and no timer of its
-// own but the ping's.
+// and nothing is left behind or written out of order. An idle
+// connection therefore has no writer goroutine and no timer but the
+// ping's, and its queue holds no slice and no channel.
 type sendQueue struct {
 	limit int
-	room  chan struct{} // a token when the writer took items
 	// run is the connection's writer, started when work arrives while it
 	// is not running. Nil: no writer (tests take the queue by hand).
 	run func()
 
 	mu      sync.Mutex
+	room    chan struct{} // a token when the writer took items; made when an answer first waits
 	items   [][]byte
 	pushes  int
 	answers int
@@ -56,7 +56,7 @@ const (
 )
 
 func newSendQueue(limit int) *sendQueue {
-	return &sendQueue{limit: limit, room: make(chan struct{}, 1)}
+	return &sendQueue{limit: limit}
 }
 
 // push queues b without waiting; false means limit pushes are already
@@ -91,9 +91,13 @@ func (q *sendQueue) answer(b []byte, done <-chan struct{}) bool {
 			q.add(b)
 			return true
 		}
+		if q.room == nil {
+			q.room = make(chan struct{}, 1)
+		}
+		room := q.room
 		q.mu.Unlock()
 		select {
-		case <-q.room:
+		case <-room:
 		case <-done:
 			return false
 		}
@@ -169,9 +173,10 @@ func (q *sendQueue) next(spare [][]byte) (items [][]byte, s writerSignal, ok boo
 	items, s = q.items, q.signals
 	q.items, q.signals = spare[:0], 0
 	q.pushes, q.answers = 0, 0
+	room := q.room
 	q.mu.Unlock()
 	if len(items) > 0 {
-		q.roomToken()
+		roomToken(room)
 	}
 	return items, s, true
 }
@@ -184,17 +189,22 @@ func (q *sendQueue) take(spare [][]byte) [][]byte {
 	out := q.items
 	q.items = spare[:0]
 	q.pushes, q.answers = 0, 0
+	room := q.room
 	q.mu.Unlock()
 	if len(out) > 0 {
-		q.roomToken()
+		roomToken(room)
 	}
 	return out
 }
 
-// roomToken tells a waiting answer that the writer took the queue.
-func (q *sendQueue) roomToken() {
+// roomToken tells an answer waiting on room (if one ever waited) that the
+// writer took the queue.
+func roomToken(room chan struct{}) {
+	if room == nil {
+		return
+	}
 	select {
-	case q.room <- struct{}{}:
+	case room <- struct{}{}:
 	default:
 	}
 }
