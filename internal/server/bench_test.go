@@ -509,7 +509,7 @@ func BenchmarkWebSocketRoundTrips(b *testing.B) {
 // benchmarkHubFanout publishes one message to a room of members peers on
 // this node through the real Hub.Join/Publish path and the memory broker,
 // and waits until every member's send queue has yielded it. Each member's
-// queue is drained by its own goroutine, standing in for its writer.
+// queue is drained by a function the queue starts in place of its writer.
 func benchmarkHubFanout(b *testing.B, members int) {
 	hub, err := NewHub(zerolog.Nop(), func(h broker.Handler) (broker.Broker, error) { return broker.NewMemoryBroker(h), nil })
 	if err != nil {
@@ -517,12 +517,8 @@ func benchmarkHubFanout(b *testing.B, members int) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	go hub.Run(ctx)
-	stop := make(chan struct{})
 	var delivered sync.WaitGroup
-	var drainers sync.WaitGroup
 	defer func() {
-		close(stop)
-		drainers.Wait()
 		cancel()
 		_ = hub.Close()
 	}()
@@ -540,20 +536,18 @@ func benchmarkHubFanout(b *testing.B, members int) {
 		if _, _, err := hub.Join(ctx, p, "bench", false); err != nil {
 			b.Fatal(err)
 		}
-		drainers.Add(1)
-		go func() {
-			defer drainers.Done()
+		// Started by the queue, as the writer would be, when it has work.
+		p.queue.run = func() {
 			for {
-				select {
-				case <-p.queue.wake:
-					for range p.queue.take(nil) {
-						delivered.Done()
-					}
-				case <-stop:
+				items, _, ok := p.queue.next(nil)
+				if !ok {
 					return
 				}
+				for range items {
+					delivered.Done()
+				}
 			}
-		}()
+		}
 	}
 	msg := &protocol.Message{Type: protocol.MsgMessage, ID: "0b6f3c8e-58a2-4bd0-9a53-1f0c8a5e2d71", TS: time.Now().UnixMilli(), Room: "bench", From: "member-0", Body: "hello, everyone in the room"}
 	payload, err := msg.Encode()

@@ -120,3 +120,46 @@ func BenchmarkConnFanout(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkConnFanoutNullSeal is BenchmarkConnFanout with each record's
+// sealing replaced by a plain copy of the same length (header, plaintext,
+// and as many zero bytes as the AES-256-GCM tag), through sealRecord, a
+// variable only this test binary sets: the same hub, queues, writers and
+// writes without the encryption, to measure the crypto's share of a
+// fan-out (issue 18: encrypted fan-out at least 70% of this). The clients
+// only count frames, so they do not notice. The ratio is ns/delivery of
+// this benchmark ÷ BenchmarkConnFanout's, from runs interleaved in one
+// sitting (docs/benchmarks.md).
+func BenchmarkConnFanoutNullSeal(b *testing.B) {
+	overhead := nullSealOverhead(b)
+	saved := sealRecord
+	sealRecord = func(_ *protocol.RecordLayer, dst, plaintext []byte) ([]byte, error) {
+		dst = append(dst, nullRecordHeader[:]...)
+		dst = append(dst, plaintext...)
+		return append(dst, nullTag[:overhead-len(nullRecordHeader)]...), nil
+	}
+	defer func() { sealRecord = saved }()
+	BenchmarkConnFanout(b)
+}
+
+var (
+	nullRecordHeader = [protocol.RecordHeaderSize]byte{protocol.TypeRecord}
+	nullTag          [64]byte
+)
+
+// nullSealOverhead is how many bytes a sealed AES-256-GCM record adds to
+// its plaintext.
+func nullSealOverhead(b *testing.B) int {
+	rl, err := protocol.NewGCMRecordLayer(make([]byte, 32), make([]byte, 12))
+	if err != nil {
+		b.Fatal(err)
+	}
+	frame, err := rl.Seal(nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if len(frame) < protocol.RecordHeaderSize || len(frame)-protocol.RecordHeaderSize > len(nullTag) {
+		b.Fatalf("unexpected record overhead %d", len(frame))
+	}
+	return len(frame)
+}

@@ -27,9 +27,12 @@ type closeRequest struct {
 	reason string
 }
 
-// peer is one established connection: its reader runs on the HTTP
-// handler's goroutine, its writer on its own, and a bounded queue sits
-// between the hub (and the reader's answers) and the writer.
+// peer is one established connection: its reader runs on a goroutine of
+// its own (started when the handshake is done, so that it does not keep
+// the handshake's stack or the HTTP server's per-request state), its
+// writer only while there is something to write (sendQueue starts it), and
+// a bounded queue sits between the hub (and the reader's answers) and the
+// writer.
 type peer struct {
 	srv       *Server
 	ws        *websocket.Conn
@@ -52,11 +55,12 @@ type peer struct {
 	seal *protocol.RecordLayer // writer goroutine only
 	open *protocol.RecordLayer // reader goroutine only
 
-	queue     *sendQueue        // encoded application messages
+	queue     *sendQueue        // encoded application messages; starts the writer
 	cork      *corkConn         // the connection under ws; nil in tests without one
+	pinger    *time.Timer       // asks the writer for a ping every PingInterval; nil in tests
 	closeCh   chan closeRequest // capacity 1
 	closeOnce sync.Once
-	writerEnd chan struct{}
+	writerEnd chan struct{} // closed when the writer is done for good
 
 	nameMu sync.Mutex
 	name   string
@@ -109,6 +113,7 @@ func (c *peer) fail(code protocol.Code, reason string) {
 			ev.Stringer("code", code).Msg("closing connection")
 		}
 		c.closeCh <- closeRequest{code: code, reason: reason}
+		c.queue.signal(sigClose, false)
 	})
 }
 
@@ -147,41 +152,69 @@ func publicReason(code protocol.Code, err error) string {
 	return reason
 }
 
-// writeLoop seals and writes queued messages, sends pings, and performs
-// the final close. It owns c.seal and all writes to c.ws.
+// writeLoop is the connection's writer: sendQueue starts it when there is
+// work and it returns when the queue has none left, so an idle connection
+// has no writer goroutine. It seals and writes queued messages, sends the
+// pings that pingDue asks for, and performs the final close, after which
+// it ends for good (endWriter). At most one runs at a time (sendQueue sees
+// to it); it owns c.seal and all writes to c.ws while it runs.
 func (c *peer) writeLoop() {
-	defer close(c.writerEnd)
-	defer c.ws.Close()
-	ping := time.NewTicker(c.srv.cfg.PingInterval)
-	defer ping.Stop()
 	var batch [][]byte
 	for {
-		select {
-		case <-c.queue.wake:
-			batch = c.queue.take(batch)
+		items, sig, ok := c.queue.next(batch)
+		if !ok {
+			return
+		}
+		batch = items
+		if sig&sigClose != 0 {
+			req := <-c.closeCh          // fail sent it before raising sigClose
+			c.flushForDrain(req, batch) // drain.go
+			c.finalClose(req)
+			c.endWriter()
+			return
+		}
+		if len(batch) > 0 {
 			if err := c.writeBatch(batch); err != nil {
 				c.closeLog.Debug().Err(err).Msg("write failed")
+				c.endWriter()
 				return
 			}
-			clear(batch) // let the payloads go
-			if cap(batch) > maxSpareBatch {
-				batch = nil
-			}
-		case <-ping.C:
+		}
+		clear(batch) // let the payloads go
+		if cap(batch) > maxSpareBatch {
+			batch = nil
+		}
+		if sig&sigPing != 0 {
 			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.srv.cfg.WriteTimeout)); err != nil {
 				c.closeLog.Debug().Err(err).Msg("ping failed")
+				c.endWriter()
 				return
 			}
-		case req := <-c.closeCh:
-			c.flushForDrain(req) // drain.go
-			c.finalClose(req)
-			return
+			c.pinger.Reset(c.srv.cfg.PingInterval)
 		}
 	}
 }
 
-// maxSpareBatch bounds the slice a writer keeps between batches, so that
-// an idle connection does not hold on to a burst's worth.
+// pingDue runs on the ping timer's goroutine: it asks the writer for a
+// ping, and is the writer itself if none was running (a goroutine fewer to
+// start). The writer sets the timer again once the ping is out.
+func (c *peer) pingDue() { c.queue.signal(sigPing, true) }
+
+// endWriter ends the writer for good: nothing more is queued or written,
+// the ping timer stops, the connection closes (which ends its reader), and
+// writerEnd tells whoever waits.
+func (c *peer) endWriter() {
+	c.queue.end()
+	if c.pinger != nil {
+		c.pinger.Stop()
+	}
+	_ = c.ws.Close()
+	close(c.writerEnd)
+}
+
+// maxSpareBatch bounds the slice a busy writer reuses from one batch to
+// the next, so that one burst does not keep a large slice alive (an idle
+// connection keeps none: the writer ends).
 const maxSpareBatch = 64
 
 // writeBatch seals every message of batch, in order, and writes them with
@@ -239,7 +272,7 @@ var sealPool = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &
 // sealAndWrite seals one message into *scratch (grown if it must be) and
 // writes it as one WebSocket message, under the deadline already set.
 func (c *peer) sealAndWrite(scratch *[]byte, plaintext []byte) error {
-	frame, err := c.seal.AppendSeal((*scratch)[:0], plaintext)
+	frame, err := sealRecord(c.seal, (*scratch)[:0], plaintext)
 	if errors.Is(err, protocol.CodeTooLarge) {
 		return fmt.Errorf("%w: %w", errUnsealable, err)
 	}
@@ -252,6 +285,13 @@ func (c *peer) sealAndWrite(scratch *[]byte, plaintext []byte) error {
 	c.srv.metrics.RecordOut(len(frame))
 	return c.ws.WriteMessage(websocket.BinaryMessage, frame)
 }
+
+// sealRecord seals one record: (*protocol.RecordLayer).AppendSeal, in
+// every build that serves clients. Only the test binary replaces it, for
+// BenchmarkConnFanoutNullSeal (bench_writer_test.go), which measures the
+// share of sealing in a fan-out against a plain copy of the same length;
+// nothing a client sends or a server is configured with can reach it.
+var sealRecord = (*protocol.RecordLayer).AppendSeal
 
 // maxPooledSeal bounds the sealing buffer kept in sealPool, so that one
 // large message does not keep a large buffer alive.
@@ -287,6 +327,9 @@ func (c *peer) readLoop(ctx context.Context) {
 		return c.ws.SetReadDeadline(time.Now().Add(pongWait))
 	})
 	for {
+		if c.cork != nil {
+			c.cork.waitReadable() // idle, wait on a short stack
+		}
 		typ, data, err := readLimited(c.ws)
 		if err != nil {
 			var ne net.Error

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -18,9 +19,14 @@ import (
 // protocol is unchanged: every record is still its own WebSocket message
 // (docs/protocol.md §1); only the TCP segments carry several.
 //
-// Idle, it holds no buffer.
+// Idle, it holds no write buffer. It also owns the connection's read
+// buffer (br, which the WebSocket reads through) so that the reader can
+// wait for the next frame on a short stack (waitReadable).
 type corkConn struct {
 	net.Conn
+	br   *bufio.Reader // the WebSocket's read buffer; nil if the HTTP server's is used
+	peek func(fd uintptr) bool
+	raw  syscall.RawConn
 
 	mu       sync.Mutex
 	corked   bool
@@ -124,14 +130,50 @@ type corkWriter struct {
 }
 
 // Hijack takes over the connection (through http.ResponseController, so
-// that wrapped ResponseWriters work) and wraps it.
+// that wrapped ResponseWriters work) and wraps it. It hands the upgrader a
+// read buffer of readBufferSize bytes of the connection's own in place of
+// the HTTP server's 4 KiB one (the upgrader reads through the reader it is
+// given), unless the HTTP server's holds bytes already (the upgrader then
+// refuses the connection, as it would have).
 func (w *corkWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	nc, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
 	if err != nil {
 		return nil, nil, err
 	}
 	w.conn = &corkConn{Conn: nc}
+	if brw.Reader.Buffered() == 0 {
+		w.conn.br = bufio.NewReaderSize(w.conn, readBufferSize)
+		brw = bufio.NewReadWriter(w.conn.br, brw.Writer)
+	}
 	return w.conn, brw, nil
+}
+
+// waitReadable returns when the connection has bytes to read, has ended,
+// or its read deadline passed, if its read buffer is empty (else at once):
+// the reader calls it before each frame so that, idle, it waits a few
+// frames deep instead of inside the WebSocket's frame parser, and the
+// runtime can shrink its stack to 4 KiB while it waits. It only looks
+// (MSG_PEEK): the read that follows reports whatever error there is. On a
+// connection that is not a plain socket (TLS served in-process), or where
+// the system has no peek, it returns at once.
+func (c *corkConn) waitReadable() {
+	if c.br == nil || c.br.Buffered() > 0 {
+		return
+	}
+	if c.raw == nil {
+		sc, ok := c.Conn.(syscall.Conn)
+		if !ok || !canPeek {
+			c.br = nil // never wait
+			return
+		}
+		raw, err := sc.SyscallConn()
+		if err != nil {
+			c.br = nil
+			return
+		}
+		c.raw, c.peek = raw, func(fd uintptr) bool { return peekReadable(fd) }
+	}
+	_ = c.raw.Read(c.peek)
 }
 
 // Unwrap lets http.ResponseController reach the wrapped writer.

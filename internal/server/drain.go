@@ -31,13 +31,14 @@ func (s *Server) Connections() int {
 }
 
 // flushForDrain writes, before a going_away close, what is already
-// queued for the connection (answers and deliveries of requests carried
-// out before the drain), so that a client does not resend what was
+// queued for the connection (batch, which the writer took with the close,
+// and whatever came since: answers and deliveries of requests carried out
+// before the drain), so that a client does not resend what was
 // acknowledged. Other closes drop the queue: a slow consumer's is full.
 // Writer goroutine only.
-func (c *peer) flushForDrain(req closeRequest) {
+func (c *peer) flushForDrain(req closeRequest, batch [][]byte) {
 	if req.code != protocol.CodeGoingAway {
 		return
 	}
-	_ = c.writeBatch(c.queue.take(nil))
+	_ = c.writeBatch(append(batch, c.queue.take(nil)...))
 }

@@ -297,15 +297,15 @@ func (c *peer) credentialsCurrent(ctx context.Context) bool {
 // logged in with is still current; a removed device's session is ended
 // and its connection closed with session_revoked (its tickets are worth
 // nothing from then on). It reports whether the connection may go on.
-func (s *Server) resumedDeviceCurrent(ctx context.Context, c *peer, hs *serverHandshake) bool {
-	ok, err := deviceCurrent(ctx, s.store, hs.state.user, hs.state.device)
+func (s *Server) resumedDeviceCurrent(ctx context.Context, c *peer) bool {
+	ok, err := deviceCurrent(ctx, s.store, c.session.user, c.session.device)
 	switch {
 	case err != nil:
 		c.log.Error().Err(err).Msg("resumed session's device")
 		c.fail(protocol.CodeUnavailable, "database unavailable; retry")
 		return false
 	case !ok:
-		if err := s.sessions.end(ctx, hs.sessionID); err != nil {
+		if err := s.sessions.end(ctx, c.sessionID); err != nil {
 			c.log.Warn().Err(err).Msg("removed device's session record not deleted")
 		}
 		c.fail(protocol.CodeSessionRevoked, removedReason)

@@ -202,3 +202,142 @@ func TestCorkConnBatches(t *testing.T) {
 		t.Fatalf("received %d bytes, want %d, or they differ", len(got), len(want))
 	}
 }
+
+// TestWriterStartsOnDemand: the queue starts its writer when work comes
+// and none runs, never two at once; the writer stops when next finds the
+// queue empty; a message queued while a stopped writer is still on its way
+// out starts a new one and is delivered; and every message arrives once,
+// each sender's in the order it sent them.
+func TestWriterStartsOnDemand(t *testing.T) {
+	q := newSendQueue(1 << 20)
+	var (
+		mu      sync.Mutex
+		got     []string
+		starts  int
+		running int
+		overlap bool
+		exiting = make(chan struct{}) // the first writer waits here after it stopped
+		exited  = make(chan struct{})
+	)
+	q.run = func() {
+		mu.Lock()
+		starts++
+		first := starts == 1
+		running++
+		overlap = overlap || running > 1
+		mu.Unlock()
+		var batch [][]byte
+		for {
+			items, _, ok := q.next(batch)
+			if !ok {
+				break
+			}
+			mu.Lock()
+			for _, b := range items {
+				got = append(got, string(b))
+			}
+			mu.Unlock()
+			clear(items)
+			batch = items
+		}
+		mu.Lock()
+		running--
+		mu.Unlock()
+		if first {
+			<-exiting // stopped, but its goroutine has not returned yet
+			close(exited)
+		}
+	}
+
+	q.push([]byte("a"))
+	waitFor(t, "the first writer to stop", func() bool { q.mu.Lock(); defer q.mu.Unlock(); return !q.running })
+	// The first writer is stopped but still running its last lines: the
+	// next message must start a second one, not wait for it.
+	q.push([]byte("b"))
+	waitFor(t, "the second writer to deliver b", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == 2 })
+	close(exiting)
+	<-exited
+
+	// Concurrent senders, and the writer starting and stopping under them.
+	const senders, each = 8, 500
+	var wg sync.WaitGroup
+	for s := range senders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				if !q.push([]byte(fmt.Sprintf("%d/%d", s, i))) {
+					t.Error("push refused")
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	waitFor(t, "every message", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == 2+senders*each })
+	waitFor(t, "the writer to stop", func() bool { q.mu.Lock(); defer q.mu.Unlock(); return !q.running })
+	mu.Lock()
+	defer mu.Unlock()
+	if overlap {
+		t.Error("two writers ran at once")
+	}
+	if got[0] != "a" || got[1] != "b" {
+		t.Fatalf("first two: %q", got[:2])
+	}
+	nextOf := make([]int, senders)
+	for _, m := range got[2:] {
+		var s, i int
+		if _, err := fmt.Sscanf(m, "%d/%d", &s, &i); err != nil {
+			t.Fatal(err)
+		}
+		if i != nextOf[s] {
+			t.Fatalf("sender %d: got %d, want %d (lost, repeated or out of order)", s, i, nextOf[s])
+		}
+		nextOf[s]++
+	}
+	if q.items != nil {
+		t.Error("an idle queue kept its batch slice")
+	}
+}
+
+// TestWriterSignalsAndEnd: a ping or close signal starts a writer like a
+// message does, and is seen once; after end nothing starts a writer and
+// pushes are dropped (an answer is refused).
+func TestWriterSignalsAndEnd(t *testing.T) {
+	q := newSendQueue(4)
+	sigs := make(chan writerSignal, 4)
+	q.run = func() {
+		for {
+			_, s, ok := q.next(nil)
+			if !ok {
+				return
+			}
+			sigs <- s
+		}
+	}
+	q.signal(sigPing, true) // runs the writer on this goroutine
+	if s := <-sigs; s != sigPing {
+		t.Fatalf("signal %b, want ping", s)
+	}
+	q.signal(sigClose, false)
+	if s := <-sigs; s != sigClose {
+		t.Fatalf("signal %b, want close", s)
+	}
+	waitFor(t, "the writer to stop", func() bool { q.mu.Lock(); defer q.mu.Unlock(); return !q.running })
+	q.end()
+	q.signal(sigPing, true)
+	if !q.push([]byte("late")) {
+		t.Fatal("a push after the end made a slow consumer")
+	}
+	if q.answer([]byte("late"), make(chan struct{})) {
+		t.Fatal("an answer was queued after the end")
+	}
+	if n := q.len(); n != 0 {
+		t.Fatalf("%d messages queued after the end", n)
+	}
+	select {
+	case s := <-sigs:
+		t.Fatalf("a writer ran after the end (signal %b)", s)
+	default:
+	}
+}

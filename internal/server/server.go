@@ -329,14 +329,26 @@ func New(cfg Config, d Deps) (*Server, error) {
 	}
 	s.upgrader = websocket.Upgrader{
 		HandshakeTimeout: cfg.HandshakeTimeout,
-		// Reads reuse the 4 KiB buffer the HTTP server read the upgrade
-		// request with; writes take a buffer from a pool only while a
-		// message is being written, so an idle connection holds none.
+		// Reads go through a small buffer of the connection's own
+		// (corkWriter.Hijack hands it over) rather than the HTTP server's
+		// 4 KiB one, which ServeWS thereby lets go with the rest of the
+		// HTTP server's per-connection state; writes take a buffer from a
+		// pool only while a message is being written, so an idle
+		// connection holds none.
 		WriteBufferPool: &writeBuffers,
 		CheckOrigin:     s.checkOrigin,
 	}
 	return s, nil
 }
+
+// readBufferSize is each connection's WebSocket read buffer. Requests are
+// small (a join, a 256-byte send: one read each); the larger part of a
+// larger frame is read straight into the message, past the buffer, so a
+// small buffer costs only a client that pipelines many requests a few
+// more reads, and every idle connection 3.5 KiB less than the HTTP
+// server's 4 KiB. It must hold a frame header and a control frame
+// (14 + 125 bytes).
+const readBufferSize = 512
 
 // writeBuffers is the WebSocket write buffers of every server's
 // connections.
@@ -406,8 +418,14 @@ type wsFrames struct{ ws *websocket.Conn }
 func (f wsFrames) ReadFrame() ([]byte, error) { return readFrame(f.ws) }
 func (f wsFrames) WriteFrame(b []byte) error  { return f.ws.WriteMessage(websocket.BinaryMessage, b) }
 
-// ServeWS upgrades the request, runs the handshake, and serves the
-// connection until it ends.
+// ServeWS upgrades the request, runs the handshake, and hands the
+// connection to a goroutine of its own that serves it until it ends; the
+// HTTP handler returns then. The handshake's deep stack (RSA signing) and
+// the HTTP server's per-connection state (its 4 KiB buffered reader and
+// writer, the request) are thereby released instead of being kept for the
+// connection's lifetime: a hijacked connection's handler may return
+// (net/http no longer touches the connection) and the reader starts with a
+// small stack.
 func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	if s.closing {
@@ -417,7 +435,12 @@ func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
 	}
 	s.handlers.Add(1)
 	s.mu.Unlock()
-	defer s.handlers.Done()
+	handedOver := false // then serve calls s.handlers.Done
+	defer func() {
+		if !handedOver {
+			s.handlers.Done()
+		}
+	}()
 
 	cw := &corkWriter{ResponseWriter: w}
 	ws, err := s.upgrader.Upgrade(cw, r, nil)
@@ -439,7 +462,11 @@ func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
 		s.abortHandshake(ws, log, err, 0)
 		return
 	}
-	defer s.conns.release(addr)
+	defer func() {
+		if !handedOver {
+			s.conns.release(addr)
+		}
+	}()
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.HandshakeTimeout)
 	release, err := s.admitHandshake(ctx, addr)
 	if err != nil {
@@ -482,20 +509,34 @@ func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
 	}
 	c.log = log.With().Str("conn", c.id).Str("session", sessionKey(hs.sessionID)[:8]).Logger()
 	c.closeLog = c.log
+	// Before anyone else can see c (track): what starts the writer, and
+	// the pings.
+	c.queue.run = c.writeLoop
+	c.pinger = time.AfterFunc(s.cfg.PingInterval, c.pingDue)
 	c.log.Info().Bool("resumed", hs.resumed).Stringer("suite", hs.suite).
 		Dur("handshake", time.Since(start)).Msg("handshake complete")
 
-	s.serve(r.Context(), c, hs)
+	// The connection's requests run under a context of their own: the
+	// request's ends when this handler returns (before, a hijacked
+	// connection's request context was never cancelled while it was
+	// served either, and the server reads no value from it), and holding
+	// it would keep the HTTP server's per-request contexts alive. The
+	// goroutine keeps c only, not the handshake.
+	handedOver = true
+	go func() {
+		defer s.handlers.Done()
+		defer s.conns.release(addr)
+		s.serve(context.Background(), c)
+	}()
 }
 
 // serve runs an established connection until it ends: it restores a
 // resumed session's user, sends "ready", reads requests, and on the way out
 // leaves the connection's rooms and waits for its writer.
-func (s *Server) serve(ctx context.Context, c *peer, hs *serverHandshake) {
+func (s *Server) serve(ctx context.Context, c *peer) {
 	defer func() { c.log.Info().Msg("connection closed") }()
 	tracked := s.track(c)
 	defer s.untrack(c)
-	go c.writeLoop()
 	defer func() {
 		c.fail(0, "")
 		<-c.writerEnd
@@ -504,32 +545,48 @@ func (s *Server) serve(ctx context.Context, c *peer, hs *serverHandshake) {
 		c.fail(protocol.CodeGoingAway, "server shutting down")
 		return
 	}
-	if hs.state.user != uuid.Nil {
+	if !s.welcome(ctx, c) {
+		return
+	}
+	c.readLoop(ctx)
+
+	bg := context.WithoutCancel(ctx)
+	for _, room := range s.hub.LeaveAll(bg, c) {
+		c.presence(bg, room, "leave")
+	}
+}
+
+// welcome restores a resumed session's user and sends "ready"; false
+// means it closed the connection instead. Apart from serve so that serve's
+// stack frame, which the reader keeps while it waits, stays small (the
+// user record and the ready message are large).
+func (s *Server) welcome(ctx context.Context, c *peer) bool {
+	if st := c.session; st.user != uuid.Nil {
 		// A resumed session keeps its user, unless the user's credentials
 		// changed since it logged in. Entered in the login table first, so
 		// that a change from now on closes it too.
-		s.logins.login(c, hs.state.user, hs.state.generation, hs.state.device)
-		u, err := s.store.UserByID(ctx, hs.state.user)
+		s.logins.login(c, st.user, st.generation, st.device)
+		u, err := s.store.UserByID(ctx, st.user)
 		switch {
 		case errors.Is(err, store.ErrNotFound):
 			c.log.Warn().Msg("resumed session's account is gone")
 			c.fail(protocol.CodeSessionUnknown, "the session's account is gone")
-			return
+			return false
 		case err != nil:
 			c.log.Error().Err(err).Msg("resumed session's user")
 			c.fail(protocol.CodeUnavailable, "database unavailable; retry")
-			return
-		case u.Generation != hs.state.generation:
-			if err := s.sessions.end(ctx, hs.sessionID); err != nil {
+			return false
+		case u.Generation != st.generation:
+			if err := s.sessions.end(ctx, c.sessionID); err != nil {
 				c.log.Warn().Err(err).Msg("revoked session's record not deleted")
 			}
 			c.fail(protocol.CodeSessionRevoked, revokedReason)
-			return
+			return false
 		}
-		if !s.resumedDeviceCurrent(ctx, c, hs) {
-			return
+		if !s.resumedDeviceCurrent(ctx, c) {
+			return false
 		}
-		c.device = hs.state.device
+		c.device = st.device
 		u.PasswordHash = ""
 		c.user = &u
 		c.lastCheck = time.Now()
@@ -537,21 +594,15 @@ func (s *Server) serve(ctx context.Context, c *peer, hs *serverHandshake) {
 		c.log = c.log.With().Str("user", u.Name).Logger()
 	}
 	c.reply(&protocol.Message{Type: protocol.MsgReady, Session: &protocol.SessionInfo{
-		ID:         sessionKey(hs.sessionID),
+		ID:         sessionKey(c.sessionID),
 		TTL:        int(s.cfg.SessionTTL / time.Second),
-		Resumed:    hs.resumed,
+		Resumed:    c.resumed,
 		Name:       c.displayName(),
 		User:       c.userName(),
 		ServerTime: time.Now().UnixMilli(),
 		Window:     int(s.cfg.TimestampWindow / time.Second),
 	}})
-
-	c.readLoop(ctx)
-
-	bg := context.WithoutCancel(ctx)
-	for _, room := range s.hub.LeaveAll(bg, c) {
-		c.presence(bg, room, "leave")
-	}
+	return true
 }
 
 // abortHandshake sends an Alert for err and closes.
