@@ -112,9 +112,12 @@ func (a *appender) run() {
 	}
 }
 
-// commit stores batch with one AppendMessages call, then, in order,
-// publishes what it stored (or relays a send to a room without a stream)
-// and answers each send.
+// commit stores batch with one AppendMessages call, then, in batch
+// order, publishes what it stored (or relays a send to a room without a
+// stream) and answers each send. One goroutine publishing in batch order,
+// batch after batch, keeps both orders docs/protocol.md promises: a
+// room's messages in seq order, and one sender's messages, whatever
+// their rooms, in the order sent.
 func (a *appender) commit(batch []*roomSend) {
 	ctx, cancel := context.WithTimeout(context.Background(), appendTimeout)
 	defer cancel()
@@ -124,16 +127,20 @@ func (a *appender) commit(batch []*roomSend) {
 	}
 	results, err := a.srv.store.AppendMessages(ctx, ms)
 	for i, rs := range batch {
-		switch {
-		case err != nil:
+		if err != nil {
 			rs.log.Error().Err(err).Str("room", rs.m.Room).Int("batch", len(batch)).Msg("store message")
 			rs.err = protocol.CodeUnavailable
-		default:
+		} else {
 			a.publish(ctx, rs, results[i])
 		}
-		close(rs.done)
-		a.srv.handlers.Done()
+		a.finish(rs)
 	}
+}
+
+// finish marks rs answered and releases its count in the handlers group.
+func (a *appender) finish(rs *roomSend) {
+	close(rs.done)
+	a.srv.handlers.Done()
 }
 
 // publish carries out one send's result, as say did when it stored the
