@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"path/filepath"
 	"testing"
+
+	"github.com/secure-messenger/messenger/internal/pgtest"
 )
 
 // BenchmarkSQLiteAppendMessage is one room message stored as a send does
@@ -48,13 +50,32 @@ func BenchmarkSQLiteAppendMessage(b *testing.B) {
 // BenchmarkSQLiteAppendMessage; the ack's epoch comes with the result, so
 // no StreamHead read follows.
 func BenchmarkSQLiteAppendMessages(b *testing.B) {
+	benchAppendMessages(b, func(b *testing.B) Store {
+		s, err := OpenSQLite(context.Background(), filepath.Join(b.TempDir(), "bench.db"), WithKeyring(newTestKeyring()))
+		if err != nil {
+			b.Fatal(err)
+		}
+		return s
+	})
+}
+
+// BenchmarkPostgresAppendMessages is BenchmarkSQLiteAppendMessages on
+// PostgreSQL (a fresh database per size; skipped without a server).
+func BenchmarkPostgresAppendMessages(b *testing.B) {
+	benchAppendMessages(b, func(b *testing.B) Store {
+		p, err := OpenPostgres(context.Background(), pgtest.URL(b), WithKeyring(newTestKeyring()))
+		if err != nil {
+			b.Fatal(err)
+		}
+		return p
+	})
+}
+
+func benchAppendMessages(b *testing.B, open func(b *testing.B) Store) {
 	for _, n := range []int{1, 16, 64} {
 		b.Run(fmt.Sprintf("batch=%d", n), func(b *testing.B) {
 			ctx := context.Background()
-			s, err := OpenSQLite(ctx, filepath.Join(b.TempDir(), "bench.db"), WithKeyring(newTestKeyring()))
-			if err != nil {
-				b.Fatal(err)
-			}
+			s := open(b)
 			defer s.Close()
 			u, err := s.CreateUser(ctx, User{Name: "owner", PasswordHash: testHash})
 			if err != nil {
