@@ -220,7 +220,17 @@ func (c *peer) pipe() *sendPipe {
 // enter takes a slot for rs, waiting while the connection has
 // maxSendsInFlight sends in flight, and queues rs for its answer. It
 // returns false, having queued nothing, if the connection ended first.
+// Once it has returned false it always does: the sends the reader still
+// finds after the writer ended are all refused, so that what is stored
+// of a connection's sends is a prefix of them (a free slot must not win
+// a random select against the ended writer and store a later send after
+// an earlier one was dropped).
 func (p *sendPipe) enter(rs *roomSend) bool {
+	select {
+	case <-p.c.writerEnd:
+		return false
+	default:
+	}
 	select {
 	case p.slots <- struct{}{}:
 	case <-p.c.writerEnd:

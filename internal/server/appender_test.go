@@ -281,3 +281,81 @@ func TestPipelinedSendsToStreamlessRoom(t *testing.T) {
 		}
 	}
 }
+
+// TestShutdownWithSendsInFlight: Shutdown while a connection has sends in
+// flight returns only once they are stored and published. What is stored
+// is a prefix of the sends, in order, each once; every ack the sender got
+// names its send's seq; and nothing is stored after Shutdown returned.
+func TestShutdownWithSendsInFlight(t *testing.T) {
+	db, err := store.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "messenger.db"), store.WithKeyring(testKeyring(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	ts := startServer(t, withoutRateLimits, func(_ *Config, d *Deps) { d.Store = db })
+	ca, cb := ts.dial(t), ts.dial(t)
+	joinRoom(t, "general", ca, cb)
+
+	const n, first = 200, 10
+	var sent []*protocol.Message
+	acks := map[string]int64{}
+	for i := range n {
+		m := &protocol.Message{Type: protocol.MsgSend, ID: uuid.NewString(), TS: time.Now().UnixMilli(), Room: "general", Body: fmt.Sprintf("m%d", i)}
+		if err := ca.WriteMessage(m); err != nil {
+			break // the server is going away
+		}
+		sent = append(sent, m)
+		if i == first {
+			// Shut down once one send is acked, while the others are
+			// being read and committed and more are written.
+			a := answers(t, ca, 1)[0]
+			if a.Type != protocol.MsgAck || a.Ref != sent[0].ID {
+				t.Fatalf("first answer %+v, want the ack of the first send", a)
+			}
+			acks[a.Ref] = a.Seq
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				if err := ts.Shutdown(ctx); err != nil {
+					t.Errorf("shutdown: %v", err)
+				}
+			}()
+		}
+	}
+	for m := range ca.Messages() { // until going_away ends the connection
+		if m.Type == protocol.MsgAck {
+			acks[m.Ref] = m.Seq
+		}
+	}
+	// Shutdown has returned once the server refuses new connections and
+	// its handlers are done: wait for it through a second call.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := ts.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	stored := func() []store.StoredMessage {
+		ms, _, err := db.History(ctx, store.RoomStream("general"), store.HistoryQuery{After: new(int64), Limit: store.MaxHistoryLimit})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ms
+	}
+	ms := stored()
+	for i, m := range ms {
+		if i >= len(sent) || m.ID.String() != sent[i].ID || m.Seq != int64(i+1) {
+			t.Fatalf("stored message %d is %q (seq %d), want send %d in order", i, m.Body, m.Seq, i)
+		}
+	}
+	for i, m := range sent {
+		seq, ok := acks[m.ID]
+		if ok && (seq != int64(i+1) || i >= len(ms)) {
+			t.Errorf("send %d acked with seq %d, but %d messages are stored", i, seq, len(ms))
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+	if again := stored(); len(again) != len(ms) {
+		t.Errorf("%d messages stored when Shutdown returned, %d a little later", len(ms), len(again))
+	}
+	t.Logf("%d sends written, %d stored, %d acked", len(sent), len(ms), len(acks))
+}
