@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -358,4 +359,48 @@ func TestShutdownWithSendsInFlight(t *testing.T) {
 		t.Errorf("%d messages stored when Shutdown returned, %d a little later", len(ms), len(again))
 	}
 	t.Logf("%d sends written, %d stored, %d acked", len(sent), len(ms), len(acks))
+}
+
+// TestClusterPipelinedSends: two senders on two nodes (one PostgreSQL
+// database, one Redis) pipeline sends to one room at once. Each gets its
+// acks in its order; members on both nodes get every message once, in
+// seq order, each sender's in the order sent.
+func TestClusterPipelinedSends(t *testing.T) {
+	tc := newTestCluster(t, 2, withoutRateLimits)
+	ids := clusterUsers(t, tc)
+	senders := []*client.Conn{authOn(t, tc.nodes[0], ids[0]), authOn(t, tc.nodes[1], ids[1])}
+	readers := []*client.Conn{authOn(t, tc.nodes[0], ids[2]), authOn(t, tc.nodes[1], ids[2])}
+	joinRoom(t, "r", append(slices.Clone(senders), readers...)...)
+	var cols []*collector
+	for _, c := range readers {
+		cols = append(cols, collect(c, "r"))
+	}
+
+	const n = 100
+	sent := make([][]*protocol.Message, len(senders))
+	errs := make(chan error, len(senders))
+	for k, c := range senders {
+		go func() {
+			for i := range n {
+				m := &protocol.Message{Type: protocol.MsgSend, ID: uuid.NewString(), TS: time.Now().UnixMilli(), Room: "r", Body: fmt.Sprintf("%s/%d", ids[k].User, i)}
+				if err := c.WriteMessage(m); err != nil {
+					errs <- err
+					return
+				}
+				sent[k] = append(sent[k], m)
+			}
+			errs <- nil
+		}()
+	}
+	for range senders {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for k, c := range senders {
+		wantAcksInOrder(t, ids[k].User, sent[k], answers(t, c, n))
+	}
+	for i, col := range cols {
+		wantExactlyOnce(t, fmt.Sprintf("carol on node %d", i), col.wait(t, "carol", 2*n), 2*n)
+	}
 }
