@@ -69,6 +69,8 @@ type peer struct {
 	sessionGone bool      // reader goroutine only: the session record is gone for good
 	lastCheck   time.Time // reader goroutine only: when credentialsCurrent last asked the database
 
+	sends *sendPipe // reader goroutine only: room sends in flight (appender.go); nil before the first
+
 	dropped bool // hub goroutine only
 	rooms   int  // hub goroutine only: rooms joined
 }
@@ -131,6 +133,9 @@ func (c *peer) reply(m *protocol.Message) {
 }
 
 func (c *peer) replyError(ref string, err error) {
+	if c.queueError(ref, err) { // appender.go: in its turn, after the sends in flight
+		return
+	}
 	code := protocol.CodeOf(err)
 	c.srv.metrics.Rejected(code)
 	c.log.Info().Str("ref", ref).Stringer("code", code).Msg("request rejected")
@@ -371,6 +376,9 @@ func (c *peer) readLoop(ctx context.Context) {
 // connection must end.
 func (c *peer) handle(ctx context.Context, plaintext []byte) bool {
 	m, err := protocol.DecodeMessage(plaintext)
+	if err != nil || m.Type != protocol.MsgSend {
+		c.waitSends() // appender.go: anything else comes after the sends in flight
+	}
 	if err != nil {
 		// The record authenticated, so this is a client bug, not an attack:
 		// answer and keep the session.

@@ -29,9 +29,10 @@ const (
 	catchUpRetries = 3
 )
 
-// roomLocks serialize each room's append and publish on this node, so
-// that the node publishes a room's messages in the order of their
-// sequence numbers.
+// roomLocks serialize each conversation's append and delivery on this
+// node (conversations.go), so that the node delivers a conversation's
+// records in the order of their sequence numbers. Room sends need none:
+// the appender (appender.go) publishes in commit order.
 type roomLocks [64]sync.Mutex
 
 func (l *roomLocks) of(room string) *sync.Mutex {
@@ -48,9 +49,12 @@ func roomMessage(room string, sm store.StoredMessage) *protocol.Message {
 	}
 }
 
-// say stores a send in the room's stream, publishes it if it is new, and
-// acknowledges it with its sequence number. Membership and rate limits
-// are checked by the caller.
+// say hands a send to the node's appender (appender.go), which stores it
+// in the room's stream, publishes it if it is new, and acknowledges it
+// with its sequence number, in the order of the connection's sends. It
+// returns once the send is handed over, so that the reader goes on;
+// it waits while the connection has maxSendsInFlight sends in flight.
+// Membership and rate limits are checked by the caller.
 func (c *peer) say(ctx context.Context, m *protocol.Message) {
 	mid := m.Mid
 	if mid == "" {
@@ -74,62 +78,14 @@ func (c *peer) say(ctx context.Context, m *protocol.Message) {
 		c.replyError(m.ID, fmt.Errorf("body too large once encoded (%d bytes at most in a record): %w", protocol.MaxPlaintext, protocol.CodeTooLarge))
 		return
 	}
-	mu := c.srv.roomMu.of(m.Room)
-	mu.Lock()
-	defer mu.Unlock()
-	stored, created, err := c.srv.store.AppendMessage(ctx, sm)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		// A room that only anonymous connections used has no stream:
-		// its messages are relayed, not kept, and carry no seq.
-		c.publishUnstored(ctx, m, sm)
-		return
-	case errors.Is(err, store.ErrConflict):
-		c.replyError(m.ID, fmt.Errorf("message id %s was sent by someone else: %w", mid, protocol.CodeConflict))
-		return
-	case err != nil:
-		c.log.Error().Err(err).Str("room", m.Room).Msg("store message")
-		c.replyError(m.ID, protocol.CodeUnavailable)
-		return
+	rs := &roomSend{c: c, log: c.log, m: m, sm: sm, done: make(chan struct{})}
+	if !c.pipe().enter(rs) {
+		return // the connection ended: nothing was stored, the client sends it again
 	}
-	if created {
-		live := roomMessage(m.Room, stored)
-		live.Stream = m.Stream // the live msg links a streamed answer (§8.6); history does not keep it
-		payload, err := live.Encode()
-		if err == nil {
-			err = c.srv.hub.Publish(ctx, m.Room, stored.Seq, payload)
-		}
-		if err != nil {
-			// Committed all the same: members see the gap and fetch it
-			// with history, and a retry gets this ack.
-			c.log.Error().Err(err).Str("room", m.Room).Int64("seq", stored.Seq).Msg("publish stored message")
-		}
-		c.srv.noticeMentions(m.Room, stored) // stream.go
-	}
-	ack := &protocol.Message{Type: protocol.MsgAck, Ref: m.ID, TS: time.Now().UnixMilli(), Seq: stored.Seq}
-	if pos, err := c.srv.store.StreamHead(ctx, sm.Stream); err == nil {
-		ack.Epoch = pos.Epoch
-	} else {
-		c.log.Warn().Err(err).Str("room", m.Room).Msg("stream head for ack")
-	}
-	c.reply(ack)
-}
-
-// publishUnstored relays a message of a room without a stream, as the
-// server did before it kept history.
-func (c *peer) publishUnstored(ctx context.Context, m *protocol.Message, sm store.StoredMessage) {
-	out := roomMessage(m.Room, sm)
-	out.Seq, out.Stream = 0, m.Stream
-	payload, err := out.Encode()
-	if err == nil {
-		err = c.srv.hub.Publish(ctx, m.Room, 0, payload)
-	}
-	if err != nil {
-		c.log.Error().Err(err).Str("room", m.Room).Msg("publish")
-		c.replyError(m.ID, protocol.CodeUnavailable)
-		return
-	}
-	c.reply(&protocol.Message{Type: protocol.MsgAck, Ref: m.ID, TS: time.Now().UnixMilli()})
+	// Counted until published, so that Shutdown waits for it (the
+	// reader's own count keeps the group above zero here).
+	c.srv.handlers.Add(1)
+	c.srv.appender.submit(rs)
 }
 
 // join adds the connection to a room. A logged-in connection, and any

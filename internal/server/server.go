@@ -243,7 +243,8 @@ type Server struct {
 	hasher   passwordHasher
 	limiter  ephemeral.Limiter
 	hub      *Hub
-	roomMu   roomLocks // history.go: one room's append and publish at a time
+	roomMu   roomLocks // history.go: one conversation's append and delivery at a time
+	appender appender  // appender.go: group commit of room sends
 	logins   *logins
 	presence *roomPresence
 	upgrader websocket.Upgrader
@@ -338,6 +339,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 		WriteBufferPool: &writeBuffers,
 		CheckOrigin:     s.checkOrigin,
 	}
+	s.appender.srv = s
 	return s, nil
 }
 

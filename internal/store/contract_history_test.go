@@ -121,6 +121,9 @@ var historyCases = []struct {
 	{"AppendInvalid", testAppendInvalid},
 	{"ConcurrentAppend", testConcurrentAppend},
 	{"ConcurrentRetries", testConcurrentRetries},
+	{"AppendBatch", testAppendBatch},
+	{"AppendBatchOnlyFailures", testAppendBatchOnlyFailures},
+	{"ConcurrentBatches", testConcurrentBatches},
 	{"HistoryPages", testHistoryPages},
 	{"HistoryOfNothing", testHistoryOfNothing},
 	{"SealedAtRest", testSealedAtRest},
@@ -697,6 +700,11 @@ func testNoKeyring(t *testing.T, e historyEnv) {
 	lobby := RoomStream(mustCreateRoom(t, s, "lobby", owner).Name)
 	_, _, err := s.AppendMessage(ctx, newMessage(lobby, "x"))
 	wantErr(t, "AppendMessage", err, ErrNoKeyring)
+	rs, err := s.AppendMessages(ctx, []StoredMessage{newMessage(lobby, "x")})
+	wantErr(t, "AppendMessages", err, ErrNoKeyring)
+	if rs != nil {
+		t.Errorf("AppendMessages without a keyring returned results %+v", rs)
+	}
 	_, _, err = s.History(ctx, lobby, HistoryQuery{})
 	wantErr(t, "History", err, ErrNoKeyring)
 	_, err = s.Rewrap(ctx, 10)
@@ -1214,6 +1222,224 @@ func testPruneAll(t *testing.T, e historyEnv) {
 	for stream, want := range map[string]int{a: 2, b: 5, conv.Stream(): 6, quiet: 0} {
 		if ms, _ := mustHistory(t, e.s, stream, HistoryQuery{}); len(ms) != want {
 			t.Errorf("%s keeps %d messages, want %d", stream, len(ms), want)
+		}
+	}
+}
+
+// testAppendBatch: one AppendMessages call with a bit of everything. Each
+// message gets what AppendMessage would have given it, the others are not
+// disturbed by one that fails, and each stream numbers its messages in
+// the order of the batch.
+func testAppendBatch(t *testing.T, e historyEnv) {
+	ctx := context.Background()
+	lobby, other := e.room(t, "lobby"), e.room(t, "other")
+	committed := mustAppend(t, e.s, newMessage(lobby, "before the batch"))
+	lobbyHead, err := e.s.StreamHead(ctx, lobby)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	retry := newMessage(lobby, "retry of a committed message")
+	retry.ID = committed.ID
+	theft := newMessage(lobby, "someone else's id")
+	theft.ID, theft.Sender = committed.ID, uuid.New()
+	a1 := newMessage(lobby, "a1")
+	o1 := newMessage("room:OTHER", "o1")
+	invalid := newMessage(lobby, "")
+	nowhere := newMessage(RoomStream("nosuchroom"), "no stream")
+	a2 := newMessage(lobby, "a2")
+	again := newMessage(lobby, "a1 again, in the same batch")
+	again.ID = a1.ID
+	stolenInBatch := newMessage(lobby, "a2's id from another sender")
+	stolenInBatch.ID, stolenInBatch.Sender = a2.ID, uuid.New()
+	o2 := newMessage(other, "o2")
+	conv := newMessage(ConversationStream(uuid.New()), "no such conversation")
+
+	batch := []StoredMessage{retry, theft, a1, o1, invalid, nowhere, a2, again, stolenInBatch, o2, conv}
+	rs, err := e.s.AppendMessages(ctx, batch)
+	if err != nil {
+		t.Fatalf("AppendMessages: %v", err)
+	}
+	if len(rs) != len(batch) {
+		t.Fatalf("%d results for %d messages", len(rs), len(batch))
+	}
+	otherHead := func() StreamPosition {
+		h, err := e.s.StreamHead(ctx, other)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}()
+	type want struct {
+		seq     int64
+		created bool
+		epoch   string
+		err     error
+	}
+	wants := []want{
+		{1, false, lobbyHead.Epoch, nil}, // retry
+		{0, false, "", ErrConflict},      // theft
+		{2, true, lobbyHead.Epoch, nil},  // a1
+		{1, true, otherHead.Epoch, nil},  // o1
+		{0, false, "", ErrInvalid},       // invalid
+		{0, false, "", ErrNotFound},      // nowhere
+		{3, true, lobbyHead.Epoch, nil},  // a2
+		{2, false, lobbyHead.Epoch, nil}, // again: a1 as stored
+		{0, false, "", ErrConflict},      // stolenInBatch
+		{2, true, otherHead.Epoch, nil},  // o2
+		{0, false, "", ErrNotFound},      // conv
+	}
+	for i, w := range wants {
+		r := rs[i]
+		if w.err != nil {
+			if !errors.Is(r.Err, w.err) || r.Created || r.Message.Seq != 0 {
+				t.Errorf("result %d (%q) = %+v; want error %v and nothing else", i, batch[i].Body, r, w.err)
+			}
+			continue
+		}
+		if r.Err != nil || r.Message.Seq != w.seq || r.Created != w.created || r.Epoch != w.epoch || !isEpoch(r.Epoch) {
+			t.Errorf("result %d (%q): seq %d created %v epoch %q err %v; want seq %d created %v epoch %q",
+				i, batch[i].Body, r.Message.Seq, r.Created, r.Epoch, r.Err, w.seq, w.created, w.epoch)
+		}
+	}
+	if got := rs[0].Message; !reflect.DeepEqual(got, committed) {
+		t.Errorf("retry returned %+v, want the committed message %+v", got, committed)
+	}
+	if got := rs[7].Message; !reflect.DeepEqual(got, rs[2].Message) || string(got.Body) != "a1" {
+		t.Errorf("the id given twice returned %+v, want a1 as stored %+v", got, rs[2].Message)
+	}
+	if o1 := rs[3].Message; o1.Stream != other {
+		t.Errorf("o1 stored in %q, want %q", o1.Stream, other)
+	}
+
+	// What the batch returned is what was committed, in batch order.
+	ms, pos := mustHistory(t, e.s, lobby, HistoryQuery{After: ptr(0)})
+	if want := []StoredMessage{committed, rs[2].Message, rs[6].Message}; !reflect.DeepEqual(ms, want) {
+		t.Errorf("lobby History = %+v,\nwant %+v", ms, want)
+	}
+	if pos != (StreamPosition{Seq: 3, Epoch: lobbyHead.Epoch}) {
+		t.Errorf("lobby head %+v, want 3 in %s", pos, lobbyHead.Epoch)
+	}
+	ms, pos = mustHistory(t, e.s, other, HistoryQuery{After: ptr(0)})
+	if want := []StoredMessage{rs[3].Message, rs[9].Message}; !reflect.DeepEqual(ms, want) {
+		t.Errorf("other History = %+v,\nwant %+v", ms, want)
+	}
+	if pos.Seq != 2 {
+		t.Errorf("other head %d, want 2", pos.Seq)
+	}
+	if n := countRows(t, e.s, "messages"); n != 5 {
+		t.Errorf("messages has %d rows, want 5", n)
+	}
+	if h, err := e.s.StreamHead(ctx, nowhere.Stream); err != nil || h != (StreamPosition{}) {
+		t.Errorf("StreamHead of a room that does not exist = %+v, %v; want no stream", h, err)
+	}
+	t.Run("sealed like one append", func(t *testing.T) {
+		keyID, body, err := e.raw.rawMessage(ctx, lobby, 2)
+		if err != nil || keyID != 1 || bytes.Contains(body, []byte("a1")) {
+			t.Errorf("raw row: key %d, body %q, %v; want sealed under key 1", keyID, body, err)
+		}
+	})
+	t.Run("empty batch", func(t *testing.T) {
+		rs, err := e.s.AppendMessages(ctx, nil)
+		if err != nil || len(rs) != 0 {
+			t.Errorf("AppendMessages(nil) = %+v, %v", rs, err)
+		}
+	})
+}
+
+// testAppendBatchOnlyFailures: a batch in which no message can be stored
+// answers each with its error and changes nothing.
+func testAppendBatchOnlyFailures(t *testing.T, e historyEnv) {
+	ctx := context.Background()
+	lobby := e.room(t, "lobby")
+	first := mustAppend(t, e.s, newMessage(lobby, "first"))
+	theft := newMessage(lobby, "theft")
+	theft.ID, theft.Sender = first.ID, uuid.New()
+	rs, err := e.s.AppendMessages(ctx, []StoredMessage{
+		newMessage(RoomStream("ghost"), "x"), theft, newMessage(lobby, ""),
+	})
+	if err != nil || len(rs) != 3 {
+		t.Fatalf("AppendMessages = %+v, %v", rs, err)
+	}
+	for i, target := range []error{ErrNotFound, ErrConflict, ErrInvalid} {
+		if !errors.Is(rs[i].Err, target) {
+			t.Errorf("result %d: %v, want %v", i, rs[i].Err, target)
+		}
+	}
+	if h, err := e.s.StreamHead(ctx, lobby); err != nil || h.Seq != 1 {
+		t.Errorf("head %+v, %v; want 1", h, err)
+	}
+	if n := countRows(t, e.s, "messages"); n != 1 {
+		t.Errorf("messages has %d rows, want 1", n)
+	}
+}
+
+// testConcurrentBatches: batches over the same two streams, listed in
+// opposite orders, run at once (on PostgreSQL, two nodes' appenders):
+// none fails (no deadlock), every message is stored once, and each
+// stream is numbered without gaps in the order of each batch.
+func testConcurrentBatches(t *testing.T, e historyEnv) {
+	ctx := context.Background()
+	a, b := e.room(t, "a"), e.room(t, "b")
+	const workers, rounds, per = 4, 6, 8
+	results := make([][]AppendResult, workers)
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for w := range workers {
+		wg.Go(func() {
+			<-start
+			for r := range rounds {
+				batch := make([]StoredMessage, 0, per)
+				for i := range per {
+					stream := a
+					if (i+w)%2 == 1 {
+						stream = b
+					}
+					batch = append(batch, newMessage(stream, fmt.Sprintf("w%d r%d i%d", w, r, i)))
+				}
+				rs, err := e.s.AppendMessages(ctx, batch)
+				if err != nil {
+					errs[w] = fmt.Errorf("round %d: %w", r, err)
+					return
+				}
+				results[w] = append(results[w], rs...)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	for w := range workers {
+		if errs[w] != nil {
+			t.Fatalf("worker %d: %v", w, errs[w])
+		}
+	}
+	last := map[string]int64{}
+	for w := range workers {
+		for i, r := range results[w] {
+			if r.Err != nil || !r.Created {
+				t.Fatalf("worker %d result %d: %+v", w, i, r)
+			}
+			// Within one batch, a stream's seqs rise in batch order.
+			if i%per == 0 {
+				clear(last)
+			}
+			if r.Message.Seq <= last[r.Message.Stream] {
+				t.Errorf("worker %d result %d: seq %d after %d in the same batch", w, i, r.Message.Seq, last[r.Message.Stream])
+			}
+			last[r.Message.Stream] = r.Message.Seq
+		}
+	}
+	const each = workers * rounds * per / 2
+	for _, stream := range []string{a, b} {
+		ms, pos := mustHistory(t, e.s, stream, HistoryQuery{After: ptr(0), Limit: MaxHistoryLimit})
+		if len(ms) != each || pos.Seq != each {
+			t.Fatalf("%s: %d messages, head %d; want %d", stream, len(ms), pos.Seq, each)
+		}
+		for i, m := range ms {
+			if m.Seq != int64(i+1) {
+				t.Fatalf("%s: stored[%d].Seq = %d (a gap)", stream, i, m.Seq)
+			}
 		}
 	}
 }

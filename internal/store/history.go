@@ -143,6 +143,35 @@ type StoredMessage struct {
 	Body []byte
 }
 
+// AppendResult is the outcome of one message of an AppendMessages batch.
+type AppendResult struct {
+	// Message is the message as stored (Seq and CreatedAt filled in), or,
+	// for a retry, as it was stored before. Zero when Err is set.
+	Message StoredMessage
+	// Created is true if this call stored the message, false for a retry
+	// of a stored one.
+	Created bool
+	// Epoch is the epoch of the message's stream, so that an answer can
+	// name the position {Epoch, Message.Seq} without reading the head.
+	Epoch string
+	// Err is why this message was not stored: an invalid message
+	// (ErrInvalid), a stream that does not exist (ErrNotFound), or an id
+	// taken by another sender (ErrConflict).
+	Err error
+}
+
+// appendOne is AppendMessage on top of AppendMessages.
+func appendOne(ctx context.Context, s HistoryStore, m StoredMessage) (StoredMessage, bool, error) {
+	rs, err := s.AppendMessages(ctx, []StoredMessage{m})
+	if err != nil {
+		return StoredMessage{}, false, err
+	}
+	if rs[0].Err != nil {
+		return StoredMessage{}, false, rs[0].Err
+	}
+	return rs[0].Message, rs[0].Created, nil
+}
+
 // HistoryQuery selects a page of a stream. At most one of After and
 // Before may be set; with neither, the page is the stream's newest
 // messages. Pages are always in ascending order of Seq.
@@ -228,6 +257,17 @@ type HistoryStore interface {
 	// ErrConflict if it has another Sender. A message removed by Prune is
 	// no longer there to match.
 	AppendMessage(ctx context.Context, m StoredMessage) (_ StoredMessage, created bool, err error)
+	// AppendMessages stores ms as AppendMessage stores each, in one
+	// transaction and one commit (group commit), and returns one result
+	// per message in the order given. A message that AppendMessage would
+	// refuse (invalid, ErrNotFound, ErrConflict) gets that error in its
+	// own result and does not fail the others; messages of one stream get
+	// their sequence numbers in the order of ms, and a message id given
+	// twice is stored once (the second is a retry of the first). The
+	// returned error is for the whole batch (the database failed, ctx
+	// ended, ErrNoKeyring): then nothing of it is stored and the results
+	// are nil.
+	AppendMessages(ctx context.Context, ms []StoredMessage) ([]AppendResult, error)
 	// History returns a page of the stream's messages (see HistoryQuery)
 	// and the stream's head, read at the same moment: the head is at least
 	// the last Seq returned. A stream that does not exist yet gives an

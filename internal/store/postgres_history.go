@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -19,63 +20,183 @@ import (
 
 const pgMessageColumns = `stream, seq, msg_id, sender, sender_name, created_at, kind, key_id, body`
 
-// errPgRetried ends an append's transaction, rolling back the head it
-// took, when the message turns out to be stored already.
-var errPgRetried = errors.New("store: message already stored")
-
 // AppendMessage implements HistoryStore.
 func (p *Postgres) AppendMessage(ctx context.Context, m StoredMessage) (StoredMessage, bool, error) {
+	return appendOne(ctx, p, m)
+}
+
+// pgHead is a stream's row as a batch holds it locked.
+type pgHead struct {
+	head  int64
+	epoch uuid.UUID
+	moved bool // head was raised by the batch
+}
+
+// pgMessageKey names a message in a stream.
+type pgMessageKey struct {
+	stream string
+	id     uuid.UUID
+}
+
+// AppendMessages implements HistoryStore. One transaction in a few round
+// trips whatever the batch's size: it locks the rows of the batch's
+// streams in the order of their names (so that batches of two nodes
+// cannot deadlock), reads the batch's ids that are stored already, then
+// sends every insert and each stream's new head in one pipeline. Under
+// those locks, numbering in memory is what the UPDATE of head would give.
+func (p *Postgres) AppendMessages(ctx context.Context, ms []StoredMessage) ([]AppendResult, error) {
 	if p.seal == nil {
-		return StoredMessage{}, false, fmt.Errorf("store: append message: %w", ErrNoKeyring)
+		return nil, fmt.Errorf("store: append message: %w", ErrNoKeyring)
 	}
-	m, err := prepareMessage(m)
-	if err != nil {
-		return StoredMessage{}, false, fmt.Errorf("store: append message: %w", err)
-	}
-	var old StoredMessage
-	err = p.inTx(ctx, "append message", func(tx pgx.Tx) error {
-		var err error
-		if room, ok := streamRoom(m.Stream); ok {
-			// The first message of a room creates its stream, if the room
-			// exists; concurrent first messages meet in ON CONFLICT.
-			err = tx.QueryRow(ctx, `
-				INSERT INTO streams (name, epoch, head, created_at)
-				SELECT $1, $2, 1, $3 WHERE EXISTS (SELECT 1 FROM rooms WHERE name = $4)
-				ON CONFLICT (name) DO UPDATE SET head = streams.head + 1
-				RETURNING head`,
-				m.Stream, uuid.New(), m.CreatedAt, room).Scan(&m.Seq)
-		} else {
-			err = tx.QueryRow(ctx, `UPDATE streams SET head = head + 1 WHERE name = $1 RETURNING head`, m.Stream).Scan(&m.Seq)
+	out := make([]AppendResult, len(ms))
+	var (
+		streams []string
+		ids     []uuid.UUID
+	)
+	for i := range ms {
+		m, err := prepareMessage(ms[i])
+		if err != nil {
+			out[i].Err = fmt.Errorf("store: append message: %w", err)
+			continue
 		}
+		out[i].Message = m
+		streams = append(streams, m.Stream)
+		ids = append(ids, m.ID)
+	}
+	if len(streams) == 0 {
+		return out, nil
+	}
+	slices.Sort(streams)
+	streams = slices.Compact(streams)
+	err := p.inTx(ctx, "append message", func(tx pgx.Tx) error {
+		heads, err := p.lockStreams(ctx, tx, streams, out)
 		if err != nil {
 			return err
 		}
-		// Under the stream's lock: a retry of a committed message finds it.
-		old, err = p.scanMessage(tx.QueryRow(ctx,
-			`SELECT `+pgMessageColumns+` FROM messages WHERE stream = $1 AND msg_id = $2`, m.Stream, m.ID))
-		switch {
-		case err == nil && old.Sender != m.Sender:
-			return fmt.Errorf("%w: message id taken by another sender", ErrConflict)
-		case err == nil:
-			return errPgRetried
-		case !errors.Is(err, pgx.ErrNoRows):
-			return err
-		}
-		keyID, sealed, err := p.seal.seal(&m)
+		stored, err := p.storedAmong(ctx, tx, streams, ids)
 		if err != nil {
 			return err
 		}
-		_, err = tx.Exec(ctx, `INSERT INTO messages (`+pgMessageColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-			m.Stream, m.Seq, m.ID, m.Sender, m.SenderName, m.CreatedAt, m.Kind, int64(keyID), sealed)
-		return err
+		batch := &pgx.Batch{}
+		for i := range out {
+			r := &out[i]
+			if r.Err != nil {
+				continue
+			}
+			m := r.Message
+			key := pgMessageKey{m.Stream, m.ID}
+			if old, ok := stored[key]; ok {
+				if old.Sender != m.Sender {
+					*r = AppendResult{Err: fmt.Errorf("store: append message: %w: message id taken by another sender", ErrConflict)}
+				} else {
+					*r = AppendResult{Message: old, Epoch: heads[m.Stream].epoch.String()}
+				}
+				continue
+			}
+			h := heads[m.Stream]
+			if h == nil {
+				*r = AppendResult{Err: fmt.Errorf("store: append message: %w", ErrNotFound)}
+				continue
+			}
+			h.head++
+			h.moved = true
+			m.Seq = h.head
+			keyID, sealed, err := p.seal.seal(&m)
+			if err != nil {
+				return err
+			}
+			batch.Queue(`INSERT INTO messages (`+pgMessageColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+				m.Stream, m.Seq, m.ID, m.Sender, m.SenderName, m.CreatedAt, m.Kind, int64(keyID), sealed)
+			stored[key] = m
+			*r = AppendResult{Message: m, Created: true, Epoch: h.epoch.String()}
+		}
+		for _, name := range streams {
+			if h := heads[name]; h != nil && h.moved {
+				batch.Queue(`UPDATE streams SET head = $2 WHERE name = $1`, name, h.head)
+			}
+		}
+		if batch.Len() == 0 {
+			return nil
+		}
+		return tx.SendBatch(ctx, batch).Close()
 	})
-	switch {
-	case errors.Is(err, errPgRetried):
-		return old, false, nil
-	case err != nil:
-		return StoredMessage{}, false, err
+	if err != nil {
+		return nil, err
 	}
-	return m, true, nil
+	return out, nil
+}
+
+// lockStreams locks the rows of streams (sorted) and returns their heads.
+// A room's stream that does not exist yet is made, with head 0, if the
+// room exists and out holds a message for it; a stream that is still
+// missing then has no entry.
+func (p *Postgres) lockStreams(ctx context.Context, tx pgx.Tx, streams []string, out []AppendResult) (map[string]*pgHead, error) {
+	heads := make(map[string]*pgHead, len(streams))
+	rows, err := tx.Query(ctx, `SELECT name, head, epoch FROM streams WHERE name = ANY($1) ORDER BY name FOR UPDATE`, streams)
+	if err != nil {
+		return nil, err
+	}
+	type row struct {
+		name string
+		h    pgHead
+	}
+	got, err := collectPg(rows, func(r pgx.Row) (x row, err error) { return x, r.Scan(&x.name, &x.h.head, &x.h.epoch) })
+	if err != nil {
+		return nil, err
+	}
+	for i := range got {
+		heads[got[i].name] = &got[i].h
+	}
+	for _, name := range streams {
+		room, ok := streamRoom(name)
+		if heads[name] != nil || !ok {
+			continue
+		}
+		// The first message of a room creates its stream, if the room
+		// exists; a concurrent first message meets this one in ON
+		// CONFLICT, and the row is then read under its lock.
+		created := time.Time{}
+		for i := range out {
+			if out[i].Err == nil && out[i].Message.Stream == name {
+				created = out[i].Message.CreatedAt
+				break
+			}
+		}
+		if _, err := tx.Exec(ctx, `
+			INSERT INTO streams (name, epoch, head, created_at)
+			SELECT $1, $2, 0, $3 WHERE EXISTS (SELECT 1 FROM rooms WHERE name = $4)
+			ON CONFLICT (name) DO NOTHING`, name, uuid.New(), created, room); err != nil {
+			return nil, err
+		}
+		var h pgHead
+		err := tx.QueryRow(ctx, `SELECT head, epoch FROM streams WHERE name = $1 FOR UPDATE`, name).Scan(&h.head, &h.epoch)
+		switch {
+		case err == nil:
+			heads[name] = &h
+		case !errors.Is(err, pgx.ErrNoRows):
+			return nil, err
+		}
+	}
+	return heads, nil
+}
+
+// storedAmong returns the stored messages of streams whose id is among
+// ids (read under the streams' locks, so a retry of a committed message
+// finds it).
+func (p *Postgres) storedAmong(ctx context.Context, tx pgx.Tx, streams []string, ids []uuid.UUID) (map[pgMessageKey]StoredMessage, error) {
+	rows, err := tx.Query(ctx, `SELECT `+pgMessageColumns+` FROM messages WHERE stream = ANY($1) AND msg_id = ANY($2)`, streams, ids)
+	if err != nil {
+		return nil, err
+	}
+	olds, err := collectPg(rows, p.scanMessage)
+	if err != nil {
+		return nil, err
+	}
+	stored := make(map[pgMessageKey]StoredMessage, len(olds))
+	for _, m := range olds {
+		stored[pgMessageKey{m.Stream, m.ID}] = m
+	}
+	return stored, nil
 }
 
 // History implements HistoryStore.

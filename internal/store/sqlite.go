@@ -28,6 +28,9 @@ type SQLite struct {
 	w    *sql.DB // the single writer
 	r    *sql.DB // readers, PRAGMA query_only
 	seal *sealer // nil without a keyring
+	// stmts are the append's statements, prepared once on w
+	// (sqlite_history.go).
+	stmts *sqliteStmts
 }
 
 var _ Store = (*SQLite)(nil)
@@ -85,6 +88,10 @@ func OpenSQLite(ctx context.Context, path string, opts ...Option) (*SQLite, erro
 		_ = s.w.Close()
 		return nil, err
 	}
+	if s.stmts, err = prepareSQLiteStmts(ctx, s.w); err != nil {
+		_ = s.w.Close()
+		return nil, err
+	}
 	if s.r, err = sql.Open("sqlite", path+"?"+sqliteReaderParams); err != nil {
 		_ = s.w.Close()
 		return nil, fmt.Errorf("store: open sqlite: %w", err)
@@ -124,11 +131,14 @@ func pingSQLite(ctx context.Context, db *sql.DB) error {
 
 // Close closes both pools; the last connection to go checkpoints the WAL.
 func (s *SQLite) Close() error {
-	var errR error
+	var errR, errS error
 	if s.r != nil {
 		errR = s.r.Close()
 	}
-	if err := errors.Join(errR, s.w.Close()); err != nil {
+	if s.stmts != nil {
+		errS = s.stmts.close()
+	}
+	if err := errors.Join(errR, errS, s.w.Close()); err != nil {
 		return fmt.Errorf("store: close: %w", err)
 	}
 	return nil
