@@ -38,36 +38,14 @@ type account struct {
 func (l *loader) registerAccounts(ctx context.Context, what string, names []string, ids *keyPool) ([]*account, *errorCounts, time.Duration) {
 	accts := make([]*account, len(names))
 	errs := &errorCounts{}
-	var done atomic.Int64
-	stop := l.bar(what, len(names), &done)
-	work := make(chan int)
-	var wg sync.WaitGroup
-	start := time.Now()
-	for range l.o.concurrency {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range work {
-				a, err := l.register(ctx, names[i], ids)
-				done.Add(1)
-				if err != nil {
-					errs.add(err)
-					continue
-				}
-				accts[i] = a
-			}
-		}()
-	}
-	for i := range names {
-		if ctx.Err() != nil {
-			break
+	took := l.forEach(ctx, what, len(names), func(i int) {
+		a, err := l.register(ctx, names[i], ids)
+		if err != nil {
+			errs.add(err)
+			return
 		}
-		work <- i
-	}
-	close(work)
-	wg.Wait()
-	took := time.Since(start)
-	stop()
+		accts[i] = a
+	})
 	return accts, errs, took
 }
 
@@ -363,40 +341,20 @@ func (l *loader) conv(ctx context.Context) (*ConvResult, error) {
 func (l *loader) openConversations(ctx context.Context, accts []*account, state string, errs *errorCounts) [][2]*convUser {
 	var mu sync.Mutex
 	var pairs [][2]*convUser
-	work := make(chan int)
-	var done atomic.Int64
-	stop := l.bar("open", len(accts)/2, &done)
-	var wg sync.WaitGroup
-	for range l.o.concurrency {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range work {
-				a, b := accts[2*i], accts[2*i+1]
-				p, err := openPair(ctx, a, b, state)
-				done.Add(1)
-				if err != nil {
-					errs.add(err)
-					continue
-				}
-				mu.Lock()
-				pairs = append(pairs, p)
-				mu.Unlock()
-			}
-		}()
-	}
-	for i := range len(accts) / 2 {
-		if ctx.Err() != nil {
-			break
+	l.forEach(ctx, "open", len(accts)/2, func(i int) {
+		a, b := accts[2*i], accts[2*i+1]
+		if a == nil || b == nil {
+			return // its registration failure is counted already
 		}
-		if accts[2*i] == nil || accts[2*i+1] == nil {
-			continue // its registration failure is counted already
+		p, err := openPair(ctx, a, b, state)
+		if err != nil {
+			errs.add(err)
+			return
 		}
-		work <- i
-	}
-	close(work)
-	wg.Wait()
-	stop()
+		mu.Lock()
+		pairs = append(pairs, p)
+		mu.Unlock()
+	})
 	return pairs
 }
 

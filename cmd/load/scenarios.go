@@ -97,6 +97,28 @@ func dialEach[C closer](ctx context.Context, l *loader, what string, n int, dial
 	conns := make([]C, n)
 	lat := &samples{}
 	errs := &errorCounts{}
+	took := l.forEach(ctx, what, n, func(i int) {
+		t0 := time.Now()
+		c, err := dial(ctx)
+		if err == nil && setup != nil {
+			if err = setup(ctx, i, c); err != nil {
+				c.Close()
+			}
+		}
+		if err != nil {
+			errs.add(err)
+			return
+		}
+		lat.add(time.Since(t0))
+		conns[i] = c
+	})
+	return conns, lat, errs, took
+}
+
+// forEach calls do(i) for i in 0..n-1, -concurrency calls at a time, with
+// a progress bar named what counting finished calls; it hands out no new
+// i once ctx is done, and returns how long it took.
+func (l *loader) forEach(ctx context.Context, what string, n int, do func(i int)) time.Duration {
 	var done atomic.Int64
 	stop := l.bar(what, n, &done)
 	work := make(chan int)
@@ -107,20 +129,8 @@ func dialEach[C closer](ctx context.Context, l *loader, what string, n int, dial
 		go func() {
 			defer wg.Done()
 			for i := range work {
-				t0 := time.Now()
-				c, err := dial(ctx)
-				if err == nil && setup != nil {
-					if err = setup(ctx, i, c); err != nil {
-						c.Close()
-					}
-				}
+				do(i)
 				done.Add(1)
-				if err != nil {
-					errs.add(err)
-					continue
-				}
-				lat.add(time.Since(t0))
-				conns[i] = c
 			}
 		}()
 	}
@@ -134,7 +144,7 @@ func dialEach[C closer](ctx context.Context, l *loader, what string, n int, dial
 	wg.Wait()
 	took := time.Since(start)
 	stop()
-	return conns, lat, errs, took
+	return took
 }
 
 // drain reads and drops what c receives until it closes, so that a held
