@@ -208,28 +208,15 @@ func TestCentrifugoTarget(t *testing.T) {
 		t.Skip("CENTRIFUGO_BIN is not set: this test needs a Centrifugo v6 binary (go install github.com/centrifugal/centrifugo/v6@v6.9.1, several minutes; then CENTRIFUGO_BIN=$(go env GOPATH)/bin/centrifugo)")
 	}
 	wsURL, metricsURL := startCentrifugo(t, bin)
-	jsonPath := filepath.Join(t.TempDir(), "out.json")
-	var stdout, stderr bytes.Buffer
-	args := []string{"-target", "centrifugo", "-url", wsURL, "-metrics-url", metricsURL,
-		"-conns", "12", "-concurrency", "4", "-room-size", "3", "-hold", "3500ms",
-		"-members", "5", "-rates", "20", "-duration", "500ms", "-drain", "20s", "-json", jsonPath}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if err := run(ctx, args, &stdout, &stderr); err != nil {
-		t.Fatalf("run: %v\n%s", err, stderr.String())
-	}
+	rep, out := runJSON(t, ctx, "-target", "centrifugo", "-url", wsURL, "-metrics-url", metricsURL,
+		"-conns", "12", "-concurrency", "4", "-room-size", "3", "-hold", "3500ms",
+		"-members", "5", "-rates", "20", "-duration", "500ms", "-drain", "20s")
 	for _, want := range []string{"Centrifugo: no handshake", "Centrifugo connect + subscribe of a 3-member room", "| established | 12 of 12 |", "## fanout: one room of 5 members"} {
-		if !strings.Contains(stdout.String(), want) {
-			t.Errorf("output lacks %q:\n%s", want, stdout.String())
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
 		}
-	}
-	b, err := os.ReadFile(jsonPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rep Report
-	if err := json.Unmarshal(b, &rep); err != nil {
-		t.Fatal(err)
 	}
 	if rep.Target != targetCentrifugo || rep.Handshake != nil || rep.Resume != nil {
 		t.Errorf("report: target %q, handshake %v, resume %v", rep.Target, rep.Handshake, rep.Resume)

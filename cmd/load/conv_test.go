@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -32,21 +31,7 @@ func startAccountsServer(t *testing.T) *servertest.Server {
 // and printed output.
 func runReport(t *testing.T, url string, args ...string) (*Report, string) {
 	t.Helper()
-	jsonPath := filepath.Join(t.TempDir(), "out.json")
-	var stdout, stderr bytes.Buffer
-	args = append([]string{"-url", url, "-keys", "2", "-key-bits", "2048", "-identity-keys", "2", "-identity-bits", "2048", "-concurrency", "4", "-json", jsonPath}, args...)
-	if err := run(context.Background(), args, &stdout, &stderr); err != nil {
-		t.Fatalf("run: %v\n%s", err, stderr.String())
-	}
-	b, err := os.ReadFile(jsonPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rep Report
-	if err := json.Unmarshal(b, &rep); err != nil {
-		t.Fatal(err)
-	}
-	return &rep, stdout.String()
+	return runJSON(t, context.Background(), append([]string{"-url", url, "-keys", "2", "-key-bits", "2048", "-identity-keys", "2", "-identity-bits", "2048", "-concurrency", "4"}, args...)...)
 }
 
 // Two pairs, each A sending 5 texts in one second: every text is

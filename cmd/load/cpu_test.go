@@ -5,11 +5,9 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
-	"encoding/json"
 	"math"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -154,25 +152,12 @@ func TestStormsReportServerCPU(t *testing.T) {
 		t.Skip("/proc/PID/stat is Linux's")
 	}
 	url := startServer(t)
-	jsonPath := filepath.Join(t.TempDir(), "out.json")
-	var stdout, stderr bytes.Buffer
-	args := []string{"-url", url, "-scenario", "handshake,resume", "-handshake-for", "2s", "-sign-bits", "2048",
-		"-concurrency", "4", "-resume-for", "1s", "-keys", "2", "-server-pid", strconv.Itoa(os.Getpid()), "-json", jsonPath}
-	if err := run(context.Background(), args, &stdout, &stderr); err != nil {
-		t.Fatalf("run: %v\n%s", err, stderr.String())
-	}
+	rep, out := runJSON(t, context.Background(), "-url", url, "-scenario", "handshake,resume", "-handshake-for", "2s", "-sign-bits", "2048",
+		"-concurrency", "4", "-resume-for", "1s", "-keys", "2", "-server-pid", strconv.Itoa(os.Getpid()))
 	for _, want := range []string{"| server CPU per handshake |", "| handshakes per server CPU-second ÷ signatures per CPU-second |", "| server CPU per resumption |"} {
-		if !strings.Contains(stdout.String(), want) {
-			t.Errorf("output lacks %q:\n%s", want, stdout.String())
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
 		}
-	}
-	b, err := os.ReadFile(jsonPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rep Report
-	if err := json.Unmarshal(b, &rep); err != nil {
-		t.Fatal(err)
 	}
 	h := rep.Handshake
 	if h == nil || h.Handshakes == 0 || h.SignPerCPUSecond <= 0 || h.CPU.ServerSeconds <= 0 || h.CPURatio <= 0 {

@@ -33,27 +33,14 @@ func startServer(t *testing.T) string {
 // resumptions, and every fan-out message delivered to every member.
 func TestLoadRunsEveryScenario(t *testing.T) {
 	url := startServer(t)
-	jsonPath := filepath.Join(t.TempDir(), "out.json")
 	htmlPath := filepath.Join(t.TempDir(), "out.html")
-	var stdout, stderr bytes.Buffer
-	args := []string{"-url", url, "-scenario", "handshake,connect,resume,fanout", "-handshake-for", "1s", "-sign-bits", "2048", "-conns", "12", "-concurrency", "4", "-room-size", "3", "-hold", "100ms",
+	rep, out := runJSON(t, context.Background(), "-url", url, "-scenario", "handshake,connect,resume,fanout", "-handshake-for", "1s", "-sign-bits", "2048", "-conns", "12", "-concurrency", "4", "-room-size", "3", "-hold", "100ms",
 		"-resume-for", "500ms", "-members", "5", "-rates", "20", "-duration", "500ms", "-drain", "20s",
-		"-keys", "2", "-server-pid", "0", "-json", jsonPath, "-html", htmlPath}
-	if err := run(context.Background(), args, &stdout, &stderr); err != nil {
-		t.Fatalf("run: %v\n%s", err, stderr.String())
-	}
+		"-keys", "2", "-server-pid", "0", "-html", htmlPath)
 	for _, want := range []string{"pool of 2 pre-generated RSA-2048 keys", "| established | 12 of 12 |", "## handshake:", "## resume:", "## fanout: one room of 5 members"} {
-		if !strings.Contains(stdout.String(), want) {
-			t.Errorf("output lacks %q:\n%s", want, stdout.String())
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
 		}
-	}
-	b, err := os.ReadFile(jsonPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rep Report
-	if err := json.Unmarshal(b, &rep); err != nil {
-		t.Fatal(err)
 	}
 	if h := rep.Handshake; h == nil || h.Handshakes == 0 || len(h.Errors) != 0 || h.SignPerSecond <= 0 || h.Ratio <= 0 || h.SignBits != 2048 {
 		t.Errorf("handshake: %+v", rep.Handshake)
@@ -132,14 +119,13 @@ func TestParseHead(t *testing.T) {
 	}
 }
 
-// TestConnectByResume: -connect-by resume opens every timed connection by
-// resuming a session made beforehand, and the server says each resumed.
-func TestConnectByResume(t *testing.T) {
-	url := startServer(t)
+// runJSON runs the tool with args and -json, failing t if it fails, and
+// returns the report it wrote and what it printed.
+func runJSON(t *testing.T, ctx context.Context, args ...string) (*Report, string) {
+	t.Helper()
 	jsonPath := filepath.Join(t.TempDir(), "out.json")
 	var stdout, stderr bytes.Buffer
-	args := []string{"-url", url, "-scenario", "connect", "-connect-by", "resume", "-conns", "15", "-concurrency", "4", "-room-size", "5", "-hold", "100ms", "-keys", "2", "-json", jsonPath}
-	if err := run(context.Background(), args, &stdout, &stderr); err != nil {
+	if err := run(ctx, append(args, "-json", jsonPath), &stdout, &stderr); err != nil {
 		t.Fatalf("run: %v\n%s", err, stderr.String())
 	}
 	b, err := os.ReadFile(jsonPath)
@@ -150,10 +136,18 @@ func TestConnectByResume(t *testing.T) {
 	if err := json.Unmarshal(b, &rep); err != nil {
 		t.Fatal(err)
 	}
+	return &rep, stdout.String()
+}
+
+// TestConnectByResume: -connect-by resume opens every timed connection by
+// resuming a session made beforehand, and the server says each resumed.
+func TestConnectByResume(t *testing.T) {
+	url := startServer(t)
+	rep, out := runJSON(t, context.Background(), "-url", url, "-scenario", "connect", "-connect-by", "resume", "-conns", "15", "-concurrency", "4", "-room-size", "5", "-hold", "100ms", "-keys", "2")
 	if c := rep.Connect; c == nil || c.Established != 15 || c.Resumed != 15 || len(c.Errors) != 0 || c.Opens != "resumption + join" {
 		t.Fatalf("connect: %+v", rep.Connect)
 	}
-	if !strings.Contains(stdout.String(), "| of them resumed | 15 |") {
-		t.Errorf("output:\n%s", stdout.String())
+	if !strings.Contains(out, "| of them resumed | 15 |") {
+		t.Errorf("output:\n%s", out)
 	}
 }
