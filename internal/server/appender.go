@@ -277,20 +277,11 @@ func (p *sendPipe) answer(rs *roomSend) {
 		close(rs.passed)
 		return
 	case rs.err != nil:
-		code := protocol.CodeOf(rs.err)
-		c.srv.metrics.Rejected(code)
-		rs.log.Info().Str("ref", rs.m.ID).Stringer("code", code).Msg("request rejected")
-		msg = &protocol.Message{Type: protocol.MsgError, Ref: rs.m.ID, Code: code, Error: publicReason(code, rs.err)}
+		msg = c.rejection(rs.log, rs.m.ID, rs.err)
 	default:
 		msg = rs.ack
 	}
-	b, err := msg.Encode()
-	if err != nil {
-		rs.log.Error().Err(err).Str("type", msg.Type).Msg("encode reply")
-		c.fail(protocol.CodeInternal, "internal error")
-		return
-	}
-	c.queue.answer(b, c.writerEnd)
+	c.replyWith(rs.log, msg)
 }
 
 // busy reports whether sends of the connection are waiting for their

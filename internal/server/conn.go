@@ -119,10 +119,14 @@ func (c *peer) fail(code protocol.Code, reason string) {
 	})
 }
 
-func (c *peer) reply(m *protocol.Message) {
+func (c *peer) reply(m *protocol.Message) { c.replyWith(c.log, m) }
+
+// replyWith is reply logging to log: the sendPipe's goroutine answers
+// with the reader's logger as it was when the send was read.
+func (c *peer) replyWith(log zerolog.Logger, m *protocol.Message) {
 	b, err := m.Encode()
 	if err != nil {
-		c.log.Error().Err(err).Str("type", m.Type).Msg("encode reply")
+		log.Error().Err(err).Str("type", m.Type).Msg("encode reply")
 		c.fail(protocol.CodeInternal, "internal error")
 		return
 	}
@@ -136,10 +140,16 @@ func (c *peer) replyError(ref string, err error) {
 	if c.queueError(ref, err) { // appender.go: in its turn, after the sends in flight
 		return
 	}
+	c.reply(c.rejection(c.log, ref, err))
+}
+
+// rejection counts and logs (to log) the refusal of request ref with err
+// and returns its error answer.
+func (c *peer) rejection(log zerolog.Logger, ref string, err error) *protocol.Message {
 	code := protocol.CodeOf(err)
 	c.srv.metrics.Rejected(code)
-	c.log.Info().Str("ref", ref).Stringer("code", code).Msg("request rejected")
-	c.reply(&protocol.Message{Type: protocol.MsgError, Ref: ref, Code: code, Error: publicReason(code, err)})
+	log.Info().Str("ref", ref).Stringer("code", code).Msg("request rejected")
+	return &protocol.Message{Type: protocol.MsgError, Ref: ref, Code: code, Error: publicReason(code, err)}
 }
 
 // publicReason is the text a client sees for an error: the error itself for
