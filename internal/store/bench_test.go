@@ -20,15 +20,7 @@ func BenchmarkSQLiteAppendMessage(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer s.Close()
-	u, err := s.CreateUser(ctx, User{Name: "owner", PasswordHash: testHash})
-	if err != nil {
-		b.Fatal(err)
-	}
-	r, err := s.CreateRoom(ctx, Room{Name: "bench", CreatedBy: u.ID})
-	if err != nil {
-		b.Fatal(err)
-	}
-	stream := RoomStream(r.Name)
+	stream := benchRoom(b, s)
 	body := make([]byte, 256)
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -71,21 +63,28 @@ func BenchmarkPostgresAppendMessages(b *testing.B) {
 	})
 }
 
+// benchRoom creates a user and a room in s and returns the room's stream.
+func benchRoom(b *testing.B, s Store) string {
+	b.Helper()
+	ctx := context.Background()
+	u, err := s.CreateUser(ctx, User{Name: "owner", PasswordHash: testHash})
+	if err != nil {
+		b.Fatal(err)
+	}
+	r, err := s.CreateRoom(ctx, Room{Name: "bench", CreatedBy: u.ID})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return RoomStream(r.Name)
+}
+
 func benchAppendMessages(b *testing.B, open func(b *testing.B) Store) {
 	for _, n := range []int{1, 16, 64} {
 		b.Run(fmt.Sprintf("batch=%d", n), func(b *testing.B) {
 			ctx := context.Background()
 			s := open(b)
 			defer s.Close()
-			u, err := s.CreateUser(ctx, User{Name: "owner", PasswordHash: testHash})
-			if err != nil {
-				b.Fatal(err)
-			}
-			r, err := s.CreateRoom(ctx, Room{Name: "bench", CreatedBy: u.ID})
-			if err != nil {
-				b.Fatal(err)
-			}
-			stream := RoomStream(r.Name)
+			stream := benchRoom(b, s)
 			body := make([]byte, 256)
 			batch := make([]StoredMessage, n)
 			b.ReportAllocs()
